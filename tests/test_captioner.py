@@ -1,0 +1,163 @@
+"""The facade end to end on tiny models: batched sampling, reranking, checkpoints, the CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zsc_core import world
+from zsc_core.adaptor import MacCapAdaptor, MacCapConfig
+from zsc_core.captioner import Captioner
+from zsc_core.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
+from zsc_core.sampling import rerank
+
+from .conftest import TINY_CLIP_CFG, make_tiny_clip
+
+SMALL = MacCapConfig(d_model=32, n_heads=8, ffn_dim=64, n_queries=4, n_cr=4)
+
+
+def _img(i=0, size=64):
+    return world.render(world.make_scene(0, "eval", i), size)
+
+
+def test_adaptor_shapes():
+    ad = MacCapAdaptor(MacCapConfig(clip_dim=24, lm_dim=40, n_queries=6, d_model=32, n_heads=8, ffn_dim=64))
+    out = ad(torch.randn(3, 10, 24))
+    assert out.shape == (3, 6, 40)
+    out.sum().backward()
+    assert ad.queries.grad is not None and ad.in_proj.weight.grad is not None
+
+
+def test_rerank_orders_by_clip_score_and_merges_duplicates():
+    img = torch.tensor([1.0, 0.0])
+    feats = torch.nn.functional.normalize(torch.tensor([[0.0, 1.0], [1.0, 0.2], [1.0, 1.0], [1.0, 0.2]]), dim=-1)
+    c = rerank(["far", "near", "mid", "near"], feats, img)
+    assert [x.text for x in c] == ["near", "mid", "far"]
+    assert c[0].count == 2 and c[0].clip_score == pytest.approx(1 / (1.04 ** 0.5), rel=1e-5)
+    assert rerank(["", "a"], feats[:2], img)[0].text == "a"  # empty candidates drop out
+
+
+def test_s_samples_decode_in_one_generate_call(tiny_clip, tiny_lm, monkeypatch):
+    cap = Captioner.build(tiny_clip, tiny_lm, SMALL)
+    calls = []
+    real = tiny_lm.model.generate
+
+    def counting(*a, **kw):
+        calls.append(kw["inputs_embeds"].shape)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tiny_lm.model, "generate", counting)
+    res = cap.caption([_img(0), _img(1)], samples=7, max_new_tokens=5)
+    assert len(calls) == 1 and calls[0][0] == 2 * 7  # one call, B * S rows
+    for r in res:
+        assert 1 <= len(r.candidates) <= 7 and sum(c.count for c in r.candidates) <= 7
+        scores = [c.clip_score for c in r.candidates]
+        assert scores == sorted(scores, reverse=True) and r.caption == r.candidates[0].text
+        assert len(r.regions) == 4 and all(0 <= x0 < x1 <= 64 for (x0, _, x1, _), _w in
+                                          ((g.box, g.weight) for g in r.regions))
+        assert set(r.timings) == {"encode_s", "generate_s", "rerank_s", "total_s"}
+
+
+def test_noise_makes_samples_differ_and_seed_reproduces(tiny_clip, tiny_lm):
+    cap = Captioner.build(tiny_clip, tiny_lm, SMALL)
+    a = cap.caption(_img(2), samples=12, seed=3, max_new_tokens=6)
+    b = cap.caption(_img(2), samples=12, seed=3, max_new_tokens=6)
+    assert a.to_dict()["candidates"] == b.to_dict()["candidates"]
+    one = cap.caption(_img(2), samples=1, max_new_tokens=6)
+    assert len(one.candidates) == 1
+    assert not cap.adaptor.training  # a built adaptor is put in eval mode for captioning...
+    cap.adaptor.train()
+    cap.caption(_img(2), samples=1, max_new_tokens=3)
+    assert cap.adaptor.training  # ...and its training mode is restored afterwards
+
+
+def test_cls_only_ablation_uses_the_global_feature(tiny_clip, tiny_lm):
+    cap = Captioner.build(tiny_clip, tiny_lm, SMALL)
+    feats = tiny_clip.image_features(tiny_clip.pixels([_img(0)]))
+    mem, _ = cap.region_memory(feats, type(cap.config)(use_regions=False))
+    assert torch.allclose(mem, feats.global_feat[:, None].expand(-1, 4, -1))
+    mem2, sub = cap.region_memory(feats, type(cap.config)())
+    assert torch.allclose(mem2, sub.feats)
+
+
+def _saved_captioner(tmp_path, clip_seed=0):
+    clip_path = str(tmp_path / "clip.safetensors")
+    save_clip(clip_path, make_tiny_clip(clip_seed).model, TINY_CLIP_CFG, PreprocessCfg(image_size=32), "tiny-clip")
+    clip = load_clip(ClipSpec(checkpoint=clip_path))
+    from zsc_core.lm import LMSpec, load_lm
+
+    cap = Captioner.build(clip, load_lm(LMSpec("tiny")), SMALL)
+    path = str(tmp_path / "adaptor.safetensors")
+    cap.save(path, extra={"step": 3}, dtype=None)
+    return cap, path
+
+
+def test_checkpoint_round_trip_is_self_describing(tmp_path):
+    cap, path = _saved_captioner(tmp_path)
+    meta = read_metadata(path)
+    assert meta["kind"] == "maccap" and meta["config"]["adaptor"]["n_queries"] == 4
+    assert meta["clip"]["spec"]["checkpoint"] == "clip.safetensors"  # relative: the folder can move
+    assert meta["lm"]["spec"]["source"] == "tiny" and meta["extra"] == {"step": 3}
+    ck = load_checkpoint(path)
+    assert set(ck.tensors) == set(cap.adaptor.state_dict())  # only trainable weights, no CLIP or LM
+    loaded = Captioner.from_pretrained(path)
+    assert loaded.caption(_img(1), samples=4).to_dict()["candidates"] == \
+        cap.caption(_img(1), samples=4).to_dict()["candidates"]
+
+
+def test_loading_against_another_clip_is_a_clear_error(tmp_path):
+    _, path = _saved_captioner(tmp_path)
+    other = make_tiny_clip(5)
+    with pytest.raises(CheckpointError) as e:
+        Captioner.from_pretrained(path, clip=other)
+    msg = str(e.value)
+    assert "tiny-clip" in msg and "tiny-clip-5" in msg and "CLIP" in msg
+
+
+def test_checkpoint_errors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        read_metadata(str(bad))
+    with pytest.raises(CheckpointError, match="not found"):
+        read_metadata(str(tmp_path / "missing.safetensors"))
+    p = str(tmp_path / "clip_kind.safetensors")
+    save_checkpoint(p, {"w": torch.ones(1)}, kind="clip", config={})
+    with pytest.raises(CheckpointError, match="holds a 'clip' model"):
+        load_checkpoint(p, expect_kind="maccap")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "zsc_core", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_json_and_error_path(tmp_path):
+    _, path = _saved_captioner(tmp_path)
+    img = tmp_path / "scene.png"
+    _img(4).save(img)
+    ok = _cli("caption", str(img), "--model", path, "--samples", "3", "--json")
+    assert ok.returncode == 0, ok.stderr
+    rec = json.loads(ok.stdout.strip().splitlines()[0])
+    assert set(rec) >= {"caption", "candidates", "regions", "timings"}
+    assert rec["candidates"] and {"text", "clip_score"} <= set(rec["candidates"][0])
+    assert rec["regions"] and len(rec["regions"][0]["box"]) == 4
+    missing = _cli("caption", str(tmp_path / "nope.png"), "--model", path)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.png'}: no such file"]
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("this is not a jpeg")
+    bad = _cli("caption", str(junk), "--model", path)
+    assert bad.returncode != 0 and "not an image" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = _cli("caption", str(img), "--model", "no-such-model")
+    assert unknown.returncode != 0 and "neither a preset" in unknown.stderr
+
+
+def test_cli_world(tmp_path):
+    r = _cli("world", "--split", "eval", "--n", "3", "--seed", "0", "--size", "64", "--out", str(tmp_path / "w"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["images"] == 3
+    refs = json.loads((tmp_path / "w" / "references.json").read_text())
+    assert len(refs["images"]) == 3 and len(refs["annotations"]) == 15

@@ -1,0 +1,85 @@
+"""What every train/ script shares: command-line overrides of a config dataclass, logging, threads."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import typing
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def _convert(value: str, typ: Any, current: Any) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is bool or isinstance(current, bool):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    if origin is tuple or isinstance(current, tuple):
+        inner = typing.get_args(typ)[0] if typing.get_args(typ) else str
+        return tuple(_convert(v, inner, inner()) for v in value.split(",") if v)
+    if typ is int or isinstance(current, int):
+        return int(value)
+    if typ is float or isinstance(current, float):
+        return float(value)
+    if value.lower() == "none":
+        return None
+    return value
+
+
+def parse_overrides(cfg: T, argv: list[str]) -> T:
+    """Return ``cfg`` with ``field=value`` arguments applied; an unknown field or bad value is a clear error."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(type(cfg))
+    changes = {}
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(type(cfg).__doc__ or "")
+            for f in fields.values():
+                print(f"  {f.name}={getattr(cfg, f.name)!r}")
+            raise SystemExit(0)
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("-").replace("-", "_")
+        if not sep or key not in fields:
+            raise SystemExit(f"unknown argument {arg!r}; expected field=value with a field of "
+                             f"{type(cfg).__name__}: {', '.join(fields)}")
+        try:
+            changes[key] = _convert(value, hints.get(key, str), getattr(cfg, key))
+        except ValueError as e:
+            raise SystemExit(f"bad value for {key}: {e}") from e
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def set_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+class RunLogger:
+    """Log lines to a file and stderr, and make tqdm progress bars that write to stderr."""
+
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.logger = logging.getLogger(f"zsc.train.{os.path.abspath(path)}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        if not self.logger.handlers:
+            fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+            for h in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
+                h.setFormatter(fmt)
+                self.logger.addHandler(h)
+
+    def info(self, msg: str) -> None:
+        self.logger.info(msg)
+
+    def progress(self, **kw):
+        from tqdm.auto import tqdm
+
+        return tqdm(file=sys.stderr, dynamic_ncols=True, mininterval=5.0, **kw)

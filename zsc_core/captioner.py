@@ -1,0 +1,206 @@
+"""The one facade: ``Captioner.from_pretrained(name_or_path).caption(images) -> CaptionResult``.
+
+The app, the CLI, the evaluation and the tests all caption through this class, and the training scripts build
+their models with it, so training and inference share one copy of the model code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from . import gap, regions
+from .adaptor import MacCapAdaptor, MacCapConfig
+from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from .device import resolve_device, resolve_dtype
+from .encode import ClipEncoder, ClipSpec, load_clip
+from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
+from .sampling import Candidate, rerank
+
+ADAPTOR_KINDS = ("maccap",)
+
+
+@dataclass
+class CaptionConfig:
+    """Inference settings; every field can be overridden per call of :meth:`Captioner.caption`."""
+
+    samples: int = 20  # S noisy copies decoded in one batch and reranked by CLIP; 1: one noise-free caption
+    sigma2: float | None = None  # inference noise variance; None: the adaptor's training sigma2
+    n_cr: int | None = None  # subregions N_cr; None: the adaptor's n_cr
+    use_regions: bool = True  # subregion aggregation; False: the CLS feature repeated N_cr times (ablation)
+    num_beams: int = 1  # beam width per sample (MacCap's single-caption setting: 4)
+    max_new_tokens: int = 20
+    seed: int = 0  # seeds the sampling noise, so a caption is reproducible
+
+
+@dataclass
+class RegionBox:
+    """A subregion centre as a box in the original image's pixels, with its CLS attention weight."""
+
+    box: tuple[float, float, float, float]  # (x0, y0, x1, y1)
+    weight: float
+
+
+@dataclass
+class CaptionResult:
+    """Everything one image's captioning produced."""
+
+    caption: str
+    candidates: list[Candidate]  # best first, duplicates merged
+    regions: list[RegionBox]  # top N_cr patches by CLS attention, highest first
+    timings: dict[str, float]  # seconds per stage, for this call divided by the number of images
+    rough_caption: str | None = None  # with a prompt: the first-pass caption that the prompt refined
+    prompt: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "caption": self.caption,
+            "candidates": [{"text": c.text, "clip_score": round(c.clip_score, 6), "count": c.count}
+                           for c in self.candidates],
+            "regions": [{"box": [round(v, 2) for v in r.box], "weight": round(r.weight, 6)} for r in self.regions],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            **({"rough_caption": self.rough_caption, "prompt": self.prompt} if self.prompt is not None else {}),
+        }
+
+
+class Captioner:
+    """Frozen CLIP + trainable adaptor + frozen LM. Build with :meth:`from_pretrained` or :meth:`build`."""
+
+    def __init__(self, clip: ClipEncoder, lm: LanguageModel, adaptor: nn.Module, kind: str = "maccap",
+                 config: CaptionConfig | None = None, name: str = ""):
+        if kind not in ADAPTOR_KINDS:
+            raise ValueError(f"unknown adaptor kind {kind!r}; known: {ADAPTOR_KINDS}")
+        self.clip, self.lm, self.adaptor, self.kind = clip, lm, adaptor, kind
+        self.config = config or CaptionConfig()
+        self.name = name or kind
+        self.adaptor.to(lm.device).eval()  # inference by default; training loops call .train() themselves
+
+    # -- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, clip: ClipEncoder, lm: LanguageModel, adaptor_cfg: MacCapConfig | None = None,
+              config: CaptionConfig | None = None, seed: int = 0) -> "Captioner":
+        """A captioner with a freshly initialised (seeded) MacCap adaptor, sized to the given CLIP and LM."""
+        torch.manual_seed(seed)
+        cfg = replace(adaptor_cfg or MacCapConfig(), clip_dim=clip.embed_dim, lm_dim=lm.hidden_size)
+        return cls(clip, lm, MacCapAdaptor(cfg), "maccap", config)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = "offline-world", device: str = "auto", dtype: str = "auto",
+                        clip: ClipEncoder | None = None, lm: LanguageModel | None = None) -> "Captioner":
+        """Load a preset by name or an adaptor checkpoint by path, with the CLIP and LM it records.
+
+        ``clip``/``lm`` reuse already loaded models (checked against the checkpoint's fingerprints).
+        """
+        from .presets import resolve
+
+        path = resolve(name_or_path)
+        ck = load_checkpoint(path, expect_kind=ADAPTOR_KINDS)
+        dev = resolve_device(device)
+        if clip is None:
+            spec = ClipSpec(**ck.clip["spec"])
+            if spec.checkpoint and not os.path.isabs(spec.checkpoint):
+                spec.checkpoint = os.path.join(os.path.dirname(os.path.abspath(path)), spec.checkpoint)
+            clip = load_clip(spec, dev)
+        if lm is None:
+            lm = load_lm(LMSpec(**ck.lm["spec"]), dev, resolve_dtype(dtype, dev))
+        check_compatible(ck, clip.identity(), lm.identity())
+        acfg = MacCapConfig(**ck.config["adaptor"])
+        adaptor = MacCapAdaptor(acfg)
+        try:
+            adaptor.load_state_dict({k: v.float() for k, v in ck.tensors.items()})
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: adaptor weights do not fit its config: {e}") from e
+        caption_cfg = CaptionConfig(**ck.config.get("caption", {}))
+        name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
+        return cls(clip, lm, adaptor.to(dev, lm.model.dtype).eval(), ck.kind, caption_cfg, name=name)
+
+    def save(self, path: str, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = torch.float16) -> str:
+        """Save the adaptor (trainable weights only, fp16 by default) with everything needed to load it again."""
+        clip_spec = asdict(self.clip.spec)
+        if clip_spec.get("checkpoint"):  # store the CLIP path relative to the adaptor checkpoint
+            clip_spec["checkpoint"] = os.path.relpath(os.path.abspath(clip_spec["checkpoint"]),
+                                                      os.path.dirname(os.path.abspath(path)))
+        return save_checkpoint(
+            path, self.adaptor.state_dict(), kind=self.kind,
+            config={"adaptor": asdict(self.adaptor.cfg), "caption": asdict(self.config)},
+            clip={**self.clip.identity(), "spec": clip_spec},
+            lm={**self.lm.identity(), "spec": asdict(self.lm.spec)},
+            extra=extra, dtype=dtype)
+
+    # -- inference ----------------------------------------------------------------------------------------
+    def region_memory(self, feats, cfg: CaptionConfig) -> tuple[torch.Tensor, regions.Subregions]:
+        """The N_cr region tokens the adaptor reads, (B, N_cr, D), and the chosen subregions."""
+        n_cr = cfg.n_cr or self.adaptor.cfg.n_cr
+        sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr)
+        if cfg.use_regions:
+            memory = sub.feats
+            if memory.shape[1] < n_cr:  # fewer patches than N_cr (tiny ViTs): cycle the chosen ones
+                memory = memory.repeat(1, -(-n_cr // memory.shape[1]), 1)[:, :n_cr]
+        else:
+            memory = feats.global_feat[:, None].expand(-1, n_cr, -1)
+        return memory, sub
+
+    def caption(self, images: Image.Image | Sequence[Image.Image], prompt: str | None = None,
+                **overrides: Any) -> CaptionResult | list[CaptionResult]:
+        """Caption one image (returns a :class:`CaptionResult`) or a list (returns a list).
+
+        ``overrides`` are fields of :class:`CaptionConfig` (samples, sigma2, n_cr, use_regions, num_beams,
+        max_new_tokens, seed); None values are ignored. Runs the adaptor in eval mode (no dropout) and restores
+        its mode afterwards, so training loops can call it for validation.
+        """
+        was_training = self.adaptor.training
+        self.adaptor.eval()
+        try:
+            with torch.no_grad():
+                return self._caption(images, prompt, overrides)
+        finally:
+            self.adaptor.train(was_training)
+
+    def _caption(self, images, prompt, overrides) -> CaptionResult | list[CaptionResult]:
+        single = isinstance(images, Image.Image)
+        batch = [images] if single else list(images)
+        if prompt is not None:
+            raise NotImplementedError(f"the {self.kind!r} model has no interactive-prompt stage; use a model "
+                                      "trained with prompts (train/train_prompts.py)")
+        if not batch:
+            return []
+        cfg = replace(self.config, **{k: v for k, v in overrides.items() if v is not None})
+        if cfg.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {cfg.samples}")
+        t0 = time.perf_counter()
+        pixels = self.clip.pixels(batch)
+        feats = self.clip.image_features(pixels)
+        memory, sub = self.region_memory(feats, cfg)  # (B, N_cr, D)
+        t1 = time.perf_counter()
+        b, s = len(batch), cfg.samples
+        x = memory.repeat_interleave(s, dim=0)  # (B*S, N_cr, D), image-major
+        if s > 1:
+            gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
+            sigma2 = self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2
+            x = gap.inject_noise(x, x.shape[1], sigma2, gen)
+        prefix = self.adaptor(x.to(self.lm.model.dtype))  # (B*S, N_q, H)
+        texts = self.lm.generate(prefix, cfg=GenerationCfg(max_new_tokens=cfg.max_new_tokens,
+                                                           num_beams=cfg.num_beams))
+        t2 = time.perf_counter()
+        text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S, D), one batch for all candidates
+        results = []
+        for i, im in enumerate(batch):
+            cands = rerank(texts[i * s:(i + 1) * s], text_feats[i], feats.global_feat[i])
+            boxes = regions.patch_boxes(sub.index[i], feats.grid, feats.patch_size,
+                                        self.clip.preprocess_cfg.image_size, im.size)
+            results.append(CaptionResult(
+                caption=cands[0].text, candidates=cands,
+                regions=[RegionBox(bx, float(w)) for bx, w in zip(boxes, sub.weights[i].tolist())],
+                timings={}))
+        t3 = time.perf_counter()
+        timings = {"encode_s": (t1 - t0) / b, "generate_s": (t2 - t1) / b, "rerank_s": (t3 - t2) / b,
+                   "total_s": (t3 - t0) / b}
+        for r in results:
+            r.timings = dict(timings)
+        return results[0] if single else results

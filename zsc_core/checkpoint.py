@@ -1,0 +1,142 @@
+"""Self-describing checkpoints: safetensors weights plus JSON metadata.
+
+Every file zsc writes carries, beside its tensors, a JSON document under the safetensors metadata key
+``"zsc"``: the format version, what kind of model it is (``clip``, ``maccap``, ``tipcap``, ...), the config
+that built it, and, for adaptors, the specs (name + weight fingerprint) of the frozen CLIP and language model it
+was trained against. A loader therefore rebuilds the exact model with no hard-coded sizes and can refuse a
+checkpoint that does not belong to the CLIP or LM at hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT_VERSION = 1
+META_KEY = "zsc"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, of another format, or does not match the models at hand."""
+
+
+@dataclass
+class Checkpoint:
+    """Tensors and metadata of one checkpoint file."""
+
+    tensors: dict[str, torch.Tensor]
+    kind: str  # "clip", "maccap", "tipcap", ...
+    config: dict[str, Any]  # the config dataclass (as a dict) that built the model
+    clip: dict[str, Any] | None = None  # {"name": ..., "fingerprint": ...} of the frozen CLIP
+    lm: dict[str, Any] | None = None  # {"name": ..., "fingerprint": ...} of the frozen LM
+    extra: dict[str, Any] = field(default_factory=dict)  # training step, metrics, notes
+    path: str = ""
+
+
+def save_checkpoint(
+    path: str,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    kind: str,
+    config: Mapping[str, Any],
+    clip: Mapping[str, Any] | None = None,
+    lm: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = torch.float16,
+) -> str:
+    """Write ``tensors`` (cast to ``dtype`` when floating, default fp16) and the metadata atomically."""
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "config": dict(config),
+        "clip": dict(clip) if clip else None,
+        "lm": dict(lm) if lm else None,
+        "extra": dict(extra or {}),
+    }
+    out = {}
+    for k, v in tensors.items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file(out, tmp, metadata={META_KEY: json.dumps(meta)})
+    os.replace(tmp, path)  # a kill mid-write never leaves a half-written checkpoint behind
+    return path
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """The metadata document of a checkpoint, without reading its tensors."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except Exception as e:  # safetensors raises several error types for a non-safetensors file
+        raise CheckpointError(f"{path} is not a safetensors file: {e}") from e
+    if raw is None:
+        raise CheckpointError(f"{path} has no zsc metadata (not written by zsc_core.checkpoint.save_checkpoint)")
+    meta = json.loads(raw)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {meta.get('format_version')}, this zsc_core reads {FORMAT_VERSION}")
+    return meta
+
+
+def load_checkpoint(path: str, expect_kind: str | tuple[str, ...] | None = None) -> Checkpoint:
+    """Read a checkpoint; with ``expect_kind``, refuse one of another kind."""
+    meta = read_metadata(path)
+    if expect_kind is not None:
+        kinds = (expect_kind,) if isinstance(expect_kind, str) else expect_kind
+        if meta["kind"] not in kinds:
+            raise CheckpointError(f"{path} holds a {meta['kind']!r} model, expected one of {kinds}")
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(path, framework="pt") as f:
+        for k in f.keys():
+            tensors[k] = f.get_tensor(k)
+    return Checkpoint(tensors=tensors, kind=meta["kind"], config=meta["config"], clip=meta.get("clip"),
+                      lm=meta.get("lm"), extra=meta.get("extra") or {}, path=path)
+
+
+def check_compatible(ckpt: Checkpoint, clip: Mapping[str, Any] | None, lm: Mapping[str, Any] | None) -> None:
+    """Raise :class:`CheckpointError`, naming both sides, if ``ckpt`` was trained against another CLIP or LM."""
+    for what, want, have in (("CLIP", ckpt.clip, clip), ("language model", ckpt.lm, lm)):
+        if want is None or have is None:
+            continue
+        if want.get("fingerprint") != have.get("fingerprint"):
+            raise CheckpointError(
+                f"{ckpt.path or 'checkpoint'} was trained against the {what} {want.get('name')!r} "
+                f"(fingerprint {want.get('fingerprint')}), but the loaded {what} is {have.get('name')!r} "
+                f"(fingerprint {have.get('fingerprint')}); load it with the {what} it was trained on")
+
+
+def state_fingerprint(state: Mapping[str, torch.Tensor], n_hex: int = 16) -> str:
+    """A short content hash of a state dict: same weights, same fingerprint, whatever the dtype on disk.
+
+    Tensors are hashed as fp16 so that fp32 weights and their fp16 checkpoint agree.
+    """
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach()
+        h.update(k.encode())
+        if v.is_floating_point():
+            v = v.to(torch.float16)
+        h.update(v.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()[:n_hex]
+
+
+def file_fingerprint(path: str, n_hex: int = 16) -> str:
+    """A short sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n_hex]

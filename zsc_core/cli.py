@@ -1,0 +1,96 @@
+"""Command line: ``python -m zsc_core {caption,world,presets} ...``.
+
+    python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT] [--json]
+    python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
+    python -m zsc_core presets
+
+Errors a user can cause (a missing or unreadable image, an unknown model) print one line to stderr and exit
+non-zero; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from .captioner import Captioner
+    from .images import ImageError, load_image
+
+    images, names, failed = [], [], 0
+    for path in args.images:
+        try:
+            images.append(load_image(path))
+            names.append(path)
+        except ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    if not images:
+        return 2
+    try:
+        cap = Captioner.from_pretrained(args.model, device=args.device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed)
+    except (NotImplementedError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for name, r in zip(names, results):
+        if args.json:
+            print(json.dumps({"image": name, **r.to_dict()}))
+        else:
+            print(f"{name}\t{r.caption}")
+    return 1 if failed else 0
+
+
+def _world(args: argparse.Namespace) -> int:
+    from .world import SPLITS, write_split
+
+    if args.split not in SPLITS:
+        print(f"error: unknown split {args.split!r}; choose one of {', '.join(SPLITS)}", file=sys.stderr)
+        return 2
+    summary = write_split(args.out, args.seed, args.split, args.n, size=args.size)
+    print(json.dumps(summary))
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from .presets import PRESETS, preset_status
+
+    for name, p in PRESETS.items():
+        st = preset_status(name)
+        print(f"{name}\t{'ready' if st.ready else 'not ready'}\t{p.description}" + (f"\t{st.reason}" if st.reason else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m zsc_core", description="zero-shot captioning trained on text only")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("caption", help="caption images")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+    c.add_argument("--model", default="offline-world", help="preset name or adaptor checkpoint path")
+    c.add_argument("--samples", type=int, default=None, help="S sampled candidates reranked by CLIP")
+    c.add_argument("--prompt", default=None, help='e.g. "An image contains motorcycle"')
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--json", action="store_true", help="one JSON object per image")
+    c.set_defaults(func=_caption)
+    w = sub.add_parser("world", help="write scenes of the offline world (images, references.json, vqa.json)")
+    w.add_argument("--split", default="eval")
+    w.add_argument("--n", type=int, default=500)
+    w.add_argument("--seed", type=int, default=0, help="world seed")
+    w.add_argument("--size", type=int, default=128, help="image side in pixels")
+    w.add_argument("--out", required=True)
+    w.set_defaults(func=_world)
+    s = sub.add_parser("presets", help="list presets and whether each can be loaded here")
+    s.set_defaults(func=_presets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

