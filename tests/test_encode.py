@@ -25,6 +25,14 @@ def test_image_features_match_open_clip(tiny_clip):
     assert torch.allclose(f.attention.sum(-1), torch.ones(3, 17), atol=1e-5)
 
 
+def test_truncated_text_pass_equals_open_clip():
+    clip = load_clip(ClipSpec(arch="ViT-B-32"))
+    texts = ["a red car", "a big blue boat to the left of a small green tree on a grassy field", ""]
+    ours = clip.encode_text(texts)
+    ref = clip.model.encode_text(clip.tokenize(texts), normalize=True)
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
 def test_text_features_are_unit_vectors(tiny_clip):
     t = tiny_clip.encode_text(["a red car", "a blue boat next to a tree"])
     assert t.shape == (2, 32)

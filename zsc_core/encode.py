@@ -119,9 +119,29 @@ class ClipEncoder(nn.Module):
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
         """L2-normalised text features, (len(texts), D)."""
-        outs = [self.model.encode_text(self.tokenize(texts[i:i + batch_size]), normalize=True)
+        outs = [self._encode_tokens(self.tokenize(texts[i:i + batch_size]))
                 for i in range(0, len(texts), batch_size)]
         return torch.cat(outs) if outs else torch.empty(0, self.embed_dim, device=self.device)
+
+    def _encode_tokens(self, text: torch.Tensor) -> torch.Tensor:
+        """open_clip's encode_text, run only up to the longest sequence's end-of-text token.
+
+        With a causal mask and end-of-text (argmax) pooling, positions after the EOT token cannot change the
+        pooled feature, so they are cut: a short caption costs ~1/4 of the 77-token context of ViT-B-32's
+        text tower. Towers without a causal mask or with other pooling run in full.
+        """
+        m = self.model
+        if getattr(m, "attn_mask", None) is None or getattr(m, "text_pool_type", "argmax") != "argmax" \
+                or not hasattr(m, "token_embedding"):
+            return m.encode_text(text, normalize=True)
+        n = int(text.argmax(dim=-1).max()) + 1  # (EOT has the largest id) -> positions 0..n-1 matter
+        text = text[:, :n]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(text).to(cast) + m.positional_embedding[:n].to(cast)  # (B, n, W)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:n, :n]))
+        x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)]  # (B, W) at EOT
+        x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
+        return F.normalize(x, dim=-1)
 
     # -- images -------------------------------------------------------------------------------------------
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -133,6 +133,36 @@ class LanguageModel(nn.Module):
             masks.append(torch.cat([torch.zeros(width - len(p)), torch.ones(prefix.shape[1] + len(p))]))
         return torch.stack(rows), torch.stack(masks).to(self.device, torch.long)
 
+    def prefix_loss(self, prefix: torch.Tensor, targets: Sequence[list[int]],
+                    prompts: Sequence[list[int]] | None = None) -> torch.Tensor:
+        """Cross-entropy of ``targets`` given [prefix ; prompt] (teacher forcing), gradients to the prefix.
+
+        prefix: (B, L, H). targets: per-row token ids (end them with EOS). Only target tokens are scored:
+        padding and prompt tokens are masked out, and the LM head runs only at the positions that predict a
+        target token (the vocabulary projection is the largest activation; most positions never need it).
+        """
+        b, l, _ = prefix.shape
+        prompts = prompts if prompts is not None else [[] for _ in range(b)]
+        seqs = [list(p) + list(t) for p, t in zip(prompts, targets)]
+        width = max(len(x) for x in seqs)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(b, l + width, dtype=torch.long)
+        mask[:, :l] = 1
+        for i, x in enumerate(seqs):  # right padding: causal attention never looks at it
+            ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[i, l:l + len(x)] = 1
+        embeds = torch.cat([prefix, self.embed(ids).to(prefix.dtype)], dim=1)  # (B, L + T, H)
+        hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask.to(self.device)).last_hidden_state
+        rows, cols, labels = [], [], []
+        for i, (p, t) in enumerate(zip(prompts, targets)):
+            start = l + len(p) - 1  # the position whose output predicts the first target token
+            rows += [i] * len(t)
+            cols += range(start, start + len(t))
+            labels += list(t)
+        h = hidden[torch.tensor(rows), torch.tensor(cols)]  # (N_target_tokens, H)
+        logits = self.model.get_output_embeddings()(h).float()
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(labels, device=logits.device))
+
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prompts: Sequence[list[int]] | None = None,
                  cfg: GenerationCfg | None = None, generator_seed: int | None = None) -> list[str]:
@@ -184,7 +214,9 @@ def _tiny_lm(spec: LMSpec) -> tuple[nn.Module, Any]:
     tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     cfg = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-               pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True)
+               pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True,
+               initializer_range=0.2)  # larger than the usual 0.02: a frozen random LM must still react to
+    #                                    its prefix, or no adaptor can steer it and training tests learn nothing
     cfg.update(spec.tiny)
     seed = int(cfg.pop("seed", 0))
     torch.manual_seed(seed)

@@ -1,0 +1,66 @@
+"""Caption metrics on hand-made examples, and the gap statistics on synthetic embeddings."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zsc_core import analysis
+from zsc_core.metrics import caption_metrics
+
+REFS = {1: ["a red car next to a green tree", "a red car"], 2: ["a blue boat on the water", "a small blue boat"]}
+
+
+def test_perfect_captions_score_high_and_wrong_ones_low():
+    good = caption_metrics(REFS, {1: "a red car next to a green tree", 2: "a blue boat on the water"},
+                           metrics=("bleu", "cider", "rouge"))
+    bad = caption_metrics(REFS, {1: "purple fish", 2: "two stars above a house"}, metrics=("bleu", "cider", "rouge"))
+    assert good["BLEU-1"] == pytest.approx(1.0, abs=1e-6)
+    assert good["BLEU-4"] > 0.9 and good["ROUGE-L"] > 0.9
+    assert bad["BLEU-4"] < 1e-3 and bad["CIDEr"] == pytest.approx(0.0, abs=1e-6)
+    assert good["CIDEr"] > bad["CIDEr"] + 1
+
+
+def test_spice_reports_unavailable_instead_of_crashing():
+    out = caption_metrics(REFS, {1: "a red car", 2: "a blue boat"}, metrics=("spice",))
+    assert isinstance(out["SPICE"], (float, dict))
+    if isinstance(out["SPICE"], dict):
+        assert "unavailable" in out["SPICE"] and out["SPICE"]["unavailable"]
+
+
+def test_metric_errors():
+    with pytest.raises(ValueError, match="unknown metric"):
+        caption_metrics(REFS, {1: "x"}, metrics=("blue",))
+    with pytest.raises(ValueError, match="no hypothesis"):
+        caption_metrics(REFS, {9: "x"})
+
+
+def test_retrieval_recall_hand_made():
+    sim = torch.tensor([[0.9, 0.1, 0.8, 0.0],
+                        [0.2, 0.3, 0.1, 0.95]])
+    image_of_text = torch.tensor([0, 0, 1, 1])
+    i2t, t2i = analysis.retrieval_recall(sim, image_of_text, 1)
+    assert i2t == 1.0  # image 0 -> text 0 (its own), image 1 -> text 3 (its own)
+    assert t2i == 0.5  # texts 0 and 3 right; text 1 picks image 1, text 2 picks image 0
+
+
+def test_gap_stats_see_a_known_offset():
+    g = torch.Generator().manual_seed(0)
+    content = torch.randn(300, 64, generator=g)
+    offset = torch.zeros(64)
+    offset[0] = 6.0
+    image = F.normalize(content + offset, dim=-1)
+    text = F.normalize(content - offset, dim=-1)
+    s = analysis.gap_stats(image, text)
+    # Unrelated images share the +offset direction, so they are more alike than matched pairs: a gap.
+    assert s["image_image_cos"] > s["paired_cos_mean"] and s["text_text_cos"] > s["paired_cos_mean"]
+    assert s["centroid_distance"] > 1.0
+    none = analysis.gap_stats(F.normalize(content, dim=-1), F.normalize(content, dim=-1))
+    assert none["paired_cos_mean"] == pytest.approx(1.0, abs=1e-5) and none["centroid_distance"] < 1e-5
+
+
+def test_subregion_share():
+    text = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    glob = F.normalize(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), dim=-1)
+    sub = F.normalize(torch.tensor([[[1.0, 0.1], [0.0, 1.0]], [[1.0, 0.0], [1.0, 1.0]]]), dim=-1)
+    s = analysis.subregion_share(glob, sub, text)
+    assert s["share_subregion_closer"] == 0.5  # pair 0: a subregion beats the global; pair 1: global is exact

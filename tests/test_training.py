@@ -1,0 +1,109 @@
+"""Text-only MacCap training on tiny models: the loss falls, and a killed run resumes exactly."""
+
+import dataclasses
+import os
+
+import torch
+
+from train.common import RunLogger, parse_overrides
+from train.features import cached_text_features, filter_captions, read_corpus
+from train.train_maccap import MacCapTrainConfig, adaptor_config, batch_indices, train
+from zsc_core import world
+from zsc_core.captioner import Captioner
+
+from .conftest import make_tiny_clip
+
+
+def _cfg(tmp_path, **kw):
+    base = MacCapTrainConfig(corpus="world:40", n_queries=4, d_model=32, n_heads=8, ffn_dim=64, n_cr=4,
+                             batch_size=16, lr=3e-3, warmup=2, steps=40, save_every=5, eval_every=1000, eval_n=0,
+                             run_dir=str(tmp_path / "run"), out=str(tmp_path / "run" / "maccap.safetensors"))
+    return dataclasses.replace(base, **kw)
+
+
+def _setup(cfg, tiny_lm):
+    clip = make_tiny_clip(0)
+    caps, feats = cached_text_features(clip, cfg.corpus, os.path.join(cfg.run_dir, "features.safetensors"))
+    return Captioner.build(clip, tiny_lm, adaptor_config(cfg), seed=cfg.seed), caps, feats
+
+
+def test_loss_falls(tmp_path, tiny_lm):
+    cfg = _cfg(tmp_path)
+    cap, caps, feats = _setup(cfg, tiny_lm)
+    losses = train(cfg, cap, caps, feats, RunLogger(str(tmp_path / "log.txt")))
+    assert len(losses) == 40
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first - 0.3, (first, last)  # step-to-step noise is ~0.05
+    assert os.path.isfile(cfg.out)  # the final checkpoint is written
+    loaded = Captioner.from_pretrained(cfg.out, clip=cap.clip, lm=tiny_lm)
+    res = loaded.caption(world.render(world.make_scene(0, "eval", 0), 64), samples=2)
+    assert isinstance(res.caption, str) and res.candidates
+
+
+def test_resume_after_interruption_continues_from_saved_step(tmp_path, tiny_lm, monkeypatch):
+    import pytest
+
+    straight_cfg = _cfg(tmp_path / "a", steps=12, save_every=4)
+    cap, caps, feats = _setup(straight_cfg, tiny_lm)
+    train(straight_cfg, cap, caps, feats, RunLogger(str(tmp_path / "a.log")))
+    straight = {k: v.clone() for k, v in cap.adaptor.state_dict().items()}
+
+    # Kill the same run in the middle of step 10: state.pt holds step 8, steps 9 and 10 are lost.
+    cfg = _cfg(tmp_path / "b", steps=12, save_every=4)
+    cap_b, caps_b, feats_b = _setup(cfg, tiny_lm)
+    calls, real = [], tiny_lm.prefix_loss
+
+    def dying(*a, **kw):
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tiny_lm, "prefix_loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, cap_b, caps_b, feats_b, RunLogger(str(tmp_path / "b.log")))
+    monkeypatch.setattr(tiny_lm, "prefix_loss", real)
+    assert torch.load(os.path.join(cfg.run_dir, "state.pt"), weights_only=True)["step"] == 8
+
+    cap_c, _, _ = _setup(cfg, tiny_lm)  # a fresh process: new random adaptor, state comes from disk
+    rest = train(cfg, cap_c, caps_b, feats_b, RunLogger(str(tmp_path / "c.log")))
+    assert len(rest) == 4  # steps 9-12; the 8 saved steps are not redone
+    assert "resumed from" in (tmp_path / "c.log").read_text()
+    for k, v in cap_c.adaptor.state_dict().items():
+        assert torch.allclose(v, straight[k], atol=1e-6), k
+
+
+def test_batches_cover_the_corpus_each_epoch():
+    rows = torch.cat([batch_indices(50, 10, k, 0) for k in range(5)])
+    assert sorted(rows.tolist()) == list(range(50))
+    assert not torch.equal(batch_indices(50, 10, 5, 0), batch_indices(50, 10, 0, 0))  # new epoch, new order
+
+
+def test_feature_cache_filters_and_reuses(tmp_path):
+    clip = make_tiny_clip(0)
+    assert filter_captions(["a red car", "a red car", " ", "one two three four five six"], 5) == ["a red car"]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a red car\na blue boat next to a green tree\n" + "word " * 20 + "\n")
+    assert read_corpus(str(corpus)) == ["a red car", "a blue boat next to a green tree", ("word " * 20).strip()]
+    path = str(tmp_path / "f.safetensors")
+    caps, feats = cached_text_features(clip, str(corpus), path, max_words=15)
+    assert caps == ["a red car", "a blue boat next to a green tree"] and feats.shape == (2, 32)
+    mtime = os.stat(path).st_mtime_ns
+    caps2, feats2 = cached_text_features(clip, str(corpus), path, max_words=15)
+    assert os.stat(path).st_mtime_ns == mtime and caps2 == caps and torch.equal(feats2, feats)
+    cached_text_features(make_tiny_clip(3), str(corpus), path, max_words=15)  # another CLIP: rebuilt
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        assert make_tiny_clip(3).fingerprint in f.metadata()["key"]
+
+
+def test_overrides_parse_types_and_reject_unknown_fields():
+    cfg = parse_overrides(MacCapTrainConfig(), ["steps=7", "sigma2=0.5", "corpus=world:9", "lr=1e-4"])
+    assert (cfg.steps, cfg.sigma2, cfg.corpus, cfg.lr) == (7, 0.5, "world:9", 1e-4)
+    import pytest
+
+    with pytest.raises(SystemExit, match="unknown argument"):
+        parse_overrides(MacCapTrainConfig(), ["stepz=3"])
+    with pytest.raises(SystemExit, match="bad value"):
+        parse_overrides(MacCapTrainConfig(), ["steps=many"])
