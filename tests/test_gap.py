@@ -91,8 +91,44 @@ def test_contrastive_loss_hand_computed():
 
 
 def test_cosine_loss_and_relational_distillation():
-    x = torch.randn(5, 8)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 8, generator=g)
     assert gap.cosine_loss(x, 3 * x).item() == pytest.approx(0.0, abs=1e-6)
     assert gap.cosine_loss(x, -x).item() == pytest.approx(2.0, abs=1e-6)
     assert gap.relational_distillation(x, 2 * x).item() == pytest.approx(0.0, abs=1e-6)
-    assert gap.relational_distillation(torch.randn(5, 8), x).item() > 0.01
+    assert gap.relational_distillation(torch.randn(5, 8, generator=g), x).item() > 0.01
+
+
+def test_estimate_paired_recovers_a_planted_gap():
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(4000, 6, generator=g)
+    shift = torch.tensor([1.0, -2.0, 0.0, 0.5, 0.0, 0.0])
+    image = text + shift + 0.3 * torch.randn(4000, 6, generator=g)
+    mu, L = gap.estimate_paired(image, text, shrinkage=0.0)
+    assert torch.allclose(mu, shift, atol=0.03)
+    assert torch.allclose(L @ L.T, 0.09 * torch.eye(6), atol=0.01)
+
+
+def test_estimate_web_applies_the_corpus_correction():
+    g = torch.Generator().manual_seed(1)
+    content = torch.randn(3000, 4, generator=g)
+    style = torch.tensor([0.0, 0.0, 3.0, 0.0])  # alt-texts sit 3 units off the corpus captions on dim 2
+    gap_true = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    text_corpus = content
+    text_web = content + style
+    image = content + gap_true
+    mu, _ = gap.estimate_web(image, text_web, text_corpus, shrinkage=0.0)
+    assert torch.allclose(mu, gap_true, atol=1e-4)  # uncorrected it would be gap_true - style
+    mu_raw, _ = gap.estimate_paired(image, text_web, shrinkage=0.0)
+    assert torch.allclose(mu_raw, gap_true - style, atol=1e-4)
+
+
+def test_diag_kl_hand_computed_and_batch_versions():
+    kl = gap.kl_diag_gaussians(torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([1.0]))
+    assert kl.item() == pytest.approx(0.5 * (math.log(1 / 2) + 3 - 1), rel=1e-6)
+    g = torch.Generator().manual_seed(2)
+    mu, L = torch.tensor([1.0, -1.0, 0.5]), torch.diag(torch.tensor([0.5, 2.0, 1.0]))
+    x = gap.sample_gaussian(mu, L, (20000,), g)
+    assert gap.batch_kl_to_gaussian(x, mu, L).item() < 0.01
+    assert gap.whitened_kl_to_standard(x, mu, L).item() < 0.01
+    assert gap.whitened_kl_to_standard(x + 1.0, mu, L).item() > 0.5

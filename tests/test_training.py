@@ -7,7 +7,8 @@ import torch
 
 from train.common import RunLogger, parse_overrides
 from train.features import cached_text_features, filter_captions, read_corpus
-from train.train_maccap import MacCapTrainConfig, adaptor_config, batch_indices, train
+from train.loop import batch_indices
+from train.train_maccap import MacCapTrainConfig, adaptor_config, train
 from zsc_core import world
 from zsc_core.captioner import Captioner
 
@@ -107,3 +108,51 @@ def test_overrides_parse_types_and_reject_unknown_fields():
         parse_overrides(MacCapTrainConfig(), ["stepz=3"])
     with pytest.raises(SystemExit, match="bad value"):
         parse_overrides(MacCapTrainConfig(), ["steps=many"])
+
+
+def _tipcap_cfg(tmp_path, setting, **kw):
+    from train.train_tipcap import TIPCapTrainConfig
+
+    base = TIPCapTrainConfig(setting=setting, corpus="world:40", prefix_len=3, d_model=32, n_layers=1, n_heads=8,
+                             ffn_dim=64, batch_size=16, lr=3e-3, warmup=2, steps=40, save_every=20, eval_every=1000,
+                             eval_n=0, n_paired=40, n_web=60, n_unpaired=60, image_size=64,
+                             run_dir=str(tmp_path / setting), out=str(tmp_path / setting / "tipcap.safetensors"))
+    return dataclasses.replace(base, **kw)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("setting", ["S1", "S2", "S3", "S4"])
+def test_tipcap_settings_train_and_load(tmp_path, tiny_lm, setting):
+    from train.train_tipcap import build
+    from train.train_tipcap import train as train_tipcap
+
+    cfg = _tipcap_cfg(tmp_path, setting)
+    clip = make_tiny_clip(0)
+    caps, feats = cached_text_features(clip, cfg.corpus, os.path.join(cfg.run_dir, "f.safetensors"))
+    cap, stats = build(cfg, clip, tiny_lm, feats)
+    mapping = cap.adaptor.mapping
+    assert mapping.mu.requires_grad == (setting in ("S3", "S4"))
+    if setting in ("S1", "S2"):  # estimated from that setting's images, then fixed
+        assert mapping.mu.abs().sum() > 0 and torch.allclose(mapping.mu.detach(), stats["mu"])
+    mu0 = mapping.mu.detach().clone()
+    losses = train_tipcap(cfg, cap, stats, caps, feats, RunLogger(str(tmp_path / f"{setting}.log")))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+    assert torch.equal(mapping.mu.detach(), mu0) == (setting in ("S1", "S2"))  # only S3/S4 learn the Gaussian
+    loaded = Captioner.from_pretrained(cfg.out, clip=clip, lm=tiny_lm)
+    assert loaded.kind == "tipcap" and loaded.adaptor.cfg.setting == setting
+    res = loaded.caption(world.render(world.make_scene(0, "eval", 1), 64), samples=3)
+    assert res.candidates and len(res.regions) == 10  # subregions are shown for every kind (N_cr = 10)
+
+
+def test_tipcap_inference_skips_the_mapping_module(tiny_lm):
+    from zsc_core.adaptor import TIPCapConfig
+
+    cap = Captioner.build(make_tiny_clip(0), tiny_lm, TIPCapConfig(prefix_len=3, d_model=32, n_layers=1, ffn_dim=64))
+    x = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
+    with torch.no_grad():
+        cap.adaptor.mapping.mu.fill_(5.0)  # a mapping that would change everything if it were applied
+        direct = cap.adaptor.projector(cap.adaptor.reverse(x))
+        assert torch.allclose(cap.adaptor(x), direct)

@@ -45,3 +45,120 @@ class MacCapAdaptor(nn.Module):
         memory = self.in_proj(regions)  # (B, N_cr, d)
         q = self.queries[None].expand(regions.shape[0], -1, -1)  # (B, N_q, d)
         return self.out(self.decoder(q, memory))  # (B, N_q, H)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TIPCap: a mapping module driven by N(mu, Sigma), a reverse mapping module and a prefix projector.
+
+
+@dataclass
+class TIPCapConfig:
+    """Sizes and choices of the TIPCap adaptor. ``clip_dim`` and ``lm_dim`` come from the frozen models."""
+
+    clip_dim: int = 512  # D
+    lm_dim: int = 576  # H
+    prefix_len: int = 4  # L prefix tokens for the LM
+    d_model: int = 512  # width of the prefix projector's transformer
+    n_layers: int = 2  # transformer layers in the prefix projector
+    n_heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    setting: str = "S4"  # data setting the Gaussian was estimated under: S1, S2, S3 or S4
+    covariance: str = "full"  # "full": N(mu, L L^T); "isotropic": N(mu, sigma2 I) (ablation)
+    sigma2: float = 0.016  # variance of the isotropic ablation, and the initial diagonal of a trainable L
+    trainable_gaussian: bool = True  # S3/S4 learn mu and L; S1/S2 keep their estimates fixed
+    use_reverse: bool = True  # the reverse mapping module (ablation: off)
+
+
+class GaussianMapping(nn.Module):
+    """Text feature -> pseudo image feature: T_e + eps, eps ~ N(mu, L L^T), reparameterised (differentiable).
+
+    ``L`` is stored as an unconstrained matrix whose lower triangle is used; the isotropic ablation uses
+    sqrt(sigma2) I instead. The output is L2-normalised like CLIP features.
+    """
+
+    def __init__(self, dim: int, covariance: str = "full", sigma2: float = 0.016, trainable: bool = True):
+        super().__init__()
+        if covariance not in ("full", "isotropic"):
+            raise ValueError(f"covariance must be 'full' or 'isotropic', got {covariance!r}")
+        self.covariance = covariance
+        self.sigma2 = sigma2
+        self.mu = nn.Parameter(torch.zeros(dim), requires_grad=trainable)
+        self.L_raw = nn.Parameter(torch.eye(dim) * sigma2 ** 0.5, requires_grad=trainable and covariance == "full")
+
+    @property
+    def L(self) -> torch.Tensor:
+        if self.covariance == "isotropic":
+            return torch.eye(self.mu.shape[0], device=self.mu.device) * self.sigma2 ** 0.5
+        return torch.tril(self.L_raw)
+
+    def set_gaussian(self, mu: torch.Tensor, L: torch.Tensor) -> None:
+        """Load an estimated N(mu, L L^T) (settings S1/S2, or the start of S3/S4)."""
+        with torch.no_grad():
+            self.mu.copy_(mu)
+            self.L_raw.copy_(L)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        from .gap import sample_gaussian
+
+        eps = sample_gaussian(self.mu, self.L, tuple(text.shape[:-1]))  # (B, D), reparameterised
+        return torch.nn.functional.normalize(text + eps, dim=-1)
+
+
+class ReverseMapping(nn.Module):
+    """Pseudo image (or image) feature -> text-like feature: one residual feed-forward layer, L2-normalised."""
+
+    def __init__(self, dim: int, hidden: int | None = None):
+        super().__init__()
+        self.ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden or 2 * dim), nn.GELU(),
+                                nn.Linear(hidden or 2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x + self.ff(x), dim=-1)
+
+
+class PrefixProjector(nn.Module):
+    """(B, D) feature -> (B, L, H) prefix: a linear map to L tokens, a small transformer, a map to the LM width."""
+
+    def __init__(self, cfg: TIPCapConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.expand = nn.Linear(cfg.clip_dim, cfg.prefix_len * cfg.d_model)
+        self.pos = nn.Parameter(torch.randn(cfg.prefix_len, cfg.d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.ffn_dim, cfg.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.lm_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.expand(x).view(x.shape[0], self.cfg.prefix_len, self.cfg.d_model) + self.pos  # (B, L, d)
+        return self.out(self.encoder(h))  # (B, L, H)
+
+
+@dataclass
+class TIPCapOutput:
+    """What one training forward produced (shapes in comments)."""
+
+    prefix: torch.Tensor  # (B, L, H)
+    mapped: torch.Tensor  # (B, D) M(T): pseudo image features
+    recon: torch.Tensor | None  # (B, D) R(M(T)), or None without the reverse mapping
+
+
+class TIPCapAdaptor(nn.Module):
+    """Training: T -> M(T) -> [R] -> projector. Inference: the image feature skips M: I -> [R] -> projector."""
+
+    def __init__(self, cfg: TIPCapConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mapping = GaussianMapping(cfg.clip_dim, cfg.covariance, cfg.sigma2, cfg.trainable_gaussian)
+        self.reverse = ReverseMapping(cfg.clip_dim) if cfg.use_reverse else None
+        self.projector = PrefixProjector(cfg)
+
+    def forward_text(self, text: torch.Tensor) -> TIPCapOutput:
+        mapped = self.mapping(text)  # (B, D)
+        recon = self.reverse(mapped) if self.reverse is not None else None
+        return TIPCapOutput(self.projector(recon if recon is not None else mapped), mapped, recon)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Inference on image features (B, D) -> prefix (B, L, H)."""
+        return self.projector(self.reverse(image) if self.reverse is not None else image)

@@ -16,14 +16,17 @@ import torch.nn as nn
 from PIL import Image
 
 from . import gap, regions
-from .adaptor import MacCapAdaptor, MacCapConfig
+from .adaptor import MacCapAdaptor, MacCapConfig, TIPCapAdaptor, TIPCapConfig
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from .device import resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .sampling import Candidate, rerank
 
-ADAPTOR_KINDS = ("maccap",)
+# kind -> (config dataclass, module): how a checkpoint's "kind" rebuilds its adaptor.
+ADAPTORS: dict[str, tuple[type, type]] = {"maccap": (MacCapConfig, MacCapAdaptor),
+                                          "tipcap": (TIPCapConfig, TIPCapAdaptor)}
+ADAPTOR_KINDS = tuple(ADAPTORS)
 
 
 @dataclass
@@ -32,7 +35,7 @@ class CaptionConfig:
 
     samples: int = 20  # S noisy copies decoded in one batch and reranked by CLIP; 1: one noise-free caption
     sigma2: float | None = None  # inference noise variance; None: the adaptor's training sigma2
-    n_cr: int | None = None  # subregions N_cr; None: the adaptor's n_cr
+    n_cr: int | None = None  # subregions N_cr (MacCap's adaptor input; shown for every kind); None: adaptor's
     use_regions: bool = True  # subregion aggregation; False: the CLS feature repeated N_cr times (ablation)
     num_beams: int = 1  # beam width per sample (MacCap's single-caption setting: 4)
     max_new_tokens: int = 20
@@ -83,12 +86,14 @@ class Captioner:
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
-    def build(cls, clip: ClipEncoder, lm: LanguageModel, adaptor_cfg: MacCapConfig | None = None,
+    def build(cls, clip: ClipEncoder, lm: LanguageModel, adaptor_cfg: MacCapConfig | TIPCapConfig | None = None,
               config: CaptionConfig | None = None, seed: int = 0) -> "Captioner":
-        """A captioner with a freshly initialised (seeded) MacCap adaptor, sized to the given CLIP and LM."""
+        """A captioner with a freshly initialised (seeded) adaptor of the config's kind, sized to the CLIP and LM."""
         torch.manual_seed(seed)
-        cfg = replace(adaptor_cfg or MacCapConfig(), clip_dim=clip.embed_dim, lm_dim=lm.hidden_size)
-        return cls(clip, lm, MacCapAdaptor(cfg), "maccap", config)
+        adaptor_cfg = adaptor_cfg or MacCapConfig()
+        kind = next(k for k, (c, _) in ADAPTORS.items() if isinstance(adaptor_cfg, c))
+        cfg = replace(adaptor_cfg, clip_dim=clip.embed_dim, lm_dim=lm.hidden_size)
+        return cls(clip, lm, ADAPTORS[kind][1](cfg), kind, config)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = "offline-world", device: str = "auto", dtype: str = "auto",
@@ -110,8 +115,8 @@ class Captioner:
         if lm is None:
             lm = load_lm(LMSpec(**ck.lm["spec"]), dev, resolve_dtype(dtype, dev))
         check_compatible(ck, clip.identity(), lm.identity())
-        acfg = MacCapConfig(**ck.config["adaptor"])
-        adaptor = MacCapAdaptor(acfg)
+        cfg_cls, module_cls = ADAPTORS[ck.kind]
+        adaptor = module_cls(cfg_cls(**ck.config["adaptor"]))
         try:
             adaptor.load_state_dict({k: v.float() for k, v in ck.tensors.items()})
         except RuntimeError as e:
@@ -135,8 +140,8 @@ class Captioner:
 
     # -- inference ----------------------------------------------------------------------------------------
     def region_memory(self, feats, cfg: CaptionConfig) -> tuple[torch.Tensor, regions.Subregions]:
-        """The N_cr region tokens the adaptor reads, (B, N_cr, D), and the chosen subregions."""
-        n_cr = cfg.n_cr or self.adaptor.cfg.n_cr
+        """The N_cr region tokens MacCap's adaptor reads, (B, N_cr, D), and the chosen subregions."""
+        n_cr = cfg.n_cr or getattr(self.adaptor.cfg, "n_cr", 10)
         sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr)
         if cfg.use_regions:
             memory = sub.feats
@@ -179,11 +184,14 @@ class Captioner:
         memory, sub = self.region_memory(feats, cfg)  # (B, N_cr, D)
         t1 = time.perf_counter()
         b, s = len(batch), cfg.samples
-        x = memory.repeat_interleave(s, dim=0)  # (B*S, N_cr, D), image-major
+        # MacCap reads the N_cr region tokens; TIPCap reads the global feature (it skips the mapping module).
+        x = memory if self.kind == "maccap" else feats.global_feat  # (B, N_cr, D) or (B, D)
+        x = x.repeat_interleave(s, dim=0)  # (B*S, ...), image-major
         if s > 1:
             gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
             sigma2 = self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2
-            x = gap.inject_noise(x, x.shape[1], sigma2, gen)
+            x = gap.inject_noise(x, x.shape[1], sigma2, gen) if x.dim() == 3 else \
+                gap.inject_noise(x, 1, sigma2, gen)[:, 0]
         prefix = self.adaptor(x.to(self.lm.model.dtype))  # (B*S, N_q, H)
         texts = self.lm.generate(prefix, cfg=GenerationCfg(max_new_tokens=cfg.max_new_tokens,
                                                            num_beams=cfg.num_beams))

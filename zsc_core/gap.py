@@ -108,3 +108,47 @@ def relational_distillation(student: torch.Tensor, teacher: torch.Tensor, tau: f
     log_p_s = F.log_softmax(s @ s.T / tau, dim=-1)
     p_t = F.softmax(t @ t.T / tau, dim=-1)
     return F.kl_div(log_p_s, p_t, reduction="batchmean")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TIPCap: estimating N(mu, Sigma) of the image-minus-text difference under each data setting.
+
+
+def estimate_paired(image: torch.Tensor, text: torch.Tensor, shrinkage: float = 0.1
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Setting 1 (a few paired images and captions): mu, L of the differences I - T. Returns (mu, L)."""
+    mu, cov = fit_gaussian(image - text, shrinkage)
+    return mu, cholesky_factor(cov)
+
+
+def estimate_web(image_web: torch.Tensor, text_web: torch.Tensor, text_corpus: torch.Tensor,
+                 shrinkage: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Setting 2 (web pairs whose alt-texts differ in style from the training corpus), with the correction.
+
+    The wanted difference is I - T_c (corpus-style text); for a web pair I - T_c = (I - T_w) + (T_w - T_c), and
+    the second term is approximated by its mean, -delta_w->c with delta_w->c = mean(T_c) - mean(T_w). So
+    mu = mean(I - T_w) - delta_w->c, and Sigma is the covariance of I - T_w.
+    """
+    mu, cov = fit_gaussian(image_web - text_web, shrinkage)
+    delta = text_corpus.mean(0) - text_web.mean(0)
+    return mu - delta, cholesky_factor(cov)
+
+
+def kl_diag_gaussians(m1: torch.Tensor, v1: torch.Tensor, m2: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+    """KL( N(m1, diag v1) || N(m2, diag v2) ), summed over dimensions."""
+    return 0.5 * (torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1).sum()
+
+
+def batch_kl_to_gaussian(x: torch.Tensor, mu: torch.Tensor, L: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """KL of a batch's diagonal Gaussian fit, (B, D) rows ``x``, against N(mu, diag(L L^T)).
+
+    Diagonal on both sides: a batch of B < D samples cannot give a full-rank covariance.
+    """
+    return kl_diag_gaussians(x.mean(0), x.var(0) + eps, mu, (L * L).sum(1) + eps)
+
+
+def whitened_kl_to_standard(x: torch.Tensor, mu: torch.Tensor, L: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Setting 3: whiten ``x`` (B, D) with an image Gaussian N(mu, L L^T) fitted on unpaired images, then the KL
+    of the whitened batch's diagonal fit against N(0, I). Zero when ``x`` is distributed like those images."""
+    z = torch.linalg.solve_triangular(L, (x - mu).T, upper=False).T  # (B, D), ~N(0, I) for image-like x
+    return kl_diag_gaussians(z.mean(0), z.var(0) + eps, torch.zeros_like(mu), torch.ones_like(mu))

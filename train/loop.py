@@ -1,0 +1,142 @@
+"""The text-only training loop every adaptor trainer shares: data order, schedule, resume, evaluation, export.
+
+A trainer supplies a config (a :class:`RunConfig` subclass), a built :class:`Captioner`, the cached caption
+features and a ``loss_fn(feats (B, D), targets, step) -> (loss, logs)``; this module does the rest. Data order,
+noise and dropout of step k depend on (seed, k) alone, so a killed run resumed from ``run_dir/state.pt`` ends
+with exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from train.common import RunLogger
+from train.features import cached_text_features
+from zsc_core.captioner import Captioner
+from zsc_core.device import resolve_device, resolve_dtype
+from zsc_core.encode import ClipEncoder, load_clip
+from zsc_core.evaluation import evaluate_world
+from zsc_core.lm import LanguageModel, load_lm
+from zsc_core.presets import PRESETS
+
+
+@dataclass
+class RunConfig:
+    """Fields every text-only training run has."""
+
+    preset: str = "offline-world"  # gives the frozen CLIP and LM
+    corpus: str = "world:12000"  # caption corpus (train/features.py); 12k world scenes ~ 50k distinct captions
+    max_words: int = 15  # longer captions are dropped (papers: <= 15 words)
+    max_tokens: int = 24  # LM tokens per caption, EOS included
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 3e-4  # peak AdamW learning rate
+    warmup: int = 50  # linear warm-up steps, then cosine decay to 10%
+    weight_decay: float = 0.01
+    seed: int = 0
+    save_every: int = 25  # steps between resumable state saves
+    eval_every: int = 200  # steps between validation captioning and checkpoint export
+    eval_n: int = 100  # validation scenes (0: export without evaluating)
+    run_dir: str = "runs/adaptor"
+    out: str = "checkpoints/adaptor.safetensors"
+    device: str = "auto"
+    threads: int = 0  # torch threads (0: torch's default)
+
+
+def lr_at(cfg: RunConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """The corpus rows of a step: a fresh seeded permutation per epoch, so a resumed run sees the same data."""
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+def load_frozen(cfg: RunConfig) -> tuple[ClipEncoder, LanguageModel, list[str], torch.Tensor]:
+    """The preset's frozen CLIP and LM and the corpus's cached text features."""
+    preset = PRESETS[cfg.preset]
+    dev = resolve_device(cfg.device)
+    clip = load_clip(preset.clip_spec(), dev)
+    lm = load_lm(preset.lm, dev, resolve_dtype("auto", dev))
+    cache = os.path.join(os.path.dirname(os.path.abspath(cfg.run_dir)), "features",
+                         f"{cfg.corpus.replace(':', '-').replace('/', '_')}-{clip.fingerprint}.safetensors")
+    captions, feats = cached_text_features(clip, cfg.corpus, cache, cfg.max_words)
+    return clip, lm, captions, feats
+
+
+LossFn = Callable[[torch.Tensor, list, int], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch.Tensor, log: RunLogger,
+               loss_fn: LossFn) -> list[float]:
+    """Run (or resume) ``cfg.steps`` optimiser steps of ``cap.adaptor``; returns the losses of the steps run."""
+    lm, model = cap.lm, cap.adaptor
+    targets = [ids[:cfg.max_tokens - 1] + [lm.eos_id] for ids in lm.encode(captions)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    state_path = os.path.join(cfg.run_dir, "state.pt")
+    start = 0
+    if os.path.exists(state_path):
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optim"])
+        start = int(st["step"])
+        log.info(f"resumed from {state_path} at step {start}")
+    else:
+        log.info(f"new run: {asdict(cfg)}; {len(captions)} captions; "
+                 f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
+
+    def save_state(step: int) -> None:
+        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, state_path + ".tmp")
+        os.replace(state_path + ".tmp", state_path)
+
+    model.train()
+    losses: list[float] = []
+    bar = log.progress(total=cfg.steps, initial=start, desc=cap.kind)
+    t0, ema = time.time(), None
+    for step in range(start, cfg.steps):
+        torch.manual_seed(cfg.seed * 7919 + step)  # noise and dropout of step k depend on k alone
+        idx = batch_indices(len(captions), cfg.batch_size, step, cfg.seed)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        loss, logs = loss_fn(feats[idx].to(lm.device), [targets[i] for i in idx.tolist()], step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        ema = losses[-1] if ema is None else 0.95 * ema + 0.05 * losses[-1]
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.3f}")
+        done = step + 1
+        if done % 10 == 0:
+            parts = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
+            log.info(f"step {done} loss {losses[-1]:.4f} ema {ema:.4f} {parts} lr {lr_at(cfg, step):.2e} "
+                     f"{(time.time() - t0) / (done - start):.2f}s/step")
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            save_state(done)
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            scores = {}
+            if cfg.eval_n > 0:
+                ev = evaluate_world(cap, cfg.eval_n, "val", samples=1)  # S=1: fast and noise-free
+                model.train()
+                scores = ev.scores
+                log.info(f"step {done} val ({cfg.eval_n} scenes) {scores}; e.g. {list(ev.captions.values())[:3]}")
+            cap.save(cfg.out, extra={"step": done, "val": scores, "train": asdict(cfg)})
+    bar.close()
+    model.eval()
+    return losses
