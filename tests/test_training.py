@@ -156,3 +156,38 @@ def test_tipcap_inference_skips_the_mapping_module(tiny_lm):
         cap.adaptor.mapping.mu.fill_(5.0)  # a mapping that would change everything if it were applied
         direct = cap.adaptor.projector(cap.adaptor.reverse(x))
         assert torch.allclose(cap.adaptor(x), direct)
+
+
+def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
+    from train.train_prompts import main as train_prompts
+    from zsc_core.encode import PreprocessCfg, load_clip, save_clip
+
+    from .conftest import TINY_CLIP_CFG
+
+    clip_path = str(tmp_path / "clip.safetensors")
+    save_clip(clip_path, make_tiny_clip(0).model, TINY_CLIP_CFG, PreprocessCfg(image_size=32), "tiny-clip")
+    from zsc_core.encode import ClipSpec
+
+    clip = load_clip(ClipSpec(checkpoint=clip_path))
+    cfg = _cfg(tmp_path, steps=20)
+    cap = Captioner.build(clip, tiny_lm, adaptor_config(cfg))
+    base = str(tmp_path / "stage1.safetensors")
+    cap.save(base, dtype=None)
+    with pytest.raises(NotImplementedError, match="no interactive-prompt stage"):
+        cap.caption(world.render(world.make_scene(0, "eval", 0), 64), prompt="An image contains sun")
+    out = str(tmp_path / "p" / "prompts.safetensors")
+    train_prompts([f"base={base}", "corpus=world:30", "n_captions=48", "steps=30", "batch_size=16", "lr=3e-3",
+                   "warmup=2", "eval_n=0", f"run_dir={tmp_path / 'p'}", f"out={out}", "rough_batch=24"])
+    log = (tmp_path / "p" / "train.log").read_text()
+    assert "rough captions equal their caption" in log
+    rough = __import__("json").loads((tmp_path / "p" / "rough.json").read_text())
+    assert len(rough) == 48 and all(isinstance(r, str) for r in rough)
+    two = Captioner.from_pretrained(out)
+    assert two.interactive
+    res = two.caption(world.render(world.make_scene(0, "eval", 0), 64), prompt="  An image contains sun  ", samples=3)
+    assert res.prompt == "An image contains sun" and isinstance(res.rough_caption, str) and res.candidates
+    assert res.to_dict()["rough_caption"] == res.rough_caption
+    plain = two.caption(world.render(world.make_scene(0, "eval", 0), 64), samples=3)
+    assert plain.rough_caption is None and plain.prompt is None
+    long = two.caption(world.render(world.make_scene(0, "eval", 0), 64), prompt="x" * 10_000 + " ünïcödé ✓")
+    assert isinstance(long.caption, str)  # cut to the LM's budget, no crash

@@ -1,7 +1,7 @@
 """The text-only training loop every adaptor trainer shares: data order, schedule, resume, evaluation, export.
 
 A trainer supplies a config (a :class:`RunConfig` subclass), a built :class:`Captioner`, the cached caption
-features and a ``loss_fn(feats (B, D), targets, step) -> (loss, logs)``; this module does the rest. Data order,
+features and a ``loss_fn(feats (B, D), targets, idx) -> (loss, logs)``; this module does the rest. Data order,
 noise and dropout of step k depend on (seed, k) alone, so a killed run resumed from ``run_dir/state.pt`` ends
 with exactly the weights of an uninterrupted one.
 """
@@ -71,13 +71,19 @@ def load_frozen(cfg: RunConfig) -> tuple[ClipEncoder, LanguageModel, list[str], 
     dev = resolve_device(cfg.device)
     clip = load_clip(preset.clip_spec(), dev)
     lm = load_lm(preset.lm, dev, resolve_dtype("auto", dev))
-    cache = os.path.join(os.path.dirname(os.path.abspath(cfg.run_dir)), "features",
-                         f"{cfg.corpus.replace(':', '-').replace('/', '_')}-{clip.fingerprint}.safetensors")
-    captions, feats = cached_text_features(clip, cfg.corpus, cache, cfg.max_words)
+    captions, feats = corpus_features(cfg, clip)
     return clip, lm, captions, feats
 
 
-LossFn = Callable[[torch.Tensor, list, int], "tuple[torch.Tensor, dict[str, float]]"]
+def corpus_features(cfg: RunConfig, clip: ClipEncoder) -> tuple[list[str], torch.Tensor]:
+    """The run's corpus encoded by ``clip``, cached beside the run folders (``runs/features/``), shared by runs."""
+    name = f"{cfg.corpus.replace(':', '-').replace('/', '_')}-{clip.fingerprint}.safetensors"
+    cache = os.path.join(os.path.dirname(os.path.abspath(cfg.run_dir)), "features", name)
+    return cached_text_features(clip, cfg.corpus, cache, cfg.max_words)
+
+
+# loss_fn(text features (B, D), target token ids per row, corpus indices (B,)) -> (loss, numbers to log)
+LossFn = Callable[[torch.Tensor, list, torch.Tensor], "tuple[torch.Tensor, dict[str, float]]"]
 
 
 def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch.Tensor, log: RunLogger,
@@ -113,7 +119,7 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
         idx = batch_indices(len(captions), cfg.batch_size, step, cfg.seed)
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        loss, logs = loss_fn(feats[idx].to(lm.device), [targets[i] for i in idx.tolist()], step)
+        loss, logs = loss_fn(feats[idx].to(lm.device), [targets[i] for i in idx.tolist()], idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -21,7 +21,6 @@ import torch
 
 from train.common import RunLogger, parse_overrides, set_threads
 from train.loop import RunConfig, load_frozen, train_loop
-from zsc_core import gap
 from zsc_core.adaptor import MacCapConfig
 from zsc_core.captioner import Captioner
 
@@ -47,9 +46,8 @@ def adaptor_config(cfg: MacCapTrainConfig) -> MacCapConfig:
 
 
 def maccap_loss(cfg: MacCapTrainConfig, cap: Captioner):
-    def loss_fn(feats: torch.Tensor, targets: list, step: int):
-        x = gap.inject_noise(feats, cfg.n_cr, cfg.sigma2)  # (B, N_cr, D)
-        prefix = cap.adaptor(x.to(cap.lm.model.dtype))  # (B, N_q, H)
+    def loss_fn(feats: torch.Tensor, targets: list, idx: torch.Tensor):
+        prefix = cap.text_prefix(feats)  # noisy copies (B, N_cr, D) -> adaptor -> (B, N_q, H)
         return cap.lm.prefix_loss(prefix, targets), {}
 
     return loss_fn

@@ -113,7 +113,7 @@ def setting_statistics(cfg: TIPCapTrainConfig, clip: ClipEncoder, corpus_feats: 
 def tipcap_loss(cfg: TIPCapTrainConfig, cap: Captioner, stats: dict):
     ad = cap.adaptor
 
-    def loss_fn(text: torch.Tensor, targets: list, step: int):
+    def loss_fn(text: torch.Tensor, targets: list, idx: torch.Tensor):
         out = ad.forward_text(text)
         loss = cap.lm.prefix_loss(out.prefix, targets)
         logs = {"ce": loss.item()}

@@ -21,7 +21,11 @@ from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save
 from .device import resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
+from .prompts import stage2_text
 from .sampling import Candidate, rerank
+
+MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
+MAX_PROMPT_TOKENS = 96
 
 # kind -> (config dataclass, module): how a checkpoint's "kind" rebuilds its adaptor.
 ADAPTORS: dict[str, tuple[type, type]] = {"maccap": (MacCapConfig, MacCapAdaptor),
@@ -76,12 +80,14 @@ class Captioner:
     """Frozen CLIP + trainable adaptor + frozen LM. Build with :meth:`from_pretrained` or :meth:`build`."""
 
     def __init__(self, clip: ClipEncoder, lm: LanguageModel, adaptor: nn.Module, kind: str = "maccap",
-                 config: CaptionConfig | None = None, name: str = ""):
+                 config: CaptionConfig | None = None, name: str = "", interactive: bool = False):
         if kind not in ADAPTOR_KINDS:
             raise ValueError(f"unknown adaptor kind {kind!r}; known: {ADAPTOR_KINDS}")
         self.clip, self.lm, self.adaptor, self.kind = clip, lm, adaptor, kind
         self.config = config or CaptionConfig()
         self.name = name or kind
+        # Trained with interactive prompts (stage 2): the LM always reads the stage-2 template after the prefix.
+        self.interactive = interactive
         self.adaptor.to(lm.device).eval()  # inference by default; training loops call .train() themselves
 
     # -- construction -------------------------------------------------------------------------------------
@@ -123,7 +129,8 @@ class Captioner:
             raise CheckpointError(f"{path}: adaptor weights do not fit its config: {e}") from e
         caption_cfg = CaptionConfig(**ck.config.get("caption", {}))
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
-        return cls(clip, lm, adaptor.to(dev, lm.model.dtype).eval(), ck.kind, caption_cfg, name=name)
+        return cls(clip, lm, adaptor.to(dev, lm.model.dtype).eval(), ck.kind, caption_cfg, name=name,
+                   interactive=bool(ck.config.get("interactive", False)))
 
     def save(self, path: str, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = torch.float16) -> str:
         """Save the adaptor (trainable weights only, fp16 by default) with everything needed to load it again."""
@@ -133,10 +140,20 @@ class Captioner:
                                                       os.path.dirname(os.path.abspath(path)))
         return save_checkpoint(
             path, self.adaptor.state_dict(), kind=self.kind,
-            config={"adaptor": asdict(self.adaptor.cfg), "caption": asdict(self.config)},
+            config={"adaptor": asdict(self.adaptor.cfg), "caption": asdict(self.config),
+                    "interactive": self.interactive},
             clip={**self.clip.identity(), "spec": clip_spec},
             lm={**self.lm.identity(), "spec": asdict(self.lm.spec)},
             extra=extra, dtype=dtype)
+
+    # -- training path ------------------------------------------------------------------------------------
+    def text_prefix(self, text_feats: torch.Tensor) -> torch.Tensor:
+        """The training-time prefix from caption features (B, D): MacCap injects region noise, TIPCap maps
+        through N(mu, Sigma). Stage-2 prompt training uses it, so it shares the model code of stage 1."""
+        if self.kind == "maccap":
+            cfg = self.adaptor.cfg
+            return self.adaptor(gap.inject_noise(text_feats, cfg.n_cr, cfg.sigma2).to(self.lm.model.dtype))
+        return self.adaptor.forward_text(text_feats.to(self.lm.model.dtype)).prefix
 
     # -- inference ----------------------------------------------------------------------------------------
     def region_memory(self, feats, cfg: CaptionConfig) -> tuple[torch.Tensor, regions.Subregions]:
@@ -170,9 +187,10 @@ class Captioner:
     def _caption(self, images, prompt, overrides) -> CaptionResult | list[CaptionResult]:
         single = isinstance(images, Image.Image)
         batch = [images] if single else list(images)
-        if prompt is not None:
-            raise NotImplementedError(f"the {self.kind!r} model has no interactive-prompt stage; use a model "
-                                      "trained with prompts (train/train_prompts.py)")
+        prompt = prompt.strip() if prompt is not None else None
+        if prompt and not self.interactive:
+            raise NotImplementedError(f"the {self.kind!r} model {self.name!r} has no interactive-prompt stage; use "
+                                      "a model trained with prompts (train/train_prompts.py)")
         if not batch:
             return []
         cfg = replace(self.config, **{k: v for k, v in overrides.items() if v is not None})
@@ -193,22 +211,43 @@ class Captioner:
             x = gap.inject_noise(x, x.shape[1], sigma2, gen) if x.dim() == 3 else \
                 gap.inject_noise(x, 1, sigma2, gen)[:, 0]
         prefix = self.adaptor(x.to(self.lm.model.dtype))  # (B*S, N_q, H)
-        texts = self.lm.generate(prefix, cfg=GenerationCfg(max_new_tokens=cfg.max_new_tokens,
-                                                           num_beams=cfg.num_beams))
+        gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
+        ranked, t_rank = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
+                                               "" if self.interactive else None)
+        rough = None
+        if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
+            rough = [c[0].text for c in ranked]
+            ranked, t_rank2 = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
+                                                    prompt[:MAX_PROMPT_CHARS])
+            t_rank += t_rank2
         t2 = time.perf_counter()
-        text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S, D), one batch for all candidates
         results = []
         for i, im in enumerate(batch):
-            cands = rerank(texts[i * s:(i + 1) * s], text_feats[i], feats.global_feat[i])
+            cands = ranked[i]
             boxes = regions.patch_boxes(sub.index[i], feats.grid, feats.patch_size,
                                         self.clip.preprocess_cfg.image_size, im.size)
             results.append(CaptionResult(
                 caption=cands[0].text, candidates=cands,
                 regions=[RegionBox(bx, float(w)) for bx, w in zip(boxes, sub.weights[i].tolist())],
-                timings={}))
+                timings={}, rough_caption=rough[i] if rough else None, prompt=prompt or None))
         t3 = time.perf_counter()
-        timings = {"encode_s": (t1 - t0) / b, "generate_s": (t2 - t1) / b, "rerank_s": (t3 - t2) / b,
-                   "total_s": (t3 - t0) / b}
+        timings = {"encode_s": (t1 - t0) / b, "generate_s": (t2 - t1 - t_rank) / b,
+                   "rerank_s": (t3 - t2 + t_rank) / b, "total_s": (t3 - t0) / b}
         for r in results:
             r.timings = dict(timings)
         return results[0] if single else results
+
+    def _decode_and_rank(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int,
+                         gen_cfg: GenerationCfg, rough: list[str], prompt: str | None
+                         ) -> tuple[list[list[Candidate]], float]:
+        """One batched generate over B*S prefixes (with the stage-2 template when ``prompt`` is not None),
+        all candidates CLIP-encoded in one batch, ranked per image. Also returns the seconds spent ranking."""
+        prompts = None
+        if prompt is not None:
+            ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
+            prompts = [ids[i // s] for i in range(b * s)]
+        texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg)
+        t = time.perf_counter()
+        text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S, D)
+        ranked = [rerank(texts[i * s:(i + 1) * s], text_feats[i], image_feats[i]) for i in range(b)]
+        return ranked, time.perf_counter() - t

