@@ -237,6 +237,13 @@ class Captioner:
             r.timings = dict(timings)
         return results[0] if single else results
 
+    def answer(self, image: Image.Image, question: str, answers: Sequence[str] | None = None,
+               use_caption: bool = True, samples: int | None = None):
+        """Zero-shot VQA (MacCap): see :mod:`zsc_core.vqa`. Returns a :class:`zsc_core.vqa.AnswerResult`."""
+        from .vqa import answer
+
+        return answer(self, image, question, answers, use_caption, samples)
+
     def _decode_and_rank(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int,
                          gen_cfg: GenerationCfg, rough: list[str], prompt: str | None
                          ) -> tuple[list[list[Candidate]], float]:

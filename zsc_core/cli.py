@@ -2,6 +2,7 @@
 
     python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
+    python -m zsc_core evaluate --model NAME_OR_PATH --images DIR --references refs.json [--samples S] [--out F]
     python -m zsc_core presets
 
 Errors a user can cause (a missing or unreadable image, an unknown model) print one line to stderr and exit
@@ -58,6 +59,33 @@ def _world(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import os
+
+    from .captioner import Captioner
+    from .evaluation import evaluate_coco
+
+    for path, what in ((args.images, "folder"), (args.references, "file")):
+        if not os.path.exists(path):
+            print(f"error: {path}: no such {what}", file=sys.stderr)
+            return 2
+    try:
+        cap = Captioner.from_pretrained(args.model, device=args.device)
+        out = evaluate_coco(cap, args.images, args.references, samples=args.samples, batch=args.batch)
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = {"model": out["model"], "metrics": out["metrics"], "n_images": out["n_images"],
+               "n_failed": out["n_failed"]}
+    print(json.dumps(summary, indent=2))
+    for f in out["failed"]:
+        print(f"warning: {f['error']}", file=sys.stderr)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2)
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from .presets import PRESETS, preset_status
 
@@ -86,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--size", type=int, default=128, help="image side in pixels")
     w.add_argument("--out", required=True)
     w.set_defaults(func=_world)
+    e = sub.add_parser("evaluate", help="caption a COCO-format image set and score it (BLEU, METEOR, ROUGE-L, "
+                                         "CIDEr; SPICE where available)")
+    e.add_argument("--model", default="offline-world")
+    e.add_argument("--images", required=True, help="folder of the images named in the references")
+    e.add_argument("--references", required=True, help="COCO-format captions JSON")
+    e.add_argument("--samples", type=int, default=None)
+    e.add_argument("--batch", type=int, default=8)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", default=None, help="write metrics and every caption to this JSON file")
+    e.set_defaults(func=_evaluate)
     s = sub.add_parser("presets", help="list presets and whether each can be loaded here")
     s.set_defaults(func=_presets)
     return p

@@ -35,3 +35,91 @@ def evaluate_world(captioner, n: int = 100, split: str = "val", world_seed: int 
         for s, r in zip(part, captioner.caption([world.render(s, size) for s in part], **caption_kw)):
             hyps[s.image_id] = r.caption
     return WorldEval(caption_metrics(refs, hyps, metrics), hyps, n)
+
+
+def evaluate_coco(captioner, images_dir: str, references: str, samples: int | None = None, batch: int = 8,
+                  metrics: Sequence[str] = ("bleu", "meteor", "rouge", "cider", "spice"), progress: bool = True
+                  ) -> dict[str, Any]:
+    """Caption every image of a COCO-format reference file found in ``images_dir`` and score the captions.
+
+    A missing or unreadable image is reported under ``failed`` and counted, not fatal. Returns the metric
+    values, counts, and every image's caption and candidates.
+    """
+    import json
+    import os
+
+    from .images import ImageError, load_image
+
+    with open(references) as f:
+        refs = json.load(f)
+    by_image: dict[int, list[str]] = {}
+    for a in refs.get("annotations", []):
+        by_image.setdefault(a["image_id"], []).append(a["caption"])
+    items = [(im["id"], im["file_name"]) for im in refs.get("images", []) if im["id"] in by_image]
+    if not items:
+        raise ValueError(f"{references} has no images with captions (COCO format: images[] and annotations[])")
+    hyps: dict[int, str] = {}
+    per_image: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    chunks = range(0, len(items), batch)
+    if progress:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="evaluate", file=sys.stderr, mininterval=5)
+    for i in chunks:
+        loaded = []
+        for image_id, name in items[i:i + batch]:
+            try:
+                loaded.append((image_id, name, load_image(os.path.join(images_dir, name), name=name)))
+            except ImageError as e:
+                failed.append({"file_name": name, "error": str(e)})
+        if not loaded:
+            continue
+        results = captioner.caption([im for _, _, im in loaded], samples=samples)
+        for (image_id, name, _), r in zip(loaded, results):
+            hyps[image_id] = r.caption
+            per_image.append({"image_id": image_id, "file_name": name, **r.to_dict()})
+    scores = caption_metrics(by_image, hyps, metrics) if hyps else {}
+    return {"model": captioner.name, "metrics": scores, "n_images": len(items), "n_captioned": len(hyps),
+            "n_failed": len(failed), "failed": failed, "images": per_image}
+
+
+def evaluate_vqa_world(captioner, n: int = 200, split: str = "eval", world_seed: int = 0, size: int = 128,
+                       batch: int = 16, samples: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Top-1/5/10 accuracy of zero-shot VQA on the world's question/answer pairs, and the question-only baseline."""
+    from .vqa import generate_answers, rank_answers, vqa_prompt
+
+    scenes = list(world.iter_scenes(world_seed, split, n))
+    answers = list(world.ANSWER_VOCAB)
+    captions: dict[int, str] = {}
+    chunks = range(0, n, batch)
+    if progress:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="vqa captions", file=sys.stderr, mininterval=5)
+    for i in chunks:
+        part = scenes[i:i + batch]
+        for s, r in zip(part, captioner.caption([world.render(s, size) for s in part], samples=samples)):
+            captions[s.image_id] = r.caption
+    qa = [(s.image_id, q) for s in scenes for q in s.qa]
+    out: dict[str, Any] = {"n_questions": len(qa), "n_images": n, "chance_top1": 1 / len(answers)}
+    for name, with_caption in (("with_caption", True), ("question_only", False)):
+        hits = {1: 0, 5: 0, 10: 0}
+        by_type: dict[str, list[int]] = {}
+        for j in range(0, len(qa), 64):
+            part = qa[j:j + 64]
+            prompts = [vqa_prompt(q["question"], captions[i] if with_caption else None) for i, q in part]
+            ranks = rank_answers(captioner.clip, generate_answers(captioner.lm, prompts), answers)
+            for (_, q), ranking in zip(part, ranks):
+                order = [a for a, _ in ranking]
+                pos = order.index(q["answer"])
+                for k in hits:
+                    hits[k] += pos < k
+                by_type.setdefault(q["type"], []).append(int(pos == 0))
+        out[name] = {f"top{k}": v / len(qa) for k, v in hits.items()}
+        out[name]["top1_by_type"] = {t: sum(v) / len(v) for t, v in by_type.items()}
+    return out

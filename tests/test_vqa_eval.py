@@ -1,0 +1,80 @@
+"""Zero-shot VQA retrieval and the evaluation CLI, on tiny models."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zsc_core import vqa, world
+from zsc_core.captioner import Captioner
+
+from .test_captioner import SMALL, _saved_captioner
+
+
+class _FakeClip:
+    """A text tower that embeds by keyword, so that the retrieval step can be checked by hand."""
+
+    def encode_text(self, texts):
+        keys = ["red", "blue", "car", "boat"]
+        v = torch.tensor([[float(k in t) for k in keys] + [0.1] for t in texts])
+        return torch.nn.functional.normalize(v, dim=-1)
+
+
+def test_retrieval_picks_the_planted_answer():
+    ranks = vqa.rank_answers(_FakeClip(), ["it is red", "a boat, surely"], ["red", "blue", "car", "boat"])
+    assert ranks[0][0][0] == "red" and ranks[1][0][0] == "boat"
+    assert [a for a, _ in ranks[0]][:1] == ["red"] and len(ranks[0]) == 4
+    with pytest.raises(ValueError):
+        vqa.rank_answers(_FakeClip(), ["x"], [])
+
+
+def test_vqa_prompt_format():
+    assert vqa.vqa_prompt(" what color is the car? ", "a red car") == \
+        "a red car. Question: what color is the car? Answer:"
+    assert vqa.vqa_prompt("how many?", None) == "Question: how many? Answer:"
+
+
+def test_answer_through_the_facade(tiny_clip, tiny_lm):
+    cap = Captioner.build(tiny_clip, tiny_lm, SMALL)
+    img = world.render(world.make_scene(0, "eval", 0), 64)
+    r = cap.answer(img, "what color is the car?", samples=2)
+    assert r.answer in world.ANSWER_VOCAB and r.caption is not None and len(r.ranking) == len(world.ANSWER_VOCAB)
+    base = cap.answer(img, "what color is the car?", use_caption=False)
+    assert base.caption is None
+    with pytest.raises(ValueError, match="empty"):
+        cap.answer(img, "   ")
+
+
+def test_vqa_world_evaluation(tiny_clip, tiny_lm):
+    from zsc_core.evaluation import evaluate_vqa_world
+
+    out = evaluate_vqa_world(Captioner.build(tiny_clip, tiny_lm, SMALL), n=4, samples=1)
+    assert out["n_questions"] > 4
+    for name in ("with_caption", "question_only"):
+        assert 0 <= out[name]["top1"] <= out[name]["top5"] <= out[name]["top10"] <= 1
+
+
+def test_evaluate_cli_on_three_scenes_with_a_broken_image(tmp_path):
+    _, model = _saved_captioner(tmp_path)
+    data = tmp_path / "w"
+    world.write_split(str(data), 0, "eval", 3, size=64)
+    (data / "images" / "eval_000001.png").write_bytes(b"broken")
+    out = tmp_path / "results.json"
+    r = subprocess.run([sys.executable, "-m", "zsc_core", "evaluate", "--model", model, "--images",
+                        str(data / "images"), "--references", str(data / "references.json"), "--samples", "2",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["n_images"] == 3 and summary["n_failed"] == 1
+    assert "eval_000001.png" in r.stderr and "Traceback" not in r.stderr
+    full = json.loads(out.read_text())
+    assert full["n_captioned"] == 2 and len(full["images"]) == 2
+    m = full["metrics"]
+    assert {"BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"} <= set(m)
+    assert isinstance(m["CIDEr"], float) and (isinstance(m["SPICE"], float) or "unavailable" in m["SPICE"])
+    missing = subprocess.run([sys.executable, "-m", "zsc_core", "evaluate", "--model", model, "--images",
+                              str(tmp_path / "nope"), "--references", str(data / "references.json")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
