@@ -64,3 +64,28 @@ def test_subregion_share():
     sub = F.normalize(torch.tensor([[[1.0, 0.1], [0.0, 1.0]], [[1.0, 0.0], [1.0, 1.0]]]), dim=-1)
     s = analysis.subregion_share(glob, sub, text)
     assert s["share_subregion_closer"] == 0.5  # pair 0: a subregion beats the global; pair 1: global is exact
+
+
+def test_difference_histograms_and_tsne_figures(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    content = torch.randn(60, 16, generator=g)
+    offset = torch.zeros(16)
+    offset[0] = 4.0
+    img, txt = F.normalize(content + offset, dim=-1), F.normalize(content - offset, dim=-1)
+    fig = analysis.difference_histograms({"global": img - txt, "subregion": (img - txt) * 0.5}, dims=(0, 3))
+    assert len(fig.axes) == 2 * 3
+    assert "dimension 3" in fig.axes[2].get_title() and "mean" in fig.axes[0].get_title()
+    fig.savefig(tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 1000
+    pts = analysis.tsne_points({"image": img, "text": txt}, perplexity=30, max_iter=250)
+    assert pts["image"].shape == (60, 2) and pts["text"].shape == (60, 2)
+    # The planted offset separates the modalities in 2-D too: class centroids far apart vs spread.
+    import numpy as np
+
+    gap2d = np.linalg.norm(pts["image"].mean(0) - pts["text"].mean(0))
+    assert gap2d > pts["text"].std(0).mean()
+    fig2 = analysis.tsne_figure({"raw": {"image": img, "text": txt}, "noisy": {"image": img, "text": txt + 0.1}},
+                                max_iter=250)
+    assert len(fig2.axes) == 2
+    small = analysis.tsne_points({"a": img[:5], "b": txt[:5]}, perplexity=30, max_iter=250)  # perplexity < n
+    assert small["a"].shape == (5, 2)

@@ -50,3 +50,19 @@ def test_knows_colours_and_kinds():
         t = clip.encode_text([f"a {c} {s.objects[0].kind}" for c in colors])
         hits += colors[int((img[j] @ t.T).argmax())] == s.objects[0].color
     assert hits / len(scenes) > 0.6  # chance is 1/9
+
+
+def test_gap_cli_writes_table_and_figures(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "zsc_core", "gap", "--n", "40", "--tsne-n", "30", "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    table = json.loads((tmp_path / "gap_table.json").read_text())
+    assert table["n_pairs"] == 40 and 0 <= table["share_subregion_closer"] <= 1
+    # The gap is visible: matched pairs are far from identical, and the two modalities' centroids apart.
+    assert table["global"]["paired_cos_mean"] < 0.9 and table["global"]["centroid_distance"] > 0.1
+    for f in ("gap_histograms.png", "gap_tsne.png"):
+        assert (tmp_path / f).stat().st_size > 10_000

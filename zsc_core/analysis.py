@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -55,3 +57,111 @@ def subregion_share(global_feat: torch.Tensor, sub_feats: torch.Tensor, text: to
     return {"share_subregion_closer": (best > g).float().mean().item(), "global_cos_mean": g.mean().item(),
             "best_subregion_cos_mean": best.mean().item(), "best_subregion_cos_max": best.max().item(),
             "best_subregion_cos_min": best.min().item()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Figures (matplotlib Figure objects; no pyplot state, no backend switching).
+
+
+def difference_histograms(diffs: dict[str, torch.Tensor], dims: tuple[int, ...] = (0, 1, 2), bins: int = 60):
+    """MacCap Fig. 1 / TIPCap Fig. 5: histograms of image-minus-text differences with the fitted Gaussian.
+
+    ``diffs`` maps a row label ("global", "subregion") to (N, D) differences. Each row shows the pooled
+    differences of all dimensions, then the chosen dimensions; each panel draws N(mean, std) over the bars.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    cols = 1 + len(dims)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * len(diffs)), layout="constrained")
+    axes = fig.subplots(len(diffs), cols, squeeze=False)
+    for r, (label, d) in enumerate(diffs.items()):
+        d = d.detach().float().cpu()
+        panels = [("all dimensions", d.flatten())] + [(f"dimension {k}", d[:, k]) for k in dims]
+        for c, (title, x) in enumerate(panels):
+            ax = axes[r][c]
+            x = x.numpy()
+            ax.hist(x, bins=bins, density=True, color="#4c78a8", alpha=0.75)
+            mu, sd = float(x.mean()), float(x.std()) or 1e-6
+            grid = np.linspace(x.min(), x.max(), 200)
+            ax.plot(grid, np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)), color="#e45756")
+            ax.set_title(f"{label}: {title}\nmean {mu:+.3f}, std {sd:.3f}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    return fig
+
+
+def tsne_points(groups: dict[str, torch.Tensor], perplexity: float = 30.0, max_iter: int = 500, seed: int = 0):
+    """2-D t-SNE of several embedding groups together; returns {label: (n, 2) array}. perplexity < n."""
+    import numpy as np
+    from sklearn.manifold import TSNE
+
+    arrays = [g.detach().float().cpu().numpy() for g in groups.values()]
+    x = np.concatenate(arrays)
+    perplexity = min(perplexity, (len(x) - 1) / 3)
+    y = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, init="pca", random_state=seed).fit_transform(x)
+    out, i = {}, 0
+    for label, a in zip(groups, arrays):
+        out[label] = y[i:i + len(a)]
+        i += len(a)
+    return out
+
+
+def tsne_figure(panels: dict[str, dict[str, torch.Tensor]], **tsne_kw):
+    """TIPCap Fig. 6: one t-SNE panel per entry (e.g. raw / isotropic noise / mapping module), each a dict of
+    labelled embedding groups (e.g. {"image": ..., "text": ...})."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(panels), 4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colors = ["#4c78a8", "#e45756", "#54a24b", "#f58518"]
+    for ax, (title, groups) in zip(axes, panels.items()):
+        pts = tsne_points(groups, **tsne_kw)
+        for (label, p), col in zip(pts.items(), colors):
+            ax.scatter(p[:, 0], p[:, 1], s=6, alpha=0.7, color=col, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=8, markerscale=2)
+    return fig
+
+
+@dataclass
+class GapReport:
+    table: dict  # MacCap Table 1 numbers: global and subregion-augmented cosines, subregion share, gap stats
+    histograms: object  # matplotlib Figure
+    tsne: object  # matplotlib Figure
+
+
+@torch.no_grad()
+def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float = 0.016,
+               mapping: tuple[torch.Tensor, torch.Tensor] | None = None, tsne_n: int = 300, seed: int = 0,
+               dims: tuple[int, ...] = (0, 1, 2), tsne_iter: int = 500) -> GapReport:
+    """The modality-gap analysis of images paired with captions (one caption per image).
+
+    ``mapping`` is a TIPCap (mu, L); without one, N(mu, Sigma) is fitted on these very pairs (what setting 1
+    would estimate), so the third t-SNE panel shows what a multivariate mapping does to the text features.
+    """
+    from . import gap as gapmath
+    from . import regions
+
+    if len(images) != len(captions) or len(images) < 3:
+        raise ValueError("need at least 3 images, each with one caption")
+    feats = [clip.image_features(clip.pixels(images[i:i + 200])) for i in range(0, len(images), 200)]
+    glob = torch.cat([f.global_feat for f in feats]).float().cpu()
+    sub = torch.cat([regions.subregions(f.attention, f.tokens, f.global_feat, n_cr).feats for f in feats]).float().cpu()
+    text = clip.encode_text(captions).float().cpu()
+    table = {"n_pairs": len(images), "global": gap_stats(glob, text), **subregion_share(glob, sub, text)}
+    best = sub[torch.arange(len(sub)), (sub * text[:, None]).sum(-1).argmax(1)]  # best subregion per pair
+    table["subregion"] = gap_stats(best, text)
+    hist = difference_histograms({"global": glob - text, "subregion": best - text}, dims=dims)
+    mu, L = mapping if mapping is not None else gapmath.estimate_paired(glob, text, shrinkage=0.2)
+    g = torch.Generator().manual_seed(seed)
+    k = min(tsne_n, len(images))
+    t = text[:k]
+    iso = F.normalize(t + torch.randn(t.shape, generator=g) * sigma2 ** 0.5, dim=-1)
+    mapped = F.normalize(t + gapmath.sample_gaussian(mu.float().cpu(), L.float().cpu(), (k,), g), dim=-1)
+    tsne = tsne_figure({"raw": {"image": glob[:k], "text": t},
+                        f"isotropic noise (sigma2={sigma2})": {"image": glob[:k], "text + noise": iso},
+                        "multivariate mapping N(mu, Sigma)": {"image": glob[:k], "mapped text": mapped}},
+                       max_iter=tsne_iter, seed=seed)
+    return GapReport(table, hist, tsne)

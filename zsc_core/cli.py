@@ -3,6 +3,7 @@
     python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
     python -m zsc_core evaluate --model NAME_OR_PATH --images DIR --references refs.json [--samples S] [--out F]
+    python -m zsc_core gap --n 500 --out DIR
     python -m zsc_core presets
 
 Errors a user can cause (a missing or unreadable image, an unknown model) print one line to stderr and exit
@@ -86,6 +87,32 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gap(args: argparse.Namespace) -> int:
+    import os
+
+    from . import world
+    from .analysis import gap_report
+    from .encode import ClipSpec, load_clip
+    from .presets import PRESETS
+
+    spec = ClipSpec(checkpoint=args.clip) if args.clip else PRESETS[args.preset].clip_spec()
+    try:
+        clip = load_clip(spec)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    scenes = list(world.iter_scenes(args.seed, args.split, args.n))
+    rep = gap_report(clip, [world.render(s, 128) for s in scenes], [s.captions[0] for s in scenes],
+                     tsne_n=args.tsne_n)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gap_table.json"), "w") as f:
+        json.dump(rep.table, f, indent=2)
+    rep.histograms.savefig(os.path.join(args.out, "gap_histograms.png"), dpi=110)
+    rep.tsne.savefig(os.path.join(args.out, "gap_tsne.png"), dpi=110)
+    print(json.dumps(rep.table, indent=2))
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     from .presets import PRESETS, preset_status
 
@@ -124,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--out", default=None, help="write metrics and every caption to this JSON file")
     e.set_defaults(func=_evaluate)
+    g = sub.add_parser("gap", help="modality-gap analysis of generated scenes: table, histograms, t-SNE")
+    g.add_argument("--preset", default="offline-world", help="whose CLIP to analyse")
+    g.add_argument("--clip", default=None, help="a zsc clip checkpoint instead of the preset's")
+    g.add_argument("--split", default="eval")
+    g.add_argument("--n", type=int, default=500)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--tsne-n", type=int, default=300)
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=_gap)
     s = sub.add_parser("presets", help="list presets and whether each can be loaded here")
     s.set_defaults(func=_presets)
     return p
