@@ -1,4 +1,9 @@
-"""zsc Gradio app: caption an image with a captioner trained on text only. UI only; logic lives in zsc_core."""
+"""zsc Gradio app: caption an image with a captioner trained on text only. UI only; logic lives in zsc_core.
+
+    python app.py            # http://127.0.0.1:7860 ; weights from $ZSC_CHECKPOINTS (default: checkpoints/)
+
+Named API endpoints (gradio_client): /caption, /recaption, /answer, /gap, /random_scene.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,19 @@ from zsc_core import world
 from zsc_core.presets import DEFAULT_PRESET
 from zsc_core.service import CaptionService, UserError
 
-service = CaptionService()
 MAX_UPLOAD = "20mb"
+CAND_HEADERS = ["chosen", "candidate", "CLIP score", "count"]
+
+service = CaptionService()
+STARTUP_PROBLEM = service.warm_up(DEFAULT_PRESET)  # weights loaded once, at start-up
 
 
 def _examples() -> list[str]:
     """Packaged real photos (scikit-learn ships two) and two offline-world scenes, written once to a temp dir."""
     import tempfile
 
-    from sklearn.datasets import load_sample_image
     from PIL import Image
+    from sklearn.datasets import load_sample_image
 
     d = os.path.join(tempfile.gettempdir(), "zsc-examples")
     os.makedirs(d, exist_ok=True)
@@ -37,48 +45,130 @@ def _examples() -> list[str]:
     return paths
 
 
+def _guard(fn):
+    """Turn a UserError into a message for the person; anything else becomes a short, generic gr.Error."""
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+        except Exception as e:  # the app keeps serving; the log keeps the traceback
+            import logging
+
+            logging.getLogger("zsc.app").exception("request failed")
+            raise gr.Error(f"Something went wrong while processing this request ({type(e).__name__}).") from None
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+@_guard
 def random_scene(seed: float):
-    s = world.make_scene(int(seed or 0), "eval", int.from_bytes(os.urandom(2), "little"))
-    return world.render(s, 256), "; ".join(s.captions[:2])
+    """A new offline-world scene and its reference captions."""
+    s = world.make_scene(int(seed or 0), "eval", int.from_bytes(os.urandom(3), "little"))
+    return world.render(s, 256), "\n".join(s.captions)
 
 
+@_guard
 def caption(image, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progress()):
+    """Caption an image: caption, regions image, candidates table, timing line."""
     progress(0.1, desc="captioning")
-    try:
-        v = service.caption(image, preset, samples, sigma2, n_cr, beams, seed)
-    except UserError as e:
-        raise gr.Error(str(e)) from None
+    v = service.caption(image, preset, samples, sigma2, n_cr, beams, seed)
     return v.caption, v.regions_image, v.candidates, v.info
+
+
+@_guard
+def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progress()):
+    """Re-caption with an interactive prompt: rough caption, refined caption, regions, candidates, timing."""
+    progress(0.1, desc="re-captioning with the prompt")
+    v = service.caption(image, preset, samples, sigma2, n_cr, beams, seed, prompt=prompt)
+    return v.rough_caption, v.caption, v.regions_image, v.candidates, v.info
+
+
+@_guard
+def answer(image, question, preset, progress=gr.Progress()):
+    """Zero-shot VQA: answer, the LM's free text, the caption it read, top-5 answers."""
+    progress(0.1, desc="answering")
+    v = service.answer(image, question, preset)
+    return v.answer, v.generated, v.caption, v.top
+
+
+@_guard
+def gap(preset, source, n, files, captions, progress=gr.Progress()):
+    """Modality-gap analysis: Table-1 numbers, difference histograms, t-SNE."""
+    progress(0.1, desc="encoding and running t-SNE")
+    v = service.gap(preset, source, n, files, captions)
+    return v.markdown, v.histograms, v.tsne
 
 
 with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
     gr.Markdown("# Zero-shot captioning, trained on text only\nA frozen CLIP, a small adaptor trained on caption "
-                "text alone, and a frozen language model (MacCap). Upload an image or pick an example.")
+                "text alone, and a frozen language model (MacCap, TIPCap). Upload an image or pick an example.")
+    if STARTUP_PROBLEM:
+        gr.Markdown(f"**Note:** {STARTUP_PROBLEM}")
     with gr.Row():
-        with gr.Column(scale=1):
-            image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"])
-            gr.Examples(_examples(), inputs=image)
+        preset = gr.Dropdown(service.preset_choices(), value=DEFAULT_PRESET, label="Model", scale=2)
+        seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
+    with gr.Tabs():
+        with gr.Tab("Caption"):
             with gr.Row():
-                scene_btn = gr.Button("Random offline-world scene")
-            scene_refs = gr.Textbox(label="That scene's reference captions", interactive=False)
-            preset = gr.Dropdown(service.preset_choices(), value=DEFAULT_PRESET, label="Model")
-            with gr.Accordion("Sampling settings", open=False):
-                samples = gr.Slider(1, 64, value=20, step=1, label="Samples S (reranked by CLIP)")
-                sigma2 = gr.Number(value=0.016, label="Inference noise σ²", minimum=0, maximum=1)
-                n_cr = gr.Slider(1, 32, value=10, step=1, label="Subregions N_cr")
-                beams = gr.Slider(1, 8, value=1, step=1, label="Beam size")
-                seed = gr.Number(value=0, precision=0, label="Seed")
-            run = gr.Button("Caption", variant="primary")
-        with gr.Column(scale=1):
-            out_caption = gr.Textbox(label="Caption", interactive=False)
-            out_regions = gr.Image(label="Top attention subregions (numbered by CLS attention)", type="pil")
-            out_cands = gr.Dataframe(headers=["chosen", "candidate", "CLIP score", "count"], label="Candidates",
-                                     interactive=False)
-            out_info = gr.Markdown()
-    gr.Markdown("### Models\n" + service.status_markdown())
+                with gr.Column(scale=1):
+                    image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"])
+                    gr.Examples(_examples(), inputs=image)
+                    scene_btn = gr.Button("Random offline-world scene")
+                    scene_refs = gr.Textbox(label="That scene's reference captions", lines=3, interactive=False)
+                    with gr.Accordion("Sampling settings", open=False):
+                        samples = gr.Slider(1, 64, value=20, step=1, label="Samples S (reranked by CLIP)")
+                        sigma2 = gr.Number(value=0.016, label="Inference noise σ²", minimum=0, maximum=1)
+                        n_cr = gr.Slider(1, 32, value=10, step=1, label="Subregions N_cr")
+                        beams = gr.Slider(1, 8, value=1, step=1, label="Beam size")
+                    run = gr.Button("Caption", variant="primary")
+                with gr.Column(scale=1):
+                    out_caption = gr.Textbox(label="Caption", interactive=False)
+                    out_regions = gr.Image(label="Top attention subregions (numbered by CLS attention)", type="pil")
+                    out_cands = gr.Dataframe(headers=CAND_HEADERS, label="Sampled candidates", interactive=False)
+                    out_info = gr.Markdown()
+            with gr.Row():
+                prompt = gr.Textbox(label="Prompt", placeholder="An image contains motorcycle", scale=3)
+                rerun = gr.Button("Re-caption with the prompt", scale=1)
+            with gr.Row():
+                out_rough = gr.Textbox(label="Rough caption (first pass)", interactive=False)
+                out_refined = gr.Textbox(label="Refined caption (with the prompt)", interactive=False)
+        with gr.Tab("Ask (VQA)"):
+            gr.Markdown("Ask a question about the image in the Caption tab.")
+            question = gr.Textbox(label="Question", placeholder="what color is the car?")
+            ask = gr.Button("Answer", variant="primary")
+            with gr.Row():
+                out_answer = gr.Textbox(label="Answer", interactive=False)
+                out_generated = gr.Textbox(label="What the language model wrote", interactive=False)
+            out_vqa_caption = gr.Textbox(label="The caption it read", interactive=False)
+            out_top = gr.Dataframe(headers=["answer", "cosine"], label="Top answers", interactive=False)
+        with gr.Tab("Modality gap"):
+            source = gr.Radio(["generated scenes", "my images and captions"], value="generated scenes",
+                              label="Data")
+            n_scenes = gr.Slider(10, 1000, value=200, step=10, label="Generated scenes")
+            gap_files = gr.File(file_count="multiple", file_types=["image"], label="Your images (3 to 64)")
+            gap_caps = gr.Textbox(lines=4, label="Their captions, one per line, in order")
+            gap_btn = gr.Button("Analyse", variant="primary")
+            gap_table = gr.Markdown()
+            gap_hist = gr.Image(label="Image minus text, per dimension, with the fitted Gaussian", type="pil")
+            gap_tsne = gr.Image(label="t-SNE: raw, isotropic noise, multivariate mapping", type="pil")
+        with gr.Tab("Models"):
+            gr.Markdown(service.status_markdown())
+
+    settings = [samples, sigma2, n_cr, beams, seed]
+    # preprocess=False: uploads reach zsc_core's own image loader untouched, so a broken or odd file gets a clear
+    # message from it (Gradio's own decoding would fail first, with a generic error).
     scene_btn.click(random_scene, inputs=seed, outputs=[image, scene_refs], api_name="random_scene")
-    run.click(caption, inputs=[image, preset, samples, sigma2, n_cr, beams, seed],
-              outputs=[out_caption, out_regions, out_cands, out_info], api_name="caption")
+    run.click(caption, inputs=[image, preset] + settings, outputs=[out_caption, out_regions, out_cands, out_info],
+              api_name="caption", preprocess=False)
+    rerun.click(recaption, inputs=[image, prompt, preset] + settings,
+                outputs=[out_rough, out_refined, out_regions, out_cands, out_info], api_name="recaption", preprocess=False)
+    ask.click(answer, inputs=[image, question, preset], outputs=[out_answer, out_generated, out_vqa_caption, out_top],
+              api_name="answer", preprocess=False)
+    gap_btn.click(gap, inputs=[preset, source, n_scenes, gap_files, gap_caps], outputs=[gap_table, gap_hist, gap_tsne],
+                  api_name="gap", preprocess=False)
 
 demo.queue(max_size=32, default_concurrency_limit=1)
 

@@ -86,7 +86,7 @@ def test_decompression_bomb_is_refused():
 @pytest.mark.parametrize("payload,needle", [
     (b"", "empty"),
     (b"%PDF-1.4 definitely not an image", "not an image"),
-    (b"GIF89a\x01\x00", "not an image|damaged|could not be read"),
+    (b"GIF89a\x01\x00", "not an image|damaged"),
 ])
 def test_broken_bytes(payload, needle):
     with pytest.raises(ImageError, match=needle):

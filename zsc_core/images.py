@@ -68,7 +68,7 @@ def load_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image, name:
         except UnidentifiedImageError:
             raise ImageError(f"{label}: not an image file (or a format Pillow cannot read)") from None
         except OSError as e:
-            raise ImageError(f"{label}: could not be read ({e})") from None
+            raise ImageError(f"{label}: the image data is damaged or truncated ({e})") from None
     w, h = im.size
     if w * h > MAX_PIXELS:
         raise ImageError(f"{label}: the image is too large to process ({w}x{h}, over {MAX_PIXELS:,} pixels)")

@@ -29,9 +29,14 @@ class Preset:
     lm: LMSpec  # the frozen language model
     needs_hub: bool  # True where the weights come from the Hugging Face Hub
     train_command: str  # what produces ``checkpoint``
+    prompt_checkpoint: str = ""  # the stage-2 interactive-prompt model built on the same CLIP and LM
+    prompt_train_command: str = ""
 
     def checkpoint_path(self) -> str:
         return os.path.join(checkpoints_dir(), self.checkpoint)
+
+    def prompt_checkpoint_path(self) -> str:
+        return os.path.join(checkpoints_dir(), self.prompt_checkpoint) if self.prompt_checkpoint else ""
 
     def clip_spec(self) -> ClipSpec:
         """The CLIP spec with its checkpoint path made absolute."""
@@ -51,6 +56,8 @@ PRESETS: dict[str, Preset] = {
         lm=LMSpec(SMOLLM2),
         needs_hub=False,
         train_command="python -m train.train_maccap",
+        prompt_checkpoint="prompts-offline-world.safetensors",
+        prompt_train_command="python -m train.train_tipcap && python -m train.train_prompts",
     ),
     "real-photo": Preset(
         name="real-photo",
@@ -85,6 +92,18 @@ def preset_status(name: str) -> PresetStatus:
         return PresetStatus(name, False, "needs the Hugging Face Hub for the CLIP and LM weights, and "
                                          "HF_HUB_OFFLINE is set")
     return PresetStatus(name, True, "")
+
+
+def prompt_status(name: str) -> PresetStatus:
+    """Whether the preset's interactive-prompt model can be loaded here."""
+    p = PRESETS[name]
+    base = preset_status(name)
+    if not p.prompt_checkpoint:
+        return PresetStatus(name, False, "this preset has no interactive-prompt model")
+    if not os.path.isfile(p.prompt_checkpoint_path()):
+        return PresetStatus(name, False, f"no prompt model at {p.prompt_checkpoint_path()}; train it with "
+                                         f"`{p.prompt_train_command}`")
+    return base if base.reason.startswith("needs the Hugging Face Hub") else PresetStatus(name, True, "")
 
 
 def resolve(name_or_path: str) -> str:

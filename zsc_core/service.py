@@ -10,10 +10,12 @@ from typing import Any
 from PIL import Image
 
 from .images import ImageError, load_image
-from .presets import DEFAULT_PRESET, PRESETS, preset_status
+from .presets import DEFAULT_PRESET, PRESETS, preset_status, prompt_status
 from .viz import draw_regions
 
 MAX_PROMPT_CHARS = 300
+MAX_QUESTION_CHARS = 300
+MAX_GAP_IMAGES = 64
 
 
 class UserError(ValueError):
@@ -26,6 +28,7 @@ class CaptionView:
     regions_image: Image.Image
     candidates: list[list[Any]]  # rows: [chosen mark, text, clip score, count]
     info: str  # timings and settings, one line
+    rough_caption: str = ""  # with a prompt: the first-pass caption
 
 
 class CaptionService:
@@ -51,22 +54,42 @@ class CaptionService:
             lines.append(f"- **{name}**: {p.description}. " + ("Ready." if st.ready else f"Not available: {st.reason}."))
         return "\n".join(lines)
 
-    def captioner(self, name: str | None):
+    def captioner(self, name: str | None, prompts: bool = False):
+        """The preset's captioner (``prompts``: its interactive-prompt model), loaded once and kept."""
         name = name or DEFAULT_PRESET
         if name not in PRESETS:
             raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
+        key = f"{name}:prompts" if prompts else name
         with self._lock:
-            if name not in self._models:
-                st = preset_status(name)
+            if key not in self._models:
+                st = prompt_status(name) if prompts else preset_status(name)
                 if not st.ready:
-                    raise UserError(f"The {name} model is not available here: {st.reason}.")
+                    what = "interactive-prompt model" if prompts else "model"
+                    raise UserError(f"The {name} {what} is not available here: {st.reason}.")
                 from .captioner import Captioner
 
-                self._models[name] = Captioner.from_pretrained(name, device=self.device)
-            return self._models[name]
+                path = PRESETS[name].prompt_checkpoint_path() if prompts else name
+                # The prompt model shares the CLIP and LM of the preset's captioner when that one is loaded.
+                base = self._models.get(name)
+                self._models[key] = Captioner.from_pretrained(
+                    path, device=self.device, clip=base.clip if base else None, lm=base.lm if base else None)
+            return self._models[key]
+
+    def warm_up(self, name: str = DEFAULT_PRESET) -> str:
+        """Load a preset at start-up (so the first request is fast); returns why not, if it cannot."""
+        try:
+            self.captioner(name)
+            if prompt_status(name).ready:
+                self.captioner(name, prompts=True)
+        except UserError as e:
+            return str(e)
+        return ""
 
     @staticmethod
     def read_image(source: Any) -> Image.Image:
+        """A clean RGB image from a path, bytes, a PIL image, or an upload as Gradio sends it ({"path": ...})."""
+        if isinstance(source, dict):
+            source = source.get("path") or source.get("url")
         if source is None or (isinstance(source, str) and not source.strip()):
             raise UserError("Please upload an image first.")
         try:
@@ -75,9 +98,12 @@ class CaptionService:
             raise UserError(str(e)) from None
 
     def caption(self, image_source: Any, preset: str | None = None, samples: int = 20, sigma2: float | None = None,
-                n_cr: int | None = None, num_beams: int = 1, seed: int = 0) -> CaptionView:
+                n_cr: int | None = None, num_beams: int = 1, seed: int = 0, prompt: str | None = None
+                ) -> CaptionView:
+        """Caption an upload; with a prompt, re-caption it with the preset's interactive-prompt model."""
         image = self.read_image(image_source)
-        cap = self.captioner(preset)
+        prompt = self.check_text(prompt, "prompt", MAX_PROMPT_CHARS, required=False)
+        cap = self.captioner(preset, prompts=bool(prompt))
         try:
             samples, num_beams, seed = int(samples), int(num_beams), int(seed)
             n_cr = int(n_cr) if n_cr else None
@@ -90,9 +116,93 @@ class CaptionService:
             raise UserError("Noise σ² must be between 0 and 1.")
         if not 1 <= num_beams <= 8:
             raise UserError("Beams must be between 1 and 8.")
-        r = cap.caption(image, samples=samples, sigma2=sigma2, n_cr=n_cr, num_beams=num_beams, seed=seed)
+        r = cap.caption(image, samples=samples, sigma2=sigma2, n_cr=n_cr, num_beams=num_beams, seed=seed,
+                        prompt=prompt or None)
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), c.count] for i, c in enumerate(r.candidates)]
         info = (f"{len(r.candidates)} distinct candidates from S={samples}; "
                 f"{r.timings['total_s']:.2f} s (encode {r.timings['encode_s']:.2f}, "
                 f"generate {r.timings['generate_s']:.2f}, rerank {r.timings['rerank_s']:.2f})")
-        return CaptionView(r.caption, draw_regions(image, r.regions), rows, info)
+        return CaptionView(r.caption, draw_regions(image, r.regions), rows, info, r.rough_caption or "")
+
+    @staticmethod
+    def check_text(text: Any, what: str, limit: int, required: bool = True) -> str:
+        text = "" if text is None else str(text)
+        text = " ".join(text.split())  # newlines and runs of spaces from a pasted text
+        if not text:
+            if required:
+                raise UserError(f"Please type a {what}.")
+            return ""
+        if len(text) > limit:
+            raise UserError(f"The {what} is {len(text):,} characters long; please keep it under {limit}.")
+        return text
+
+    def answer(self, image_source: Any, question: Any, preset: str | None = None) -> AnswerView:
+        """Zero-shot VQA on an upload."""
+        question = self.check_text(question, "question", MAX_QUESTION_CHARS)
+        image = self.read_image(image_source)
+        r = self.captioner(preset).answer(image, question)
+        return AnswerView(r.answer, r.generated, r.caption or "", [[a, round(sc, 4)] for a, sc in r.ranking[:5]])
+
+    def gap(self, preset: str | None = None, source: str = "generated scenes", n: int = 200,
+            files: list | None = None, captions: str = "") -> GapView:
+        """The modality-gap analysis of generated scenes, or of the user's own images and captions."""
+        from . import world
+        from .analysis import gap_report
+
+        clip = self.captioner(preset).clip
+        if source == "generated scenes":
+            try:
+                n = int(n)
+            except (TypeError, ValueError):
+                raise UserError("The number of scenes must be a whole number.") from None
+            if not 10 <= n <= 1000:
+                raise UserError("Choose between 10 and 1000 scenes.")
+            scenes = list(world.iter_scenes(0, "eval", n))
+            images, texts = [world.render(s, 128) for s in scenes], [s.captions[0] for s in scenes]
+        else:
+            files = [f for f in (files or []) if f]
+            texts = [t.strip() for t in (captions or "").splitlines() if t.strip()]
+            if len(files) < 3:
+                raise UserError("Upload at least 3 images, with one caption per line for each.")
+            if len(files) > MAX_GAP_IMAGES:
+                raise UserError(f"Upload at most {MAX_GAP_IMAGES} images.")
+            if len(texts) != len(files):
+                raise UserError(f"{len(files)} images but {len(texts)} captions: give one caption per line, "
+                                "in the order of the images.")
+            images = [self.read_image(f if isinstance(f, dict) else getattr(f, "name", f)) for f in files]
+        rep = gap_report(clip, images, texts, tsne_n=min(300, len(images)))
+        t = rep.table
+        md = ("| feature | matched cosine mean (max / min) | image-image | text-text | centroid distance |\n"
+              "| --- | --- | --- | --- | --- |\n")
+        for k in ("global", "subregion"):
+            g = t[k]
+            md += (f"| {k} | {g['paired_cos_mean']:.3f} ({g['paired_cos_max']:.3f} / {g['paired_cos_min']:.3f}) | "
+                   f"{g['image_image_cos']:.3f} | {g['text_text_cos']:.3f} | {g['centroid_distance']:.3f} |\n")
+        md += (f"\nSome subregion is closer to the caption than the global feature for "
+               f"**{100 * t['share_subregion_closer']:.1f}%** of {t['n_pairs']} pairs (MacCap: 33% on COCO).")
+        return GapView(md, _figure_image(rep.histograms), _figure_image(rep.tsne), t)
+
+
+def _figure_image(fig) -> Image.Image:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+@dataclass
+class AnswerView:
+    answer: str
+    generated: str  # the LM's free answer before retrieval
+    caption: str  # the caption the LM read
+    top: list[list[Any]]  # [answer, cosine] rows, best first
+
+
+@dataclass
+class GapView:
+    markdown: str  # Table-1 numbers
+    histograms: Image.Image
+    tsne: Image.Image
+    table: dict

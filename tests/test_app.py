@@ -1,0 +1,174 @@
+"""The Gradio app in process: every named endpoint through gradio_client, and bad input that must not hurt it.
+
+Tiny seeded models stand in for the presets ($ZSC_CHECKPOINTS points at a folder of tiny checkpoints named like
+the real ones), so these tests exercise the real app code in seconds.
+"""
+
+import importlib
+import io
+import os
+import sys
+
+import pytest
+from PIL import Image
+
+from zsc_core import world
+from zsc_core.adaptor import MacCapConfig
+from zsc_core.captioner import Captioner
+from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
+from zsc_core.lm import LMSpec, load_lm
+
+from .conftest import TINY_CLIP_CFG, make_tiny_clip
+
+SMALL = MacCapConfig(d_model=32, n_heads=8, ffn_dim=64, n_queries=4, n_cr=4)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    ck = tmp_path_factory.mktemp("checkpoints")
+    clip_path = str(ck / "clip-offline-world.safetensors")
+    save_clip(clip_path, make_tiny_clip(0).model, TINY_CLIP_CFG, PreprocessCfg(image_size=32), "offline-world-clip")
+    clip = load_clip(ClipSpec(checkpoint=clip_path))
+    lm = load_lm(LMSpec("tiny"))
+    Captioner.build(clip, lm, SMALL).save(str(ck / "maccap-offline-world.safetensors"))
+    two = Captioner.build(clip, lm, SMALL, seed=1)
+    two.interactive = True
+    two.save(str(ck / "prompts-offline-world.safetensors"))
+    old = os.environ.get("ZSC_CHECKPOINTS")
+    os.environ["ZSC_CHECKPOINTS"] = str(ck)
+    sys.modules.pop("app", None)
+    app = importlib.import_module("app")
+    assert app.STARTUP_PROBLEM == ""
+    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                    max_file_size=app.MAX_UPLOAD)
+    from gradio_client import Client
+
+    c = Client(app.demo.local_url, verbose=False, download_files=str(tmp_path_factory.mktemp("dl")))
+    yield c
+    app.demo.close()
+    sys.modules.pop("app", None)
+    if old is None:
+        os.environ.pop("ZSC_CHECKPOINTS", None)
+    else:
+        os.environ["ZSC_CHECKPOINTS"] = old
+
+
+def _file(tmp_path, name, data: bytes):
+    p = tmp_path / name
+    p.write_bytes(data)
+    from gradio_client import handle_file
+
+    return handle_file(str(p))
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+SETTINGS = ["offline-world", 5, 0.016, 4, 1, 0]
+
+
+def test_caption_endpoint(client, tmp_path):
+    img = _file(tmp_path, "scene.png", _png(world.render(world.make_scene(0, "eval", 2), 128)))
+    cap, regions, cands, info = client.predict(img, *SETTINGS, api_name="/caption")
+    assert isinstance(cap, str)
+    assert os.path.isfile(regions) and Image.open(regions).size[0] >= 384  # small images are enlarged
+    rows = cands["data"]
+    assert rows and rows[0][0] == "✔" and rows[0][1] == cap
+    assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
+    assert "S=5" in info
+
+
+def test_recaption_answer_and_gap_endpoints(client, tmp_path):
+    img = _file(tmp_path, "scene.png", _png(world.render(world.make_scene(0, "eval", 3), 128)))
+    rough, refined, regions, cands, info = client.predict(img, "An image contains motorcycle", *SETTINGS,
+                                                         api_name="/recaption")
+    assert isinstance(rough, str) and isinstance(refined, str) and cands["data"]
+    ans, generated, caption, top = client.predict(img, "what color is the car?", "offline-world", api_name="/answer")
+    assert ans in world.ANSWER_VOCAB and len(top["data"]) == 5 and top["data"][0][0] == ans
+    table, hist, tsne = client.predict("offline-world", "generated scenes", 10, None, "", api_name="/gap")
+    assert "subregion" in table and os.path.isfile(hist) and os.path.isfile(tsne)
+    scene, refs = client.predict(0, api_name="/random_scene")
+    assert os.path.isfile(scene) and len(refs.splitlines()) == 5
+
+
+def _big_png_bytes() -> bytes:
+    im = Image.new("RGB", (10000, 10000), (200, 30, 30))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+BAD_UPLOADS = [
+    ("truncated.jpg", lambda: _jpeg(world.render(world.make_scene(0, "eval", 0), 256))[:400], "damaged or truncated"),
+    ("notes.jpg", lambda: b"just some text, not a picture", "not an image"),
+    ("empty.png", lambda: b"", "empty|Please upload"),
+]
+
+
+def _jpeg(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name,make,needle", BAD_UPLOADS)
+def test_bad_uploads_give_clear_messages_and_the_app_keeps_serving(client, tmp_path, name, make, needle):
+    import re
+
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as e:
+        client.predict(_file(tmp_path, name, make()), *SETTINGS, api_name="/caption")
+    assert re.search(needle, str(e.value)), str(e.value)
+    assert "Traceback" not in str(e.value)
+    ok = _file(tmp_path, "ok.png", _png(world.render(world.make_scene(0, "eval", 5), 64)))
+    assert isinstance(client.predict(ok, *SETTINGS, api_name="/caption")[0], str)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "I;16", "RGBA", "P", "L"])
+def test_odd_image_modes_caption(client, tmp_path, mode):
+    import numpy as np
+
+    base = world.render(world.make_scene(0, "eval", 6), 96)
+    if mode == "I;16":
+        im = Image.fromarray((np.asarray(base.convert("L")).astype("uint16") * 250), "I;16")
+    else:
+        im = base.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, "TIFF" if mode in ("CMYK", "I;16") else "PNG")
+    out = client.predict(_file(tmp_path, "odd." + ("tif" if mode in ("CMYK", "I;16") else "png"), buf.getvalue()),
+                         *SETTINGS, api_name="/caption")
+    assert isinstance(out[0], str)
+
+
+def test_huge_tiny_and_animated_images(client, tmp_path):
+    for name, data in (("one.png", _png(Image.new("RGB", (1, 1), (9, 9, 9)))), ("huge.png", _big_png_bytes())):
+        assert isinstance(client.predict(_file(tmp_path, name, data), *SETTINGS, api_name="/caption")[0], str)
+    frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 255, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], loop=0)
+    assert isinstance(client.predict(_file(tmp_path, "anim.gif", buf.getvalue()), *SETTINGS,
+                                     api_name="/caption")[0], str)
+
+
+def test_text_inputs_are_checked(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    img = _file(tmp_path, "s.png", _png(world.render(world.make_scene(0, "eval", 7), 64)))
+    with pytest.raises(AppError, match="under 300"):
+        client.predict(img, "x" * 10_000, *SETTINGS, api_name="/recaption")
+    out = client.predict(img, "Ein Bild enthält ein Motorrad 🏍️ 東京", *SETTINGS, api_name="/recaption")
+    assert isinstance(out[1], str)
+    with pytest.raises(AppError, match="Please type a question"):
+        client.predict(img, "   ", "offline-world", api_name="/answer")
+    with pytest.raises(AppError, match="Please upload an image"):
+        client.predict(None, "what color is the car?", "offline-world", api_name="/answer")
+    with pytest.raises(AppError, match="Please upload an image"):
+        client.predict(None, *SETTINGS, api_name="/caption")
+    with pytest.raises(AppError, match="at least 3 images"):
+        client.predict("offline-world", "my images and captions", 10, [], "", api_name="/gap")
+    with pytest.raises(AppError, match="not available"):
+        client.predict(img, "real-photo", 5, 0.016, 4, 1, 0, api_name="/caption")
