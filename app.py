@@ -126,8 +126,10 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                     run = gr.Button("Caption", variant="primary")
                 with gr.Column(scale=1):
                     out_caption = gr.Textbox(label="Caption", interactive=False)
-                    out_regions = gr.Image(label="Top attention subregions (numbered by CLS attention)", type="pil")
-                    out_cands = gr.Dataframe(headers=CAND_HEADERS, label="Sampled candidates", interactive=False)
+                    out_regions = gr.Image(label="Top attention subregions (numbered by CLS attention)", type="pil",
+                                           elem_id="regions")
+                    out_cands = gr.Dataframe(headers=CAND_HEADERS, label="Sampled candidates", interactive=False,
+                                             elem_id="candidates", wrap=True, column_widths=["8%", "62%", "18%", "12%"])
                     out_info = gr.Markdown()
             with gr.Row():
                 prompt = gr.Textbox(label="Prompt", placeholder="An image contains motorcycle", scale=3)
@@ -151,8 +153,9 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
             gap_files = gr.File(file_count="multiple", file_types=["image"], label="Your images (3 to 64)")
             gap_caps = gr.Textbox(lines=4, label="Their captions, one per line, in order")
             gap_btn = gr.Button("Analyse", variant="primary")
-            gap_table = gr.Markdown()
-            gap_hist = gr.Image(label="Image minus text, per dimension, with the fitted Gaussian", type="pil")
+            gap_table = gr.Markdown(elem_id="gap-table")
+            gap_hist = gr.Image(label="Image minus text, per dimension, with the fitted Gaussian", type="pil",
+                                elem_id="gap-hist")
             gap_tsne = gr.Image(label="t-SNE: raw, isotropic noise, multivariate mapping", type="pil")
         with gr.Tab("Models"):
             gr.Markdown(service.status_markdown())

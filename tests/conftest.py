@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
+import sys
+
 import pytest
 import torch
 
@@ -29,3 +34,38 @@ def tiny_clip() -> ClipEncoder:
 @pytest.fixture(scope="session")
 def tiny_lm():
     return load_lm(LMSpec("tiny"))
+
+
+@contextlib.contextmanager
+def tiny_app(tmp_path_factory):
+    """Launch app.py on loopback with tiny seeded checkpoints standing in for the offline-world preset
+    (maccap + interactive-prompt model, via $ZSC_CHECKPOINTS); yields its URL."""
+    from zsc_core.adaptor import MacCapConfig
+    from zsc_core.captioner import Captioner
+    from zsc_core.encode import load_clip, save_clip
+
+    small = MacCapConfig(d_model=32, n_heads=8, ffn_dim=64, n_queries=4, n_cr=4)
+    ck = tmp_path_factory.mktemp("checkpoints")
+    clip_path = str(ck / "clip-offline-world.safetensors")
+    save_clip(clip_path, make_tiny_clip(0).model, TINY_CLIP_CFG, PreprocessCfg(image_size=32), "offline-world-clip")
+    clip = load_clip(ClipSpec(checkpoint=clip_path))
+    lm = load_lm(LMSpec("tiny"))
+    Captioner.build(clip, lm, small).save(str(ck / "maccap-offline-world.safetensors"))
+    two = Captioner.build(clip, lm, small, seed=1)
+    two.interactive = True
+    two.save(str(ck / "prompts-offline-world.safetensors"))
+    old = os.environ.get("ZSC_CHECKPOINTS")
+    os.environ["ZSC_CHECKPOINTS"] = str(ck)
+    sys.modules.pop("app", None)
+    app = importlib.import_module("app")
+    try:
+        assert app.STARTUP_PROBLEM == ""
+        app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size=app.MAX_UPLOAD)
+        yield app.demo.local_url
+    finally:
+        app.demo.close()
+        sys.modules.pop("app", None)
+        if old is None:
+            os.environ.pop("ZSC_CHECKPOINTS", None)
+        else:
+            os.environ["ZSC_CHECKPOINTS"] = old

@@ -4,53 +4,23 @@ Tiny seeded models stand in for the presets ($ZSC_CHECKPOINTS points at a folder
 the real ones), so these tests exercise the real app code in seconds.
 """
 
-import importlib
 import io
 import os
-import sys
 
 import pytest
 from PIL import Image
 
 from zsc_core import world
-from zsc_core.adaptor import MacCapConfig
-from zsc_core.captioner import Captioner
-from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
-from zsc_core.lm import LMSpec, load_lm
 
-from .conftest import TINY_CLIP_CFG, make_tiny_clip
-
-SMALL = MacCapConfig(d_model=32, n_heads=8, ffn_dim=64, n_queries=4, n_cr=4)
+from .conftest import tiny_app
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    ck = tmp_path_factory.mktemp("checkpoints")
-    clip_path = str(ck / "clip-offline-world.safetensors")
-    save_clip(clip_path, make_tiny_clip(0).model, TINY_CLIP_CFG, PreprocessCfg(image_size=32), "offline-world-clip")
-    clip = load_clip(ClipSpec(checkpoint=clip_path))
-    lm = load_lm(LMSpec("tiny"))
-    Captioner.build(clip, lm, SMALL).save(str(ck / "maccap-offline-world.safetensors"))
-    two = Captioner.build(clip, lm, SMALL, seed=1)
-    two.interactive = True
-    two.save(str(ck / "prompts-offline-world.safetensors"))
-    old = os.environ.get("ZSC_CHECKPOINTS")
-    os.environ["ZSC_CHECKPOINTS"] = str(ck)
-    sys.modules.pop("app", None)
-    app = importlib.import_module("app")
-    assert app.STARTUP_PROBLEM == ""
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
-                    max_file_size=app.MAX_UPLOAD)
     from gradio_client import Client
 
-    c = Client(app.demo.local_url, verbose=False, download_files=str(tmp_path_factory.mktemp("dl")))
-    yield c
-    app.demo.close()
-    sys.modules.pop("app", None)
-    if old is None:
-        os.environ.pop("ZSC_CHECKPOINTS", None)
-    else:
-        os.environ["ZSC_CHECKPOINTS"] = old
+    with tiny_app(tmp_path_factory) as url:
+        yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("dl")))
 
 
 def _file(tmp_path, name, data: bytes):

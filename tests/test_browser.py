@@ -1,0 +1,85 @@
+"""The app in a real browser: headless Chromium (Debian's) driven by Playwright.
+
+Uploads a photo, captions it, checks the regions image and the candidates table, re-captions with a prompt,
+and opens the modality-gap tab. Screenshots are written to artifacts/ (ZSC_ARTIFACTS) for a person to look at.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from .conftest import tiny_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed "
+                                 "(apt-get install chromium; .ci/run installs it)")]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with tiny_app(tmp_path_factory) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+        pg.set_default_timeout(60_000)
+        pg.goto(url)
+        yield pg
+        browser.close()
+
+
+def _shot(page, name):
+    d = os.environ.get("ZSC_ARTIFACTS", os.path.join(os.path.dirname(os.path.dirname(__file__)), "artifacts"))
+    os.makedirs(d, exist_ok=True)
+    page.screenshot(path=os.path.join(d, name), full_page=True)
+
+
+def _textbox(page, label):
+    return page.get_by_label(label, exact=True)
+
+
+def test_caption_prompt_and_gap_in_a_browser(page, tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    photo = tmp_path / "china.jpg"
+    Image.fromarray(load_sample_image("china.jpg")).save(photo)
+    page.locator("input[type=file]").first.set_input_files(str(photo))
+    page.get_by_role("button", name="Caption", exact=True).click()
+    caption = _textbox(page, "Caption")
+    page.wait_for_function("el => el.value.length > 0", arg=caption.element_handle())
+    assert caption.input_value()
+    page.locator("#regions img").first.wait_for(state="visible")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#candidates")).to_contain_text(caption.input_value())  # the chosen candidate is listed
+    expect(page.locator("#candidates")).to_contain_text("✔")
+    _shot(page, "browser_caption.png")
+
+    _textbox(page, "Prompt").fill("An image contains motorcycle")
+    page.get_by_role("button", name="Re-caption with the prompt").click()
+    refined = _textbox(page, "Refined caption (with the prompt)")
+    page.wait_for_function("el => el.value.length > 0", arg=refined.element_handle())
+    assert _textbox(page, "Rough caption (first pass)").input_value()
+    _shot(page, "browser_prompt.png")
+
+    page.get_by_role("tab", name="Modality gap").click()
+    page.get_by_role("button", name="Analyse").click()
+    page.locator("#gap-hist img").first.wait_for(state="visible", timeout=120_000)
+    expect(page.locator("#gap-table")).to_contain_text("subregion")
+    _shot(page, "browser_gap.png")
+
+
+def test_a_broken_upload_shows_a_message_in_the_browser(page, tmp_path):
+    page.get_by_role("tab", name="Caption").click()
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image at all")
+    page.locator("input[type=file]").first.set_input_files(str(bad))
+    page.get_by_role("button", name="Caption", exact=True).click()
+    page.get_by_text("not an image").first.wait_for(state="visible")
+    assert "Traceback" not in page.content()
+    _shot(page, "browser_error.png")
