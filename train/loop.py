@@ -65,10 +65,44 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
     return perm[k * batch_size:(k + 1) * batch_size]
 
 
+@dataclass
+class Dist:
+    """This process's place in a multi-process run (torchrun / accelerate launch set RANK, WORLD_SIZE...)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the process group when launched by torchrun or accelerate (gloo on CPU, nccl on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def run_device(cfg: RunConfig, d: Dist) -> torch.device:
+    """The configured device; in a multi-GPU run, this process's own GPU."""
+    dev = resolve_device(cfg.device)
+    if d.world > 1 and dev.type == "cuda":
+        torch.cuda.set_device(d.local_rank)
+        return torch.device("cuda", d.local_rank)
+    return dev
+
+
 def load_frozen(cfg: RunConfig) -> tuple[ClipEncoder, LanguageModel, list[str], torch.Tensor]:
     """The preset's frozen CLIP and LM and the corpus's cached text features."""
     preset = PRESETS[cfg.preset]
-    dev = resolve_device(cfg.device)
+    dev = run_device(cfg, init_distributed())
     clip = load_clip(preset.clip_spec(), dev)
     lm = load_lm(preset.lm, dev, resolve_dtype("auto", dev))
     captions, feats = corpus_features(cfg, clip)
@@ -88,7 +122,14 @@ LossFn = Callable[[torch.Tensor, list, torch.Tensor], "tuple[torch.Tensor, dict[
 
 def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch.Tensor, log: RunLogger,
                loss_fn: LossFn) -> list[float]:
-    """Run (or resume) ``cfg.steps`` optimiser steps of ``cap.adaptor``; returns the losses of the steps run."""
+    """Run (or resume) ``cfg.steps`` optimiser steps of ``cap.adaptor``; returns the losses of the steps run.
+
+    Under torchrun / accelerate launch each of the W processes takes every W-th row of the global batch of
+    ``batch_size`` and the adaptor's gradients are averaged across processes after each backward (an all-reduce:
+    the same result as DistributedDataParallel, for any forward path), so all replicas stay identical. Only
+    rank 0 logs, evaluates and writes files.
+    """
+    d = init_distributed()
     lm, model = cap.lm, cap.adaptor
     targets = [ids[:cfg.max_tokens - 1] + [lm.eos_id] for ids in lm.encode(captions)]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -102,26 +143,41 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
         opt.load_state_dict(st["optim"])
         start = int(st["step"])
         log.info(f"resumed from {state_path} at step {start}")
-    else:
+    elif d.main:
         log.info(f"new run: {asdict(cfg)}; {len(captions)} captions; "
-                 f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters")
+                 f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters; {d.world} process(es)")
 
     def save_state(step: int) -> None:
+        if not d.main:
+            return
         torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, state_path + ".tmp")
         os.replace(state_path + ".tmp", state_path)
 
+    if d.world > 1:  # every replica starts from rank 0's weights (a fresh init or the resumed state)
+        import torch.distributed as dist
+
+        for p in model.state_dict().values():
+            dist.broadcast(p, 0)
     model.train()
     losses: list[float] = []
-    bar = log.progress(total=cfg.steps, initial=start, desc=cap.kind)
+    bar = log.progress(total=cfg.steps, initial=start, desc=cap.kind, disable=not d.main)
     t0, ema = time.time(), None
     for step in range(start, cfg.steps):
-        torch.manual_seed(cfg.seed * 7919 + step)  # noise and dropout of step k depend on k alone
-        idx = batch_indices(len(captions), cfg.batch_size, step, cfg.seed)
+        # Noise and dropout of step k depend on (k, rank) alone; with one process, on k alone.
+        torch.manual_seed((cfg.seed * 7919 + step) * d.world + d.rank)
+        idx = batch_indices(len(captions), cfg.batch_size, step, cfg.seed)[d.rank::d.world]
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         loss, logs = loss_fn(feats[idx].to(lm.device), [targets[i] for i in idx.tolist()], idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if d.world > 1:
+            import torch.distributed as dist
+
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= d.world
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
@@ -129,13 +185,13 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}")
         done = step + 1
-        if done % 10 == 0:
+        if done % 10 == 0 and d.main:
             parts = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
             log.info(f"step {done} loss {losses[-1]:.4f} ema {ema:.4f} {parts} lr {lr_at(cfg, step):.2e} "
                      f"{(time.time() - t0) / (done - start):.2f}s/step")
         if done % cfg.save_every == 0 or done == cfg.steps:
             save_state(done)
-        if done % cfg.eval_every == 0 or done == cfg.steps:
+        if (done % cfg.eval_every == 0 or done == cfg.steps) and d.main:
             scores = {}
             if cfg.eval_n > 0:
                 ev = evaluate_world(cap, cfg.eval_n, "val", samples=1)  # S=1: fast and noise-free
@@ -144,5 +200,9 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
                 log.info(f"step {done} val ({cfg.eval_n} scenes) {scores}; e.g. {list(ev.captions.values())[:3]}")
             cap.save(cfg.out, extra={"step": done, "val": scores, "train": asdict(cfg)})
     bar.close()
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every replica leaves with rank 0's files written
     model.eval()
     return losses

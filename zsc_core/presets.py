@@ -66,7 +66,8 @@ PRESETS: dict[str, Preset] = {
         clip=ClipSpec(name="ViT-B-32/openai", arch="ViT-B-32", pretrained="openai"),
         lm=LMSpec("gpt2"),
         needs_hub=True,
-        train_command="python -m train.train_maccap preset=real-photo corpus=coco-captions.json",
+        train_command="python -m train.train_maccap preset=real-photo corpus=captions_train2017.json eval_n=0 "
+                      "out=checkpoints/maccap-real-photo.safetensors run_dir=runs/maccap-real",
     ),
 }
 DEFAULT_PRESET = "offline-world"
