@@ -57,6 +57,22 @@ def parse_overrides(cfg: T, argv: list[str]) -> T:
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
 
 
+def load_state(path: str, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Restore a run's model and optimiser from ``path`` if it exists; returns the step to continue from."""
+    if not os.path.exists(path):
+        return 0
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optim"])
+    return int(st["step"])
+
+
+def save_state(path: str, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int) -> None:
+    """Write a run's resumable state atomically (a kill mid-write leaves the previous state intact)."""
+    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
 def set_threads(n: int) -> None:
     if n > 0:
         torch.set_num_threads(n)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from train.common import RunLogger
+from train.common import RunLogger, load_state, save_state
 from train.features import cached_text_features
 from zsc_core.captioner import Captioner
 from zsc_core.device import resolve_device, resolve_dtype
@@ -136,22 +136,13 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     os.makedirs(cfg.run_dir, exist_ok=True)
     state_path = os.path.join(cfg.run_dir, "state.pt")
-    start = 0
-    if os.path.exists(state_path):
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optim"])
-        start = int(st["step"])
+    start = load_state(state_path, model, opt)
+    if start:
         log.info(f"resumed from {state_path} at step {start}")
     elif d.main:
         log.info(f"new run: {asdict(cfg)}; {len(captions)} captions; "
                  f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters; {d.world} process(es)")
 
-    def save_state(step: int) -> None:
-        if not d.main:
-            return
-        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, state_path + ".tmp")
-        os.replace(state_path + ".tmp", state_path)
 
     if d.world > 1:  # every replica starts from rank 0's weights (a fresh init or the resumed state)
         import torch.distributed as dist
@@ -189,8 +180,8 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
             parts = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
             log.info(f"step {done} loss {losses[-1]:.4f} ema {ema:.4f} {parts} lr {lr_at(cfg, step):.2e} "
                      f"{(time.time() - t0) / (done - start):.2f}s/step")
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            save_state(done)
+        if (done % cfg.save_every == 0 or done == cfg.steps) and d.main:
+            save_state(state_path, model, opt, done)
         if (done % cfg.eval_every == 0 or done == cfg.steps) and d.main:
             scores = {}
             if cfg.eval_n > 0:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.common import RunLogger, parse_overrides, set_threads
+from train.common import RunLogger, load_state, parse_overrides, save_state, set_threads
 from zsc_core import world
 from zsc_core.encode import PreprocessCfg, build_custom_clip, save_clip
 
@@ -135,12 +135,8 @@ def main(argv: list[str] | None = None) -> str:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     state_path = os.path.join(cfg.run_dir, "state.pt")
-    start = 0
-    if os.path.exists(state_path):
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optim"])
-        start = int(st["step"])
+    start = load_state(state_path, model, opt)
+    if start:
         log.info(f"resumed from {state_path} at step {start}")
     else:
         log.info(f"new run: {asdict(cfg)}; {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
@@ -148,11 +144,6 @@ def main(argv: list[str] | None = None) -> str:
     loader = torch.utils.data.DataLoader(PairStream(cfg, start), batch_size=None, num_workers=cfg.workers,
                                          prefetch_factor=2 if cfg.workers else None,
                                          persistent_workers=False)
-
-    def save_state(step: int) -> None:
-        tmp = state_path + ".tmp"
-        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, tmp)
-        os.replace(tmp, state_path)
 
     bar = log.progress(total=cfg.steps, initial=start, desc="clip")
     t0, step = time.time(), start
@@ -175,7 +166,7 @@ def main(argv: list[str] | None = None) -> str:
             log.info(f"step {done} loss {loss.item():.4f} scale {scale.item():.2f} lr {lr_at(cfg, step):.2e} "
                      f"{(time.time() - t0) / (done - start):.2f}s/step")
         if done % cfg.save_every == 0 or done == cfg.steps:
-            save_state(done)
+            save_state(state_path, model, opt, done)
         if done % cfg.eval_every == 0 or done == cfg.steps:
             i2t, t2i = retrieval_r1(model, cfg)
             log.info(f"step {done} val R@1 (500 scenes) image->text {i2t:.3f} text->image {t2i:.3f}")

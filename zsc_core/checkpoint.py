@@ -118,6 +118,26 @@ def check_compatible(ckpt: Checkpoint, clip: Mapping[str, Any] | None, lm: Mappi
                 f"(fingerprint {have.get('fingerprint')}); load it with the {what} it was trained on")
 
 
+class FrozenIdentity:
+    """For wrappers of a frozen model (``self.model``, ``self.spec``): its device, weight fingerprint, and the
+    identity that adaptor checkpoints record (name + fingerprint)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device  # type: ignore[attr-defined]
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the weights (see :func:`state_fingerprint`), computed once."""
+        if "_fingerprint" not in self.__dict__:
+            self.__dict__["_fingerprint"] = state_fingerprint(self.model.state_dict())  # type: ignore[attr-defined]
+        return self.__dict__["_fingerprint"]
+
+    def identity(self) -> dict[str, str]:
+        """What adaptor checkpoints record of the frozen model they were trained against."""
+        return {"name": self.spec.display_name(), "fingerprint": self.fingerprint}  # type: ignore[attr-defined]
+
+
 def state_fingerprint(state: Mapping[str, torch.Tensor], n_hex: int = 16) -> str:
     """A short content hash of a state dict: same weights, same fingerprint, whatever the dtype on disk.
 

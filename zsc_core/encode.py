@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from typing import Any, Sequence
 
 import torch
@@ -24,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from .checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint, state_fingerprint
+from .checkpoint import CheckpointError, FrozenIdentity, load_checkpoint, read_metadata, save_checkpoint
 
 
 @dataclass
@@ -74,7 +73,7 @@ def build_custom_clip(config: dict[str, Any]) -> nn.Module:
                 text_cfg=dict(config["text_cfg"]), quick_gelu=config.get("quick_gelu", False))
 
 
-class ClipEncoder(nn.Module):
+class ClipEncoder(FrozenIdentity, nn.Module):
     """A frozen open_clip CLIP with the feature functions the captioner needs. Never downloads."""
 
     def __init__(self, model: nn.Module, preprocess: PreprocessCfg, context_length: int, spec: ClipSpec):
@@ -98,19 +97,6 @@ class ClipEncoder(nn.Module):
     def embed_dim(self) -> int:
         return int(self.model.text_projection.shape[1]) if isinstance(self.model.text_projection, torch.Tensor) \
             else int(self.model.text_projection.out_features)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @cached_property
-    def fingerprint(self) -> str:
-        """Content hash of the weights (see :func:`state_fingerprint`)."""
-        return state_fingerprint(self.model.state_dict())
-
-    def identity(self) -> dict[str, str]:
-        """What adaptor checkpoints record of the CLIP they were trained against."""
-        return {"name": self.spec.display_name(), "fingerprint": self.fingerprint}
 
     # -- text ---------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:

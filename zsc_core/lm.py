@@ -20,13 +20,12 @@ import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 
-from .checkpoint import file_fingerprint, state_fingerprint
+from .checkpoint import FrozenIdentity, file_fingerprint
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -75,7 +74,7 @@ def smollm2_gguf_path() -> str | None:
     return path if os.path.isfile(path) else None
 
 
-class LanguageModel(nn.Module):
+class LanguageModel(FrozenIdentity, nn.Module):
     """A frozen causal LM and its tokenizer, with prefix-conditioned generation. Never downloads."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, spec: LMSpec):
@@ -91,18 +90,6 @@ class LanguageModel(nn.Module):
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @cached_property
-    def fingerprint(self) -> str:
-        return state_fingerprint(self.model.state_dict())
-
-    def identity(self) -> dict[str, str]:
-        """What adaptor checkpoints record of the LM they were trained against."""
-        return {"name": self.spec.display_name(), "fingerprint": self.fingerprint}
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings, (B, T) -> (B, T, H)."""
