@@ -36,16 +36,13 @@ def tiny_lm():
     return load_lm(LMSpec("tiny"))
 
 
-@contextlib.contextmanager
-def tiny_app(tmp_path_factory):
-    """Launch app.py on loopback with tiny seeded checkpoints standing in for the offline-world preset
-    (maccap + interactive-prompt model, via $ZSC_CHECKPOINTS); yields its URL."""
+def make_tiny_checkpoints(ck) -> None:
+    """Tiny seeded checkpoints named like the offline-world preset's (CLIP, MacCap, prompt model) in ``ck``."""
     from zsc_core.adaptor import MacCapConfig
     from zsc_core.captioner import Captioner
     from zsc_core.encode import load_clip, save_clip
 
     small = MacCapConfig(d_model=32, n_heads=8, ffn_dim=64, n_queries=4, n_cr=4)
-    ck = tmp_path_factory.mktemp("checkpoints")
     clip_path = str(ck / "clip-offline-world.safetensors")
     save_clip(clip_path, make_tiny_clip(0).model, TINY_CLIP_CFG, PreprocessCfg(image_size=32), "offline-world-clip")
     clip = load_clip(ClipSpec(checkpoint=clip_path))
@@ -54,6 +51,14 @@ def tiny_app(tmp_path_factory):
     two = Captioner.build(clip, lm, small, seed=1)
     two.interactive = True
     two.save(str(ck / "prompts-offline-world.safetensors"))
+
+
+@contextlib.contextmanager
+def tiny_app(tmp_path_factory):
+    """Launch app.py on loopback with tiny seeded checkpoints standing in for the offline-world preset
+    (maccap + interactive-prompt model, via $ZSC_CHECKPOINTS); yields its URL."""
+    ck = tmp_path_factory.mktemp("checkpoints")
+    make_tiny_checkpoints(ck)
     old = os.environ.get("ZSC_CHECKPOINTS")
     os.environ["ZSC_CHECKPOINTS"] = str(ck)
     sys.modules.pop("app", None)

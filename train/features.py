@@ -4,7 +4,9 @@
 
 Corpora: ``world:N`` (reference captions of N scenes of the offline world's text-only ``corpus`` split),
 ``world-alt:N`` (their terse alt-texts, the other caption style), a ``.txt`` file (one caption a line) or a
-COCO-format ``.json`` (``annotations[].caption``). Captions longer than ``max_words`` are dropped (papers:
+COCO-format ``.json`` (``annotations[].caption``). ``world-images:N`` is the upper-bound corpus: the same
+captions paired with their scenes' IMAGE features (from the ``paired``-style ``clip`` split), so that an adaptor
+trained on it shows what paired data would give. Captions longer than ``max_words`` are dropped (papers:
 <= 15 words). The cache records the CLIP's fingerprint, and a cache made with another CLIP is rebuilt.
 """
 
@@ -52,18 +54,41 @@ def cached_text_features(clip: ClipEncoder, corpus: str, path: str, max_words: i
             meta = f.metadata() or {}
             if json.loads(meta.get("key", "{}")) == key:
                 return json.loads(meta["captions"]), f.get_tensor("features").float()
-    captions = filter_captions(read_corpus(corpus, world_seed), max_words)
-    from tqdm.auto import tqdm
-
-    feats = []
-    for i in tqdm(range(0, len(captions), batch_size), desc="text features", file=sys.stderr, mininterval=5):
-        feats.append(clip.encode_text(captions[i:i + batch_size]).float().cpu())
-    features = torch.cat(feats)
+    if corpus.startswith("world-images:"):
+        captions, features = _image_caption_features(clip, int(corpus.split(":", 1)[1]), world_seed, max_words)
+    else:
+        captions = filter_captions(read_corpus(corpus, world_seed), max_words)
+        features = _encode(clip, captions, batch_size)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_file({"features": features.half()}, path + ".tmp",
               metadata={"key": json.dumps(key), "captions": json.dumps(captions)})
     os.replace(path + ".tmp", path)
     return captions, features.half().float()  # what a later cache hit returns, exactly
+
+
+def _encode(clip: ClipEncoder, captions: list[str], batch_size: int) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    feats = []
+    for i in tqdm(range(0, len(captions), batch_size), desc="text features", file=sys.stderr, mininterval=5):
+        feats.append(clip.encode_text(captions[i:i + batch_size]).float().cpu())
+    return torch.cat(feats) if feats else torch.empty(0, clip.embed_dim)
+
+
+@torch.no_grad()
+def _image_caption_features(clip: ClipEncoder, n: int, world_seed: int, max_words: int, batch: int = 200
+                            ) -> tuple[list[str], torch.Tensor]:
+    """(captions, image features): each of n scenes' image feature once per short caption of that scene."""
+    captions, rows = [], []
+    for i in range(0, n, batch):
+        scenes = list(world.iter_scenes(world_seed, "clip", min(batch, n - i), start=i))
+        img = clip.encode_image(clip.pixels([world.render(s, 128) for s in scenes])).float().cpu()
+        for s, f in zip(scenes, img):
+            for c in dict.fromkeys(s.captions):
+                if len(c.split()) <= max_words:
+                    captions.append(c)
+                    rows.append(f)
+    return captions, torch.stack(rows)
 
 
 @dataclass

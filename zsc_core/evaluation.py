@@ -18,10 +18,11 @@ class WorldEval:
 
 def evaluate_world(captioner, n: int = 100, split: str = "val", world_seed: int = 0, size: int = 128,
                    batch: int = 8, metrics: Sequence[str] = ("bleu", "cider"), progress: bool = False,
-                   **caption_kw: Any) -> WorldEval:
-    """Caption ``n`` scenes of ``split`` and score them against their five reference captions."""
+                   references: str = "captions", **caption_kw: Any) -> WorldEval:
+    """Caption ``n`` scenes of ``split`` and score them against their five reference captions
+    (``references="alt"``: against their alt-text, the other caption style, for the cross-domain test)."""
     scenes = list(world.iter_scenes(world_seed, split, n))
-    refs = {s.image_id: s.captions for s in scenes}
+    refs = {s.image_id: (s.captions if references == "captions" else [s.alt_text]) for s in scenes}
     hyps: dict[int, str] = {}
     chunks = range(0, n, batch)
     if progress:
@@ -122,4 +123,46 @@ def evaluate_vqa_world(captioner, n: int = 200, split: str = "eval", world_seed:
                 by_type.setdefault(q["type"], []).append(int(pos == 0))
         out[name] = {f"top{k}": v / len(qa) for k, v in hits.items()}
         out[name]["top1_by_type"] = {t: sum(v) / len(v) for t, v in by_type.items()}
+    return out
+
+
+def evaluate_prompts_world(captioner, n: int = 100, draws: int = 3, split: str = "eval", world_seed: int = 0,
+                           size: int = 128, samples: int | None = None,
+                           metrics: Sequence[str] = ("bleu", "cider")) -> dict[str, Any]:
+    """TIPCap Table IV protocol: the rough caption, then a prompt simulated from the nouns of a randomly drawn
+    reference that the rough caption misses; scores of rough and refined captions, mean and spread over draws."""
+    import random
+    import statistics
+
+    from .prompts import make_prompt, missing_phrases
+
+    scenes = list(world.iter_scenes(world_seed, split, n))
+    refs = {s.image_id: s.captions for s in scenes}
+    images = {s.image_id: world.render(s, size) for s in scenes}
+    rough = {i: captioner.caption(im, samples=samples).caption for i, im in images.items()}
+    rough_scores = caption_metrics(refs, rough, metrics)
+    per_draw = []
+    for d in range(draws):
+        rng = random.Random(d)
+        refined = {}
+        for s in scenes:
+            prompt = make_prompt(missing_phrases(rng.choice(s.captions), rough[s.image_id]))
+            refined[s.image_id] = captioner.caption(images[s.image_id], prompt=prompt or None,
+                                                    samples=samples).caption if prompt else rough[s.image_id]
+        per_draw.append(caption_metrics(refs, refined, metrics))
+    keys = [k for k, v in per_draw[0].items() if isinstance(v, float)]
+    summary = {k: {"mean": statistics.mean(p[k] for p in per_draw),
+                   "std": statistics.pstdev(p[k] for p in per_draw)} for k in keys}
+    return {"rough": rough_scores, "refined": summary, "draws": draws, "n_images": n}
+
+
+def retrieval_captions(clip, images, corpus_captions: list[str], corpus_feats) -> list[str]:
+    """CLIPRe baseline: each image's nearest corpus caption by CLIP cosine."""
+    import torch
+
+    out = []
+    feats = corpus_feats.to(clip.device)
+    for i in range(0, len(images), 64):
+        img = clip.encode_image(clip.pixels(images[i:i + 64]))
+        out += [corpus_captions[j] for j in (img.float() @ feats.float().T).argmax(1).tolist()]
     return out

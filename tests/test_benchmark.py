@@ -1,0 +1,26 @@
+"""The benchmark driver on tiny checkpoints: trained rows are scored, missing ones name their command."""
+
+import json
+
+from .conftest import make_tiny_checkpoints
+
+
+def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkeypatch):
+    ck = tmp_path / "checkpoints"
+    ck.mkdir()
+    make_tiny_checkpoints(ck)
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(ck))
+    monkeypatch.chdir(tmp_path)  # the CLIPRe feature cache goes to ./runs
+    from train.benchmark import ROWS, main
+
+    report = main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])
+    rows = {r["name"]: r for r in report["rows"]}
+    full = rows[ROWS[0].name]
+    assert isinstance(full["scores"]["CIDEr"], float) and "METEOR" in full["scores"]
+    assert "scores" in rows["CLS token only (no subregion aggregation)"]
+    assert rows["single token (N_cr=1)"]["missing"].startswith("python -m train.train_maccap n_cr=1")
+    assert "CLIPRe: nearest corpus caption by CLIP" in rows
+    assert report["prompts"]["draws"] == 3 and "mean" in report["prompts"]["refined"]["CIDEr"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "not trained" in md and "Interactive prompts" in md
+    assert json.loads((tmp_path / "bench.json").read_text())["n"] == 3

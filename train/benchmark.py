@@ -1,0 +1,153 @@
+"""The benchmark table on the offline world: every ablation, the baselines, the prompt protocol.
+
+    python -m train.benchmark                 # evaluates what is trained -> results/benchmark.{json,md}
+    python -m train.benchmark n=100           # fewer evaluation scenes
+
+Each row names a checkpoint under checkpoints/ and the command that trains it; rows whose checkpoint is missing
+are listed with that command instead of a score, so the table says exactly what is left to train.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+from train.common import parse_overrides
+from train.loop import RunConfig, corpus_features
+from zsc_core import world
+from zsc_core.captioner import Captioner
+from zsc_core.evaluation import evaluate_prompts_world, evaluate_world, retrieval_captions
+from zsc_core.metrics import caption_metrics
+from zsc_core.presets import checkpoints_dir
+
+METRICS = ("bleu", "meteor", "rouge", "cider")
+A = "ablations/"
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    name: str
+    checkpoint: str  # under checkpoints/
+    overrides: dict = field(default_factory=dict)  # CaptionConfig overrides at evaluation
+    train: str = ""  # the command that produces the checkpoint
+    references: str = "captions"  # "alt": score against alt-text (cross-domain)
+
+
+def _mac(out, extra=""):
+    return f"python -m train.train_maccap {extra} out=checkpoints/{out} run_dir=runs/{os.path.basename(out)[:-12]}"
+
+
+def _tip(setting, out, extra=""):
+    return f"python -m train.train_tipcap setting={setting} {extra} out=checkpoints/{out} " \
+           f"run_dir=runs/{os.path.basename(out)[:-12]}"
+
+
+MAIN = "maccap-offline-world.safetensors"
+ROWS = [
+    Row("MacCap (Table 5)", "full: N_cr=10 noisy tokens, subregions, S=20 + CLIP rerank", MAIN, {}, _mac(MAIN)),
+    Row("MacCap (Table 5)", "without multiple sampling (S=1)", MAIN, {"samples": 1}, _mac(MAIN)),
+    Row("MacCap (Table 5)", "CLS token only (no subregion aggregation)", MAIN, {"use_regions": False}, _mac(MAIN)),
+    Row("MacCap (Table 5)", "single token (N_cr=1)", A + "maccap-single-token.safetensors", {},
+        _mac(A + "maccap-single-token.safetensors", "n_cr=1")),
+    Row("MacCap (Table 5)", "without noise (sigma2=0)", A + "maccap-no-noise.safetensors", {"samples": 1},
+        _mac(A + "maccap-no-noise.safetensors", "sigma2=0")),
+    Row("TIPCap (Table V)", "S4 text only, N(mu, Sigma), reverse mapping", "tipcap-s4-offline-world.safetensors", {},
+        _tip("S4", "tipcap-s4-offline-world.safetensors")),
+    Row("TIPCap (Table V)", "S4, isotropic N(mu, sigma2 I)", A + "tipcap-s4-isotropic.safetensors", {},
+        _tip("S4", A + "tipcap-s4-isotropic.safetensors", "covariance=isotropic")),
+    Row("TIPCap (Table V)", "S4, without reverse mapping", A + "tipcap-s4-no-reverse.safetensors", {},
+        _tip("S4", A + "tipcap-s4-no-reverse.safetensors", "use_reverse=false")),
+    Row("TIPCap (Table V)", "S1 paired (100 pairs)", A + "tipcap-s1.safetensors", {}, _tip("S1", A + "tipcap-s1.safetensors")),
+    Row("TIPCap (Table V)", "S2 web pairs + correction", A + "tipcap-s2.safetensors", {}, _tip("S2", A + "tipcap-s2.safetensors")),
+    Row("TIPCap (Table V)", "S3 unpaired images", A + "tipcap-s3.safetensors", {}, _tip("S3", A + "tipcap-s3.safetensors")),
+    Row("Cross-domain", "train captions -> test alt-text", MAIN, {}, _mac(MAIN), references="alt"),
+    Row("Cross-domain", "train alt-text -> test captions", A + "maccap-alt-text.safetensors", {},
+        _mac(A + "maccap-alt-text.safetensors", "corpus=world-alt:12000")),
+    Row("Upper bound", "same adaptor trained on paired IMAGE features", A + "maccap-upper-bound.safetensors", {},
+        _mac(A + "maccap-upper-bound.safetensors", "corpus=world-images:6000")),
+]
+
+
+@dataclass
+class BenchmarkConfig:
+    n: int = 300  # held-out evaluation scenes
+    prompt_n: int = 100  # scenes for the prompt protocol
+    out: str = "results/benchmark"
+    prompts: str = "prompts-offline-world.safetensors"
+    corpus: str = "world:12000"  # CLIPRe retrieves from this caption corpus
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_overrides(BenchmarkConfig(), sys.argv[1:] if argv is None else argv)
+    ck = checkpoints_dir()
+    results, shared = [], {}
+    for row in ROWS:
+        path = os.path.join(ck, row.checkpoint)
+        entry = {"group": row.group, "name": row.name, "checkpoint": row.checkpoint}
+        if not os.path.isfile(path):
+            entry["missing"] = row.train
+        else:
+            cap = Captioner.from_pretrained(path, clip=shared.get("clip"), lm=shared.get("lm"))
+            shared.setdefault("clip", cap.clip)
+            shared.setdefault("lm", cap.lm)
+            ev = evaluate_world(cap, cfg.n, "eval", metrics=METRICS, references=row.references, progress=True,
+                                **row.overrides)
+            entry["scores"] = ev.scores
+        results.append(entry)
+        print(json.dumps(entry), flush=True)
+    if "clip" in shared:  # CLIPRe: nearest corpus caption
+        scenes = list(world.iter_scenes(0, "eval", cfg.n))
+        caps, feats = corpus_features(RunConfig(corpus=cfg.corpus, run_dir="runs/benchmark"), shared["clip"])
+        hyps = retrieval_captions(shared["clip"], [world.render(s, 128) for s in scenes], caps, feats)
+        results.append({"group": "Baseline", "name": "CLIPRe: nearest corpus caption by CLIP",
+                        "scores": caption_metrics({s.image_id: s.captions for s in scenes},
+                                                  {s.image_id: h for s, h in zip(scenes, hyps)}, METRICS)})
+    prompt_path = os.path.join(ck, cfg.prompts)
+    prompts = None
+    if os.path.isfile(prompt_path):
+        pc = Captioner.from_pretrained(prompt_path, clip=shared.get("clip"), lm=shared.get("lm"))
+        prompts = evaluate_prompts_world(pc, cfg.prompt_n, samples=1, metrics=METRICS)
+    report = {"n": cfg.n, "rows": results, "prompts": prompts,
+              "missing_prompts": None if prompts else "python -m train.train_prompts"}
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
+    with open(cfg.out + ".json", "w") as f:
+        json.dump(report, f, indent=2)
+    with open(cfg.out + ".md", "w") as f:
+        f.write(markdown(report))
+    print(markdown(report))
+    return report
+
+
+def markdown(report: dict) -> str:
+    cols = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
+    lines = [f"# Offline-world benchmark ({report['n']} held-out scenes)\n",
+             "Regenerate with `python -m train.benchmark`.\n",
+             "| group | model | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
+    for r in report["rows"]:
+        if "scores" in r:
+            vals = [f"{r['scores'][c]:.3f}" if isinstance(r["scores"].get(c), float) else "n/a" for c in cols]
+        else:
+            vals = ["not trained"] + [""] * (len(cols) - 1)
+        lines.append(f"| {r['group']} | {r['name']} | " + " | ".join(vals) + " |")
+    upper = next((r for r in report["rows"] if r["group"] == "Upper bound" and "scores" in r), None)
+    main_row = report["rows"][0]
+    if upper and "scores" in main_row:
+        lines.append(f"\nText-only CIDEr is {main_row['scores']['CIDEr'] / upper['scores']['CIDEr']:.0%} of the "
+                     "paired-image upper bound.")
+    missing = [r for r in report["rows"] if "missing" in r]
+    if missing:
+        lines.append("\nNot trained yet (commands):\n")
+        lines += [f"- {r['name']}: `{r['missing']}`" for r in missing]
+    if report.get("prompts"):
+        p = report["prompts"]
+        lines.append(f"\nInteractive prompts ({p['n_images']} scenes, {p['draws']} draws): rough CIDEr "
+                     f"{p['rough']['CIDEr']:.3f} -> refined {p['refined']['CIDEr']['mean']:.3f} "
+                     f"± {p['refined']['CIDEr']['std']:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
