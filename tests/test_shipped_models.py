@@ -1,0 +1,37 @@
+"""Every trained adaptor shipped in checkpoints/ loads through the facade (with the CLIP and LM it names) and
+captions held-out scenes of the offline world with sentences about the world."""
+
+import glob
+import os
+
+import pytest
+
+from zsc_core import world
+from zsc_core.captioner import ADAPTOR_KINDS, Captioner
+from zsc_core.checkpoint import read_metadata
+from zsc_core.presets import DEFAULT_PRESET, PRESETS, checkpoints_dir
+
+SHIPPED = sorted(p for p in glob.glob(os.path.join(checkpoints_dir(), "**", "*.safetensors"), recursive=True)
+                 if read_metadata(p)["kind"] in ADAPTOR_KINDS)
+WORLD_WORDS = set(world.KINDS) | set(world.PLURALS.values()) | set(world.COLORS)
+
+
+def test_the_default_preset_is_shipped():
+    assert os.path.isfile(PRESETS[DEFAULT_PRESET].checkpoint_path())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED, ids=[os.path.relpath(p, checkpoints_dir()) for p in SHIPPED])
+def test_shipped_adaptor_captions_the_world(path):
+    assert os.path.getsize(path) < 40 * 2 ** 20  # fp16, trainable weights only
+    cap = Captioner.from_pretrained(path)
+    scenes = [world.make_scene(0, "eval", i) for i in range(6)]
+    results = cap.caption([world.render(s, 128) for s in scenes], samples=4)
+    for s, r in zip(scenes, results):
+        assert r.caption and r.candidates and r.regions
+    # A trained captioner talks about the world: most captions name an object kind or colour of the world...
+    named = [bool(WORLD_WORDS & set(r.caption.replace(",", " ").split())) for r in results]
+    assert sum(named) >= 5, [r.caption for r in results]
+    # ...and some name an object that really is in the scene.
+    hits = sum(any(o.kind in r.caption for o in s.objects) for s, r in zip(scenes, results))
+    assert hits >= 2, [(r.caption, [o.kind for o in s.objects]) for s, r in zip(scenes, results)]
