@@ -9,12 +9,12 @@ from typing import Any
 
 from PIL import Image
 
+from .captioner import MAX_PROMPT_CHARS
 from .images import ImageError, load_image
 from .presets import DEFAULT_PRESET, PRESETS, preset_status, prompt_status
 from .viz import draw_regions
+from .vqa import MAX_QUESTION_CHARS
 
-MAX_PROMPT_CHARS = 300
-MAX_QUESTION_CHARS = 300
 MAX_GAP_IMAGES = 64
 
 
