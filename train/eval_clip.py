@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from train.common import parse_overrides
-from zsc_core import analysis, regions, world
+from zsc_core import analysis, world
 from zsc_core.encode import ClipSpec, load_clip
 from zsc_core.presets import PRESETS
 
@@ -32,14 +32,9 @@ class EvalClipConfig:
     out: str = "results/clip_offline_world"
 
 
-@torch.no_grad()
-def encode_scenes(clip, scenes, size: int, n_cr: int, batch: int = 250):
-    g, subs, feats_all = [], [], []
-    for i in range(0, len(scenes), batch):
-        f = clip.image_features(clip.pixels([world.render(s, size) for s in scenes[i:i + batch]]))
-        g.append(f.global_feat)
-        subs.append(regions.subregions(f.attention, f.tokens, f.global_feat, n_cr).feats)
-    return torch.cat(g), torch.cat(subs)
+def encode_scenes(clip, scenes, size: int, n_cr: int):
+    """Global and subregion features of rendered scenes."""
+    return analysis.global_and_subregion_features(clip, [world.render(s, size) for s in scenes], n_cr)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -133,6 +133,19 @@ class GapReport:
 
 
 @torch.no_grad()
+def global_and_subregion_features(clip, images, n_cr: int = 10, batch: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global features I_c (N, D) and subregion features I_cr (N, n_cr, D) of PIL images, in batches, on CPU."""
+    from . import regions
+
+    glob, sub = [], []
+    for i in range(0, len(images), batch):
+        f = clip.image_features(clip.pixels(images[i:i + batch]))
+        glob.append(f.global_feat.float().cpu())
+        sub.append(regions.subregions(f.attention, f.tokens, f.global_feat, n_cr).feats.float().cpu())
+    return torch.cat(glob), torch.cat(sub)
+
+
+@torch.no_grad()
 def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float = 0.016,
                mapping: tuple[torch.Tensor, torch.Tensor] | None = None, tsne_n: int = 300, seed: int = 0,
                dims: tuple[int, ...] = (0, 1, 2), tsne_iter: int = 500) -> GapReport:
@@ -142,13 +155,10 @@ def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float 
     would estimate), so the third t-SNE panel shows what a multivariate mapping does to the text features.
     """
     from . import gap as gapmath
-    from . import regions
 
     if len(images) != len(captions) or len(images) < 3:
         raise ValueError("need at least 3 images, each with one caption")
-    feats = [clip.image_features(clip.pixels(images[i:i + 200])) for i in range(0, len(images), 200)]
-    glob = torch.cat([f.global_feat for f in feats]).float().cpu()
-    sub = torch.cat([regions.subregions(f.attention, f.tokens, f.global_feat, n_cr).feats for f in feats]).float().cpu()
+    glob, sub = global_and_subregion_features(clip, images, n_cr)
     text = clip.encode_text(captions).float().cpu()
     table = {"n_pairs": len(images), "global": gap_stats(glob, text), **subregion_share(glob, sub, text)}
     best = sub[torch.arange(len(sub)), (sub * text[:, None]).sum(-1).argmax(1)]  # best subregion per pair

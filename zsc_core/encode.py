@@ -15,7 +15,7 @@ From an image batch the encoder returns (:class:`ImageFeatures`):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch

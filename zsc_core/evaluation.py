@@ -158,7 +158,6 @@ def evaluate_prompts_world(captioner, n: int = 100, draws: int = 3, split: str =
 
 def retrieval_captions(clip, images, corpus_captions: list[str], corpus_feats) -> list[str]:
     """CLIPRe baseline: each image's nearest corpus caption by CLIP cosine."""
-    import torch
 
     out = []
     feats = corpus_feats.to(clip.device)
