@@ -26,9 +26,6 @@ def _examples() -> list[str]:
     """Packaged real photos (scikit-learn ships two) and two offline-world scenes, written once to a temp dir."""
     import tempfile
 
-    from PIL import Image
-    from sklearn.datasets import load_sample_image
-
     d = os.path.join(tempfile.gettempdir(), "zsc-examples")
     os.makedirs(d, exist_ok=True)
     paths = []
@@ -39,7 +36,10 @@ def _examples() -> list[str]:
         paths.append(p)
     for name in ("china.jpg", "flower.jpg"):
         p = os.path.join(d, name)
-        if not os.path.exists(p):
+        if not os.path.exists(p):  # scikit-learn is imported only the first time (it costs ~0.5 s)
+            from PIL import Image
+            from sklearn.datasets import load_sample_image
+
             Image.fromarray(load_sample_image(name)).save(p)
         paths.append(p)
     return paths

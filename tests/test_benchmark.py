@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import torch
+
 from .conftest import make_tiny_checkpoints
 
 
@@ -24,3 +27,26 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     md = (tmp_path / "bench.md").read_text()
     assert "not trained" in md and "Interactive prompts" in md
     assert json.loads((tmp_path / "bench.json").read_text())["n"] == 3
+
+    # A second run reuses every score whose checkpoint and settings are unchanged: nothing is evaluated again.
+    import train.benchmark as bench
+
+    def no_eval(*a, **k):
+        raise AssertionError("re-evaluated an unchanged row")
+
+    monkeypatch.setattr(bench, "evaluate_world", no_eval)
+    monkeypatch.setattr(bench, "evaluate_prompts_world", no_eval)
+    monkeypatch.setattr(bench, "retrieval_captions", no_eval)
+    again = main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])
+    assert [r.get("scores") for r in again["rows"]] == [r.get("scores") for r in report["rows"]]
+    assert again["prompts"] == report["prompts"]
+    # Changing the checkpoint's bytes invalidates its rows only.
+    from zsc_core.captioner import Captioner
+
+    main_ck = ck / ROWS[0].checkpoint
+    cap = Captioner.from_pretrained(str(main_ck))
+    with torch.no_grad():
+        next(cap.adaptor.parameters()).add_(0.01)
+    cap.save(str(main_ck))
+    with pytest.raises(AssertionError, match="re-evaluated"):
+        main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])

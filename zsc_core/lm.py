@@ -17,6 +17,7 @@ the prefix, which is how adaptors are trained.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from .checkpoint import FrozenIdentity, file_fingerprint
+from .checkpoint import FrozenIdentity, file_fingerprint, state_fingerprint
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,9 +78,11 @@ def smollm2_gguf_path() -> str | None:
 class LanguageModel(FrozenIdentity, nn.Module):
     """A frozen causal LM and its tokenizer, with prefix-conditioned generation. Never downloads."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, spec: LMSpec):
+    def __init__(self, model: nn.Module, tokenizer: Any, spec: LMSpec, fingerprint: str | None = None):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
+        if fingerprint:  # known from the weight cache: skips hashing every weight at start-up
+            self.__dict__["_fingerprint"] = fingerprint
         self.tokenizer = tokenizer
         self.spec = spec
         if tokenizer.pad_token_id is None:
@@ -227,7 +230,35 @@ def _save_dequantised(model: nn.Module, tok: Any, out_dir: str) -> None:
     os.replace(tmp, out_dir)
 
 
-def _smollm2(dtype: torch.dtype) -> tuple[nn.Module, Any]:
+FINGERPRINT_FILE = "zsc_fingerprint.json"
+
+
+def _cached_fingerprint(cached: str, model: nn.Module, dtype: torch.dtype) -> str | None:
+    """The weights' fingerprint, hashed once per cache and kept beside it (fp32 loads only: the fingerprint of
+    weights rounded to another dtype differs)."""
+    if dtype != torch.float32:
+        return None
+    path = os.path.join(cached, FINGERPRINT_FILE)
+    st = os.stat(os.path.join(cached, "model.safetensors"))
+    stamp = [st.st_size, st.st_mtime_ns]  # a rewritten weight file invalidates the stored fingerprint
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["weights"] == stamp:
+            return str(saved["fp32"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    fp = state_fingerprint(model.state_dict())
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump({"fp32": fp, "weights": stamp}, f)
+        os.replace(path + ".tmp", path)
+    except OSError:  # read-only cache: hash again next time
+        pass
+    return fp
+
+
+def _smollm2(dtype: torch.dtype) -> tuple[nn.Module, Any, str | None]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
@@ -249,19 +280,21 @@ def _smollm2(dtype: torch.dtype) -> tuple[nn.Module, Any]:
         try:
             _save_dequantised(model, tok, cached)
         except OSError:  # read-only cache: still usable, just slow next time
-            return model.to(dtype), tok
-    return AutoModelForCausalLM.from_pretrained(cached, dtype=dtype), AutoTokenizer.from_pretrained(cached)
+            return model.to(dtype), tok, None
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+    return model, AutoTokenizer.from_pretrained(cached), _cached_fingerprint(cached, model, dtype)
 
 
 def load_lm(spec: LMSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LanguageModel:
     """Build and load the LM a spec names: the only place LM weights are read (or downloaded)."""
+    fingerprint = None
     if spec.source == "tiny":
         model, tok = _tiny_lm(spec)
     elif spec.source == SMOLLM2:
-        model, tok = _smollm2(dtype)
+        model, tok, fingerprint = _smollm2(dtype)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(spec.source, revision=spec.revision, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision)
-    return LanguageModel(model.to(device=device, dtype=dtype), tok, spec)
+    return LanguageModel(model.to(device=device, dtype=dtype), tok, spec, fingerprint)
