@@ -167,7 +167,8 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
     run.click(caption, inputs=[image, preset] + settings, outputs=[out_caption, out_regions, out_cands, out_info],
               api_name="caption", preprocess=False)
     rerun.click(recaption, inputs=[image, prompt, preset] + settings,
-                outputs=[out_rough, out_refined, out_regions, out_cands, out_info], api_name="recaption", preprocess=False)
+                outputs=[out_rough, out_refined, out_regions, out_cands, out_info], api_name="recaption",
+                preprocess=False)
     ask.click(answer, inputs=[image, question, preset], outputs=[out_answer, out_generated, out_vqa_caption, out_top],
               api_name="answer", preprocess=False)
     gap_btn.click(gap, inputs=[preset, source, n_scenes, gap_files, gap_caps], outputs=[gap_table, gap_hist, gap_tsne],

@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
         proc.wait()
     res = {"launch_s": launches, "warm_start_s": min(launches[1:]) if len(launches) > 1 else None,
            "peak_rss_gb": peak, "load_wall_s": wall, "requests": sum(len(v) for v in times.values()),
-           "seconds_per_request": {k: sum(v) / len(v) for k, v in times.items() if v}, "errors": errors, "cpu_count": os.cpu_count()}
+           "seconds_per_request": {k: sum(v) / len(v) for k, v in times.items() if v}, "errors": errors,
+           "cpu_count": os.cpu_count()}
     print(f"warm start: {res['warm_start_s']} s (target < 10 s)")
     print(f"served {res['requests']} requests in {wall:.1f} s, 3 in flight; peak resident memory "
           f"{peak:.2f} GB (target < 3 GB)")

@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from zsc_core import gap  # noqa: E402
-from zsc_core.captioner import Captioner  # noqa: E402
-from zsc_core.encode import ClipSpec, load_clip  # noqa: E402
-from zsc_core.lm import GenerationCfg, LMSpec, load_lm  # noqa: E402
+from zsc_core import gap
+from zsc_core.captioner import Captioner
+from zsc_core.encode import ClipSpec, load_clip
+from zsc_core.lm import GenerationCfg, LMSpec, load_lm
 
 
 def matmul_flops_per_s(n: int = 2048, reps: int = 10) -> float:
@@ -106,8 +106,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    from sklearn.datasets import load_sample_image
     from PIL import Image
+    from sklearn.datasets import load_sample_image
 
     image = Image.fromarray(load_sample_image("china.jpg"))
     cap = Captioner.build(load_clip(ClipSpec(arch="ViT-B-32")), load_lm(LMSpec("smollm2-135m")))

@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from zsc_core import world  # noqa: E402
+from zsc_core import world
 
 
 def main(argv=None) -> dict:

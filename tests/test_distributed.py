@@ -18,13 +18,12 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    from tests.conftest import make_tiny_clip
     from train.common import RunLogger
     from train.features import cached_text_features
     from train.train_maccap import MacCapTrainConfig, adaptor_config, train
     from zsc_core.captioner import Captioner
     from zsc_core.lm import LMSpec, load_lm
-
-    from tests.conftest import make_tiny_clip
 
     cfg = MacCapTrainConfig(corpus="world:30", n_queries=4, d_model=32, n_heads=8, ffn_dim=64, n_cr=4, batch_size=16,
                             lr=3e-3, warmup=2, steps=12, save_every=6, eval_every=1000, eval_n=0,

@@ -27,7 +27,7 @@ def test_shipped_adaptor_captions_the_world(path):
     cap = Captioner.from_pretrained(path)
     scenes = [world.make_scene(0, "eval", i) for i in range(6)]
     results = cap.caption([world.render(s, 128) for s in scenes], samples=4)
-    for s, r in zip(scenes, results):
+    for r in results:
         assert r.caption and r.candidates and r.regions
     # A trained captioner talks about the world: most captions name an object kind or colour of the world...
     named = [bool(WORLD_WORDS & set(r.caption.replace(",", " ").split())) for r in results]

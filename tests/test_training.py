@@ -3,6 +3,7 @@
 import dataclasses
 import os
 
+import pytest
 import torch
 
 from train.common import RunLogger, parse_overrides
@@ -119,8 +120,6 @@ def _tipcap_cfg(tmp_path, setting, **kw):
                              run_dir=str(tmp_path / setting), out=str(tmp_path / setting / "tipcap.safetensors"))
     return dataclasses.replace(base, **kw)
 
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("setting", ["S1", "S2", "S3", "S4"])

@@ -105,8 +105,8 @@ def test_vqa_answers_are_true():
 
 
 def test_write_split_is_coco_format(tmp_path):
-    from pycocotools.coco import COCO
     from pycocoevalcap.eval import COCOEvalCap
+    from pycocotools.coco import COCO
 
     out = tmp_path / "eval"
     summary = world.write_split(str(out), 0, "eval", 4, size=64)

@@ -18,10 +18,10 @@ import sys
 from dataclasses import dataclass, field
 
 from train.common import parse_overrides
-from zsc_core.checkpoint import file_fingerprint, load_checkpoint
 from train.loop import RunConfig, corpus_features
 from zsc_core import world
 from zsc_core.captioner import Captioner
+from zsc_core.checkpoint import file_fingerprint, load_checkpoint
 from zsc_core.evaluation import evaluate_prompts_world, evaluate_world, retrieval_captions
 from zsc_core.metrics import caption_metrics
 from zsc_core.presets import checkpoints_dir
@@ -66,9 +66,12 @@ ROWS = [
         _tip("S4", A + "tipcap-s4-isotropic.safetensors", "covariance=isotropic")),
     Row("TIPCap (Table V)", "S4, without reverse mapping", A + "tipcap-s4-no-reverse.safetensors", {},
         _tip("S4", A + "tipcap-s4-no-reverse.safetensors", "use_reverse=false")),
-    Row("TIPCap (Table V)", "S1 paired (100 pairs)", A + "tipcap-s1.safetensors", {}, _tip("S1", A + "tipcap-s1.safetensors")),
-    Row("TIPCap (Table V)", "S2 web pairs + correction", A + "tipcap-s2.safetensors", {}, _tip("S2", A + "tipcap-s2.safetensors")),
-    Row("TIPCap (Table V)", "S3 unpaired images", A + "tipcap-s3.safetensors", {}, _tip("S3", A + "tipcap-s3.safetensors")),
+    Row("TIPCap (Table V)", "S1 paired (100 pairs)", A + "tipcap-s1.safetensors", {},
+        _tip("S1", A + "tipcap-s1.safetensors")),
+    Row("TIPCap (Table V)", "S2 web pairs + correction", A + "tipcap-s2.safetensors", {},
+        _tip("S2", A + "tipcap-s2.safetensors")),
+    Row("TIPCap (Table V)", "S3 unpaired images", A + "tipcap-s3.safetensors", {},
+        _tip("S3", A + "tipcap-s3.safetensors")),
     Row("Cross-domain", "train captions -> test alt-text", MAIN, {}, _mac(MAIN), references="alt"),
     Row("Cross-domain", "train alt-text -> test captions", A + "maccap-alt-text.safetensors", {},
         _mac(A + "maccap-alt-text.safetensors", "corpus=world-alt:12000")),

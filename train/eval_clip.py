@@ -79,11 +79,12 @@ def main(argv: list[str] | None = None) -> dict:
         json.dump(report, f, indent=2)
     r, z = report["retrieval"], report["zero_shot"]
     md = [
-        f"# Offline-world CLIP: held-out evaluation\n",
+        "# Offline-world CLIP: held-out evaluation\n",
         f"CLIP `{clip.identity()['name']}` (fingerprint `{clip.fingerprint}`), {cfg.n} evaluation scenes of world "
         f"seed 0, 5 captions each; regenerate with `python -m train.eval_clip`.\n",
         "| measure | value |", "| --- | --- |",
-        f"| image->text R@1 / R@5 ({cfg.n:,} images vs {5 * cfg.n:,} captions) | {r['i2t_R@1']:.3f} / {r['i2t_R@5']:.3f} |",
+        f"| image->text R@1 / R@5 ({cfg.n:,} images vs {5 * cfg.n:,} captions) "
+        f"| {r['i2t_R@1']:.3f} / {r['i2t_R@5']:.3f} |",
         f"| text->image R@1 / R@5 | {r['t2i_R@1']:.3f} / {r['t2i_R@5']:.3f} |",
         f"| zero-shot object kind ({z['n_scenes']} single-object scenes; chance {z['chance_kind']:.3f}) | "
         f"{z['kind_acc']:.3f} |",

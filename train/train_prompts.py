@@ -1,7 +1,8 @@
 """Stage 2: train a captioner to follow interactive prompts ("An image contains motorcycle"), on text only.
 
     python -m train.train_prompts base=checkpoints/tipcap-s4-offline-world.safetensors
-    python -m train.train_prompts base=/tmp/m/maccap.safetensors steps=5 n_captions=64 eval_n=0 run_dir=/tmp/p out=/tmp/p/p.safetensors
+    python -m train.train_prompts base=/tmp/m/maccap.safetensors steps=5 n_captions=64 eval_n=0 \
+        run_dir=/tmp/p out=/tmp/p/p.safetensors
 
 Starts from a stage-1 adaptor (MacCap or TIPCap) and fine-tunes it. For each training caption the stage-1
 model first writes a rough caption from the caption's own noisy feature (once, cached in ``run_dir``); spaCy's

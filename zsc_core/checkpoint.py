@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -100,7 +101,7 @@ def load_checkpoint(path: str, expect_kind: str | tuple[str, ...] | None = None)
             raise CheckpointError(f"{path} holds a {meta['kind']!r} model, expected one of {kinds}")
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(path, framework="pt") as f:
-        for k in f.keys():
+        for k in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
             tensors[k] = f.get_tensor(k)
     return Checkpoint(tensors=tensors, kind=meta["kind"], config=meta["config"], clip=meta.get("clip"),
                       lm=meta.get("lm"), extra=meta.get("extra") or {}, path=path)

@@ -118,7 +118,8 @@ def _presets(args: argparse.Namespace) -> int:
 
     for name, p in PRESETS.items():
         st = preset_status(name)
-        print(f"{name}\t{'ready' if st.ready else 'not ready'}\t{p.description}" + (f"\t{st.reason}" if st.reason else ""))
+        reason = f"\t{st.reason}" if st.reason else ""
+        print(f"{name}\t{'ready' if st.ready else 'not ready'}\t{p.description}{reason}")
     return 0
 
 

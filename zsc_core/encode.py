@@ -15,8 +15,9 @@ From an image batch the encoder returns (:class:`ImageFeatures`):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn

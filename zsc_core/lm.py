@@ -20,8 +20,9 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -131,21 +132,21 @@ class LanguageModel(FrozenIdentity, nn.Module):
         padding and prompt tokens are masked out, and the LM head runs only at the positions that predict a
         target token (the vocabulary projection is the largest activation; most positions never need it).
         """
-        b, l, _ = prefix.shape
+        b, n_pre, _ = prefix.shape
         prompts = prompts if prompts is not None else [[] for _ in range(b)]
         seqs = [list(p) + list(t) for p, t in zip(prompts, targets)]
         width = max(len(x) for x in seqs)
         ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(b, l + width, dtype=torch.long)
-        mask[:, :l] = 1
+        mask = torch.zeros(b, n_pre + width, dtype=torch.long)
+        mask[:, :n_pre] = 1
         for i, x in enumerate(seqs):  # right padding: causal attention never looks at it
             ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
-            mask[i, l:l + len(x)] = 1
+            mask[i, n_pre:n_pre + len(x)] = 1
         embeds = torch.cat([prefix, self.embed(ids).to(prefix.dtype)], dim=1)  # (B, L + T, H)
         hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask.to(self.device)).last_hidden_state
         rows, cols, labels = [], [], []
         for i, (p, t) in enumerate(zip(prompts, targets)):
-            start = l + len(p) - 1  # the position whose output predicts the first target token
+            start = n_pre + len(p) - 1  # the position whose output predicts the first target token
             rows += [i] * len(t)
             cols += range(start, start + len(t))
             labels += list(t)

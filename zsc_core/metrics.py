@@ -7,7 +7,7 @@ network, no Java) it is reported as unavailable with the reason, never a crash.
 from __future__ import annotations
 
 import shutil
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider", "spice")
 

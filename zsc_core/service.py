@@ -51,7 +51,8 @@ class CaptionService:
         lines = []
         for name, p in PRESETS.items():
             st = preset_status(name)
-            lines.append(f"- **{name}**: {p.description}. " + ("Ready." if st.ready else f"Not available: {st.reason}."))
+            state = "Ready." if st.ready else f"Not available: {st.reason}."
+            lines.append(f"- **{name}**: {p.description}. {state}")
         return "\n".join(lines)
 
     def captioner(self, name: str | None, prompts: bool = False):

@@ -7,8 +7,8 @@ highest cosine is returned. The question-only baseline leaves the caption out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
