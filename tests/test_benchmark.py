@@ -1,6 +1,7 @@
 """The benchmark driver on tiny checkpoints: trained rows are scored, missing ones name their command."""
 
 import json
+import types
 
 import pytest
 import torch
@@ -50,3 +51,20 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     cap.save(str(main_ck))
     with pytest.raises(AssertionError, match="re-evaluated"):
         main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])
+    # Interrupted after re-scoring the changed checkpoint's first row: that row is on disk, and the earlier scores
+    # of the rows not reached are kept for the next run.
+    calls = []
+
+    def one_eval(*a, **k):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return types.SimpleNamespace(scores={"CIDEr": 0.5})
+
+    monkeypatch.setattr(bench, "evaluate_world", one_eval)
+    with pytest.raises(KeyboardInterrupt):
+        main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["rows"][0]["scores"] == {"CIDEr": 0.5}
+    kept = {r["name"] for r in saved["earlier_rows"]}
+    assert "CLS token only (no subregion aggregation)" in kept and saved["prompts"] == report["prompts"]

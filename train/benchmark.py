@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_overrides(BenchmarkConfig(), sys.argv[1:] if argv is None else argv)
     ck = checkpoints_dir()
     old = {} if cfg.fresh else _earlier_run(cfg.out + ".json", cfg.n)
-    cache = {tuple(r["key"]): r["scores"] for r in old.get("rows", []) if "key" in r and "scores" in r}
+    cache = {tuple(r["key"]): r["scores"] for r in old.get("rows", []) + old.get("earlier_rows", [])
+             if "key" in r and "scores" in r}
     models: dict = {}
 
     def load(path: str) -> Captioner:  # one CLIP and one LM shared by every row
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 progress=True, **row.overrides)
             entry["scores"] = ev.scores
         results.append(entry)
+        write(cfg, results, old.get("prompts"), old)
         print(json.dumps(entry), flush=True)
     if clip_of:  # CLIPRe: nearest corpus caption, with the CLIP of the first trained row
         key = ["clipre", cfg.corpus, load_checkpoint(clip_of).clip["fingerprint"]]
@@ -152,14 +154,24 @@ def main(argv: list[str] | None = None) -> dict:
         if prompts is None:
             prompts = {**evaluate_prompts_world(load(prompt_path), cfg.prompt_n, samples=1, metrics=METRICS),
                        "key": key}
-    report = {"n": cfg.n, "rows": results, "prompts": prompts,
-              "missing_prompts": None if prompts else "python -m train.train_prompts"}
-    os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
-    with open(cfg.out + ".json", "w") as f:
-        json.dump(report, f, indent=2)
-    with open(cfg.out + ".md", "w") as f:
-        f.write(markdown(report))
+    report = write(cfg, results, prompts, old)
     print(markdown(report))
+    return report
+
+
+def write(cfg: BenchmarkConfig, results: list[dict], prompts: dict | None, old: dict) -> dict:
+    """Write the report so far (after every row: an interrupted run keeps what it scored). Earlier scores of
+    rows not reached yet stay in the file, under ``earlier_rows``, for the next run to reuse."""
+    done = {tuple(r["key"]) for r in results if "key" in r}
+    earlier = [r for r in old.get("rows", []) + old.get("earlier_rows", [])
+               if "key" in r and "scores" in r and tuple(r["key"]) not in done]
+    report = {"n": cfg.n, "rows": results, "prompts": prompts,
+              "missing_prompts": None if prompts else "python -m train.train_prompts", "earlier_rows": earlier}
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
+    for ext, text in ((".json", json.dumps(report, indent=2)), (".md", markdown(report))):
+        with open(cfg.out + ext + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(cfg.out + ext + ".tmp", cfg.out + ext)
     return report
 
 
