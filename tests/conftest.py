@@ -37,8 +37,8 @@ def tiny_lm():
 
 
 def make_tiny_checkpoints(ck) -> None:
-    """Tiny seeded checkpoints named like the offline-world preset's (CLIP, MacCap, prompt model) in ``ck``."""
-    from zsc_core.adaptor import MacCapConfig
+    """Tiny seeded checkpoints named like the offline-world presets' (CLIP, TIPCap, MacCap, prompt model)."""
+    from zsc_core.adaptor import MacCapConfig, TIPCapConfig
     from zsc_core.captioner import Captioner
     from zsc_core.encode import load_clip, save_clip
 
@@ -48,6 +48,8 @@ def make_tiny_checkpoints(ck) -> None:
     clip = load_clip(ClipSpec(checkpoint=clip_path))
     lm = load_lm(LMSpec("tiny"))
     Captioner.build(clip, lm, small).save(str(ck / "maccap-offline-world.safetensors"))
+    tip = TIPCapConfig(prefix_len=3, d_model=32, n_layers=1, n_heads=8, ffn_dim=64)
+    Captioner.build(clip, lm, tip, seed=2).save(str(ck / "tipcap-s4-offline-world.safetensors"))
     two = Captioner.build(clip, lm, small, seed=1)
     two.interactive = True
     two.save(str(ck / "prompts-offline-world.safetensors"))

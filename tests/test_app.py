@@ -142,3 +142,19 @@ def test_text_inputs_are_checked(client, tmp_path):
         client.predict("offline-world", "my images and captions", 10, [], "", api_name="/gap")
     with pytest.raises(AppError, match="not available"):
         client.predict(img, "real-photo", 5, 0.016, 4, 1, 0, api_name="/caption")
+
+
+def test_presets_on_the_same_frozen_models_share_them(tmp_path, monkeypatch):
+    """Switching between the offline-world presets (and their prompt model) loads one CLIP and one LM in all."""
+    from zsc_core.service import CaptionService
+
+    from .conftest import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    s = CaptionService()
+    tip, mac = s.captioner("offline-world"), s.captioner("offline-world-maccap")
+    prompts = s.captioner("offline-world-maccap", prompts=True)
+    assert (tip.kind, mac.kind, prompts.interactive) == ("tipcap", "maccap", True)
+    assert tip.clip is mac.clip is prompts.clip and tip.lm is mac.lm is prompts.lm
+    assert s.captioner("offline-world") is tip  # loaded once

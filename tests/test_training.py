@@ -190,3 +190,10 @@ def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
     assert plain.rough_caption is None and plain.prompt is None
     long = two.caption(world.render(world.make_scene(0, "eval", 0), 64), prompt="x" * 10_000 + " ünïcödé ✓")
     assert isinstance(long.caption, str)  # cut to the LM's budget, no crash
+    # TIPCap's inference: a stage-1 model's rough caption is given; the prompt model only refines it.
+    img = world.render(world.make_scene(0, "eval", 1), 64)
+    given = cap.caption(img, samples=1).caption + " extra"
+    two_stage = two.caption(img, prompt="An image contains sun", rough=given, samples=1)
+    assert two_stage.rough_caption == given
+    with pytest.raises(ValueError, match="one rough caption per image"):
+        two.caption([img, img], prompt="An image contains sun", rough=[given])

@@ -86,6 +86,7 @@ class BenchmarkConfig:
     prompt_n: int = 100  # scenes for the prompt protocol
     out: str = "results/benchmark"
     prompts: str = "prompts-offline-world.safetensors"
+    prompt_base: str = "tipcap-s4-offline-world.safetensors"  # the stage-1 model writing the rough captions
     corpus: str = "world:12000"  # CLIPRe retrieves from this caption corpus
     fresh: bool = False  # re-score every row even when the results file already has its scores
 
@@ -149,11 +150,14 @@ def main(argv: list[str] | None = None) -> dict:
     prompt_path = os.path.join(ck, cfg.prompts)
     prompts = None
     if os.path.isfile(prompt_path):
-        key = [file_fingerprint(prompt_path), cfg.prompt_n]
+        base_path = os.path.join(ck, cfg.prompt_base)
+        base_path = base_path if os.path.isfile(base_path) else ""
+        key = [file_fingerprint(prompt_path), file_fingerprint(base_path) if base_path else "", cfg.prompt_n]
         prompts = old.get("prompts") if (old.get("prompts") or {}).get("key") == key else None
         if prompts is None:
-            prompts = {**evaluate_prompts_world(load(prompt_path), cfg.prompt_n, samples=1, metrics=METRICS),
-                       "key": key}
+            prompts = {**evaluate_prompts_world(load(prompt_path), cfg.prompt_n, samples=1, metrics=METRICS,
+                                                base=load(base_path) if base_path else None),
+                       "key": key, "rough_from": cfg.prompt_base if base_path else cfg.prompts}
     report = write(cfg, results, prompts, old)
     print(markdown(report))
     return report

@@ -170,8 +170,12 @@ class Captioner:
         return memory, sub
 
     def caption(self, images: Image.Image | Sequence[Image.Image], prompt: str | None = None,
-                **overrides: Any) -> CaptionResult | list[CaptionResult]:
+                rough: str | Sequence[str] | None = None, **overrides: Any) -> CaptionResult | list[CaptionResult]:
         """Caption one image (returns a :class:`CaptionResult`) or a list (returns a list).
+
+        With ``prompt`` (interactive models only) the caption is refined in a second pass that reads the rough
+        caption and the prompt: ``rough`` gives the rough caption(s), e.g. a stage-1 model's as in TIPCap;
+        without it this model's own first pass writes them.
 
         ``overrides`` are fields of :class:`CaptionConfig` (samples, sigma2, n_cr, use_regions, num_beams,
         max_new_tokens, seed); None values are ignored. Runs the adaptor in eval mode (no dropout) and restores
@@ -181,14 +185,18 @@ class Captioner:
         self.adaptor.eval()
         try:
             with torch.no_grad():
-                return self._caption(images, prompt, overrides)
+                return self._caption(images, prompt, rough, overrides)
         finally:
             self.adaptor.train(was_training)
 
-    def _caption(self, images, prompt, overrides) -> CaptionResult | list[CaptionResult]:
+    def _caption(self, images, prompt, rough, overrides) -> CaptionResult | list[CaptionResult]:
         single = isinstance(images, Image.Image)
         batch = [images] if single else list(images)
         prompt = prompt.strip() if prompt is not None else None
+        if rough is not None:
+            rough = [rough] if isinstance(rough, str) else list(rough)
+            if len(rough) != len(batch) or not prompt:
+                raise ValueError("rough captions need a prompt and one rough caption per image")
         if prompt and not self.interactive:
             raise NotImplementedError(f"the {self.kind!r} model {self.name!r} has no interactive-prompt stage; use "
                                       "a model trained with prompts (train/train_prompts.py)")
@@ -213,11 +221,12 @@ class Captioner:
                 gap.inject_noise(x, 1, sigma2, gen)[:, 0]
         prefix = self.adaptor(x.to(self.lm.model.dtype))  # (B*S, N_q, H)
         gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
-        ranked, t_rank = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
-                                               "" if self.interactive else None)
-        rough = None
+        t_rank = 0.0
+        if rough is None:
+            ranked, t_rank = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
+                                                   "" if self.interactive else None)
+            rough = [c[0].text for c in ranked] if prompt else None
         if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
-            rough = [c[0].text for c in ranked]
             ranked, t_rank2 = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
                                                     prompt[:MAX_PROMPT_CHARS])
             t_rank += t_rank2

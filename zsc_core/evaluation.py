@@ -129,9 +129,10 @@ def evaluate_vqa_world(captioner, n: int = 200, split: str = "eval", world_seed:
 
 def evaluate_prompts_world(captioner, n: int = 100, draws: int = 3, split: str = "eval", world_seed: int = 0,
                            size: int = 128, samples: int | None = None,
-                           metrics: Sequence[str] = ("bleu", "cider")) -> dict[str, Any]:
-    """TIPCap Table IV protocol: the rough caption, then a prompt simulated from the nouns of a randomly drawn
-    reference that the rough caption misses; scores of rough and refined captions, mean and spread over draws."""
+                           metrics: Sequence[str] = ("bleu", "cider"), base=None) -> dict[str, Any]:
+    """TIPCap Table IV protocol: the rough caption (of the stage-1 ``base`` captioner; without one, the prompt
+    model's own first pass), then a prompt simulated from the nouns of a randomly drawn reference that the rough
+    caption misses; scores of rough and refined captions, mean and spread over draws."""
     import random
     import statistics
 
@@ -140,7 +141,7 @@ def evaluate_prompts_world(captioner, n: int = 100, draws: int = 3, split: str =
     scenes = list(world.iter_scenes(world_seed, split, n))
     refs = {s.image_id: s.captions for s in scenes}
     images = {s.image_id: world.render(s, size) for s in scenes}
-    rough = {i: captioner.caption(im, samples=samples).caption for i, im in images.items()}
+    rough = {i: (base or captioner).caption(im, samples=samples).caption for i, im in images.items()}
     rough_scores = caption_metrics(refs, rough, metrics)
     per_draw = []
     for d in range(draws):
@@ -148,7 +149,7 @@ def evaluate_prompts_world(captioner, n: int = 100, draws: int = 3, split: str =
         refined = {}
         for s in scenes:
             prompt = make_prompt(missing_phrases(rng.choice(s.captions), rough[s.image_id]))
-            refined[s.image_id] = captioner.caption(images[s.image_id], prompt=prompt or None,
+            refined[s.image_id] = captioner.caption(images[s.image_id], prompt=prompt, rough=rough[s.image_id],
                                                     samples=samples).caption if prompt else rough[s.image_id]
         per_draw.append(caption_metrics(refs, refined, metrics))
     keys = [k for k, v in per_draw[0].items() if isinstance(v, float)]

@@ -50,14 +50,26 @@ OFFLINE_CLIP = ClipSpec(name="offline-world-clip", checkpoint="clip-offline-worl
 PRESETS: dict[str, Preset] = {
     "offline-world": Preset(
         name="offline-world",
-        description="Offline world: the small CLIP pretrained on generated scenes + SmolLM2-135M (default)",
+        description="Offline world, TIPCap S4 (text only): the small CLIP pretrained on generated scenes + "
+                    "SmolLM2-135M (default)",
+        checkpoint="tipcap-s4-offline-world.safetensors",
+        clip=OFFLINE_CLIP,
+        lm=LMSpec(SMOLLM2),
+        needs_hub=False,
+        train_command="python -m train.train_tipcap setting=S4",
+        prompt_checkpoint="prompts-offline-world.safetensors",
+        prompt_train_command="python -m train.train_prompts base=checkpoints/tipcap-s4-offline-world.safetensors",
+    ),
+    "offline-world-maccap": Preset(
+        name="offline-world-maccap",
+        description="Offline world, MacCap (text only): the same CLIP and LM, region-noise adaptor",
         checkpoint="maccap-offline-world.safetensors",
         clip=OFFLINE_CLIP,
         lm=LMSpec(SMOLLM2),
         needs_hub=False,
         train_command="python -m train.train_maccap",
-        prompt_checkpoint="prompts-offline-world.safetensors",
-        prompt_train_command="python -m train.train_tipcap && python -m train.train_prompts",
+        prompt_checkpoint="prompts-offline-world.safetensors",  # the same stage-2 model re-captions for both
+        prompt_train_command="python -m train.train_prompts base=checkpoints/tipcap-s4-offline-world.safetensors",
     ),
     "real-photo": Preset(
         name="real-photo",

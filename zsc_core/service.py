@@ -70,11 +70,18 @@ class CaptionService:
                 from .captioner import Captioner
 
                 path = PRESETS[name].prompt_checkpoint_path() if prompts else name
-                # The prompt model shares the CLIP and LM of the preset's captioner when that one is loaded.
-                base = self._models.get(name)
-                self._models[key] = Captioner.from_pretrained(
-                    path, device=self.device, clip=base.clip if base else None, lm=base.lm if base else None)
+                clip, lm = self._frozen_models(name)
+                self._models[key] = Captioner.from_pretrained(path, device=self.device, clip=clip, lm=lm)
             return self._models[key]
+
+    def _frozen_models(self, name: str):
+        """An already loaded CLIP and LM that this preset names too (one copy in memory for every model on them)."""
+        p = PRESETS[name]
+        for key, cap in self._models.items():
+            q = PRESETS[key.split(":")[0]]
+            if q.clip == p.clip and q.lm == p.lm:
+                return cap.clip, cap.lm
+        return None, None
 
     def warm_up(self, name: str = DEFAULT_PRESET) -> str:
         """Load a preset at start-up (so the first request is fast); returns why not, if it cannot."""
@@ -117,8 +124,12 @@ class CaptionService:
             raise UserError("Noise σ² must be between 0 and 1.")
         if not 1 <= num_beams <= 8:
             raise UserError("Beams must be between 1 and 8.")
-        r = cap.caption(image, samples=samples, sigma2=sigma2, n_cr=n_cr, num_beams=num_beams, seed=seed,
-                        prompt=prompt or None)
+        settings = dict(samples=samples, sigma2=sigma2, n_cr=n_cr, num_beams=num_beams, seed=seed)
+        if prompt:  # TIPCap's two stages: the preset's own caption is the rough one the prompt model refines
+            rough = self.captioner(preset).caption(image, **settings).caption
+            r = cap.caption(image, prompt=prompt, rough=rough, **settings)
+        else:
+            r = cap.caption(image, **settings)
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), c.count] for i, c in enumerate(r.candidates)]
         info = (f"{len(r.candidates)} distinct candidates from S={samples}; "
                 f"{r.timings['total_s']:.2f} s (encode {r.timings['encode_s']:.2f}, "
