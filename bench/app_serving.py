@@ -6,9 +6,9 @@ Starts ``python app.py`` as a separate process (the offline-world default, weigh
 checkpoints/) ``--launches`` times and times each one from process start until the server answers HTTP. The
 first launch may be cold (bytecode, dequantised LM cache); the later ones are the warm starts (target < 10 s).
 The last launch then serves ``--rounds`` rounds of every endpoint through gradio_client, several requests in
-flight at once (queued): caption at S=20 and S=64, recaption with a prompt, VQA, the gap analysis on 1000 scenes
-(t-SNE) and on uploaded images, random scenes. The server's peak resident memory (VmHWM, whole process life,
-children included) is the figure against the 3 GB target.
+flight at once (queued): caption at S=20 and S=64 (default preset) and with the MacCap preset, recaption with a
+prompt, VQA, the gap analysis on 1000 scenes (t-SNE) and on uploaded images, random scenes. The server's peak
+resident memory (VmHWM, whole process life, children included) is the figure against the 3 GB target.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def load(url: str, rounds: int, workdir: str) -> dict[str, list[float]]:
     jobs = [
         ("caption S=20", (handle_file(paths[0]), *settings), "/caption"),
         ("caption S=64", (handle_file(paths[1]), "offline-world", 64, 0.016, 10, 1, 0), "/caption"),
+        ("caption MacCap", (handle_file(paths[1]), "offline-world-maccap", 20, 0.016, 10, 1, 0), "/caption"),
         ("recaption", (handle_file(paths[2]), "An image contains motorcycle", *settings), "/recaption"),
         ("answer", (handle_file(paths[3]), "what color is the car?", "offline-world"), "/answer"),
         ("gap 1000 scenes", ("offline-world", "generated scenes", 1000, None, ""), "/gap"),
