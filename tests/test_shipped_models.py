@@ -11,8 +11,11 @@ from zsc_core.captioner import ADAPTOR_KINDS, Captioner
 from zsc_core.checkpoint import read_metadata
 from zsc_core.presets import DEFAULT_PRESET, PRESETS, checkpoints_dir
 
+# Stage-1 captioners. The interactive-prompt model refines a stage-1 model's rough caption (TIPCap's inference,
+# and the app's); it has its own test below.
 SHIPPED = sorted(p for p in glob.glob(os.path.join(checkpoints_dir(), "**", "*.safetensors"), recursive=True)
-                 if read_metadata(p)["kind"] in ADAPTOR_KINDS)
+                 if read_metadata(p)["kind"] in ADAPTOR_KINDS
+                 and not read_metadata(p)["config"].get("interactive", False))
 WORLD_WORDS = set(world.KINDS) | set(world.PLURALS.values()) | set(world.COLORS)
 
 
@@ -20,38 +23,53 @@ def test_the_default_preset_is_shipped():
     assert os.path.isfile(PRESETS[DEFAULT_PRESET].checkpoint_path())
 
 
+def _kinds(caption: str) -> set[str]:
+    words = set(caption.replace(",", " ").split())
+    return {k for k in world.KINDS if k in words or world.PLURALS[k] in words}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=[os.path.relpath(p, checkpoints_dir()) for p in SHIPPED])
 def test_shipped_adaptor_captions_the_world(path):
     assert os.path.getsize(path) < 40 * 2 ** 20  # fp16, trainable weights only
     cap = Captioner.from_pretrained(path)
-    scenes = [world.make_scene(0, "eval", i) for i in range(6)]
+    scenes = list(world.iter_scenes(0, "eval", 24))
     results = cap.caption([world.render(s, 128) for s in scenes], samples=4)
     for r in results:
         assert r.caption and r.candidates and r.regions
+    captions = [r.caption for r in results]
     # A trained captioner talks about the world: most captions name an object kind or colour of the world...
-    named = [bool(WORLD_WORDS & set(r.caption.replace(",", " ").split())) for r in results]
-    assert sum(named) >= 5, [r.caption for r in results]
-    # ...and some name an object that really is in the scene.
-    hits = sum(any(o.kind in r.caption for o in s.objects) for s, r in zip(scenes, results))
-    assert hits >= 2, [(r.caption, [o.kind for o in s.objects]) for s, r in zip(scenes, results)]
+    named = [bool(WORLD_WORDS & set(c.replace(",", " ").split())) for c in captions]
+    assert sum(named) >= 20, captions
+    # ...and what it names depends on the image: its captions name an object of their own scene far more often
+    # than of the next scene (measured at shipping: MacCap 12/24, TIPCap S4 15/24 of their own scenes).
+    def hits(caps):
+        return sum(bool(_kinds(c) & {o.kind for o in s.objects}) for s, c in zip(scenes, caps))
+
+    own, other = hits(captions), hits(captions[1:] + captions[:1])
+    assert own >= 8 and own >= other + 3, (own, other, captions)
 
 
 @pytest.mark.slow
 def test_shipped_prompt_model_follows_the_prompt():
-    """The default preset's interactive-prompt model: prompting an object of the scene that the rough caption
-    (the preset's own, as in the app) left out makes the refined caption name it in most cases."""
+    """The default preset's interactive-prompt model: prompting a noun phrase ("a green star", the form spaCy
+    gives in training) for an object of the scene that the rough caption (the preset's own, as in the app) left
+    out makes the refined caption name it in many cases; the rough caption named it in none, by construction."""
     path = PRESETS[DEFAULT_PRESET].prompt_checkpoint_path()
     assert os.path.isfile(path), "the default preset ships an interactive-prompt model"
     base = Captioner.from_pretrained(DEFAULT_PRESET)
     cap = Captioner.from_pretrained(path, clip=base.clip, lm=base.lm)
     assert cap.interactive
-    scenes = [s for s in world.iter_scenes(0, "eval", 40) if len({o.kind for o in s.objects}) >= 2][:12]
-    followed = 0
-    for s in scenes:
-        rough = base.caption(world.render(s, 128), samples=1).caption
-        missing = [o.kind for o in s.objects if o.kind not in rough] or [s.objects[-1].kind]
-        r = cap.caption(world.render(s, 128), prompt=f"An image contains {missing[0]}", rough=rough, samples=1)
+    tried = followed = 0
+    for s in world.iter_scenes(0, "eval", 24):
+        im = world.render(s, 128)
+        rough = base.caption(im, samples=1).caption
+        missing = [o for o in s.objects if o.kind not in _kinds(rough)]
+        if not missing:
+            continue
+        r = cap.caption(im, prompt=f"An image contains a {missing[0].color} {missing[0].kind}.", rough=rough,
+                        samples=1)
         assert r.rough_caption == rough and r.prompt
-        followed += missing[0] in r.caption
-    assert followed >= len(scenes) // 2, followed
+        tried += 1
+        followed += missing[0].kind in _kinds(r.caption)
+    assert tried >= 10 and followed >= tried // 3, (followed, tried)
