@@ -36,17 +36,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(port: int, timeout: float = 300.0) -> tuple[subprocess.Popen, float]:
-    """Start app.py; return the process and the seconds until it answered HTTP."""
+def launch(port: int, log, timeout: float = 300.0) -> tuple[subprocess.Popen, float]:
+    """Start app.py (its stderr to the file ``log``: a pipe nobody reads would fill up and stall the server);
+    return the process and the seconds until it answered HTTP."""
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                GRADIO_ANALYTICS_ENABLED="False")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}/"
     while time.perf_counter() - t0 < timeout:
         if proc.poll() is not None:
-            raise SystemExit(f"app.py exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            log.seek(0)
+            raise SystemExit(f"app.py exited with {proc.returncode}: {log.read()[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -75,8 +76,9 @@ def peak_rss_gb(pid: int) -> float:
     return total * 1024 / 1e9
 
 
-def load(url: str, rounds: int, workdir: str) -> dict[str, list[float]]:
-    """Every endpoint, ``rounds`` times, with several requests in flight; seconds per request by endpoint."""
+def load(url: str, rounds: int, workdir: str) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Every endpoint, ``rounds`` times, with several requests in flight; seconds per request by endpoint, and
+    the error message of each endpoint that failed."""
     from gradio_client import Client, handle_file
 
     paths = []
@@ -124,25 +126,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
     launches, proc, port = [], None, 0
-    for i in range(args.launches):
-        port = free_port()
-        proc, secs = launch(port)
-        launches.append(secs)
-        print(f"launch {i + 1}: serving after {secs:.1f} s; resident at start-up {peak_rss_gb(proc.pid):.2f} GB",
-              flush=True)
-        if i < args.launches - 1:
-            proc.terminate()
-            proc.wait()
-    assert proc is not None
-    try:
-        with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as d:
+        for i in range(args.launches):
+            port = free_port()
+            proc, secs = launch(port, log)
+            launches.append(secs)
+            print(f"launch {i + 1}: serving after {secs:.1f} s; resident at start-up "
+                  f"{peak_rss_gb(proc.pid):.2f} GB", flush=True)
+            if i < args.launches - 1:
+                proc.terminate()
+                proc.wait()
+        assert proc is not None
+        try:
             t = time.perf_counter()
             times, errors = load(f"http://127.0.0.1:{port}/", args.rounds, d)
             wall = time.perf_counter() - t
-        peak = peak_rss_gb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait()
+            peak = peak_rss_gb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait()
     res = {"launch_s": launches, "warm_start_s": min(launches[1:]) if len(launches) > 1 else None,
            "peak_rss_gb": peak, "load_wall_s": wall, "requests": sum(len(v) for v in times.values()),
            "seconds_per_request": {k: sum(v) / len(v) for k, v in times.items() if v}, "errors": errors,
