@@ -10,7 +10,7 @@ import torch
 from zsc_core import world
 from zsc_core.adaptor import MacCapAdaptor, MacCapConfig
 from zsc_core.captioner import Captioner
-from zsc_core.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from zsc_core.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint, skip_init
 from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
 from zsc_core.sampling import rerank
 
@@ -106,6 +106,33 @@ def test_checkpoint_round_trip_is_self_describing(tmp_path):
     loaded = Captioner.from_pretrained(path)
     assert loaded.caption(_img(1), samples=4).to_dict()["candidates"] == \
         cap.caption(_img(1), samples=4).to_dict()["candidates"]
+
+
+def test_skip_init_leaves_init_undone_and_restores_it():
+    w = torch.zeros(4, 4)
+    with pytest.raises(KeyError), skip_init():
+        assert torch.nn.init.kaiming_uniform_(w) is w and torch.nn.init.normal_(w) is w
+        torch.nn.Linear(4, 4)  # builds without drawing random numbers
+        raise KeyError("an error inside the block")
+    assert not w.any()
+    torch.nn.init.normal_(w)  # restored, even after the error
+    assert w.std() > 0
+
+
+def test_a_missing_weight_is_an_error_not_uninitialised_memory(tmp_path):
+    _, path = _saved_captioner(tmp_path)
+    ck = load_checkpoint(path)
+    tensors = dict(ck.tensors)
+    tensors.pop(sorted(tensors)[0])
+    cut = str(tmp_path / "cut.safetensors")
+    save_checkpoint(cut, tensors, kind=ck.kind, config=ck.config, clip=ck.clip, lm=ck.lm)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Captioner.from_pretrained(cut)
+    clip_ck = load_checkpoint(str(tmp_path / "clip.safetensors"))
+    clip_tensors = {k: v for k, v in clip_ck.tensors.items() if "proj" not in k}
+    save_checkpoint(str(tmp_path / "clip_cut.safetensors"), clip_tensors, kind="clip", config=clip_ck.config)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_clip(ClipSpec(checkpoint=str(tmp_path / "clip_cut.safetensors")))
 
 
 def test_loading_against_another_clip_is_a_clear_error(tmp_path):

@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import gap, regions
 from .adaptor import MacCapAdaptor, MacCapConfig, TIPCapAdaptor, TIPCapConfig
-from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint, skip_init
 from .device import resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
@@ -123,7 +123,8 @@ class Captioner:
             lm = load_lm(LMSpec(**ck.lm["spec"]), dev, resolve_dtype(dtype, dev))
         check_compatible(ck, clip.identity(), lm.identity())
         cfg_cls, module_cls = ADAPTORS[ck.kind]
-        adaptor = module_cls(cfg_cls(**ck.config["adaptor"]))
+        with skip_init():  # every weight is loaded next (strictly)
+            adaptor = module_cls(cfg_cls(**ck.config["adaptor"]))
         try:
             adaptor.load_state_dict({k: v.float() for k, v in ck.tensors.items()})
         except RuntimeError as e:

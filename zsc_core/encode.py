@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from .checkpoint import CheckpointError, FrozenIdentity, load_checkpoint, read_metadata, save_checkpoint
+from .checkpoint import CheckpointError, FrozenIdentity, load_checkpoint, read_metadata, save_checkpoint, skip_init
 
 
 @dataclass
@@ -184,7 +184,8 @@ def load_clip(spec: ClipSpec, device: torch.device | str = "cpu") -> ClipEncoder
     if spec.checkpoint:
         ck = load_checkpoint(spec.checkpoint, expect_kind="clip")
         cfg = ck.config
-        model = build_custom_clip(cfg["open_clip"])
+        with skip_init():  # every weight is loaded next; a missing one raises below
+            model = build_custom_clip(cfg["open_clip"])
         missing, unexpected = model.load_state_dict({k: v.float() for k, v in ck.tensors.items()}, strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{spec.checkpoint}: weights do not fit its config "
