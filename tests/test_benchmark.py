@@ -15,9 +15,10 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     make_tiny_checkpoints(ck)
     monkeypatch.setenv("ZSC_CHECKPOINTS", str(ck))
     monkeypatch.chdir(tmp_path)  # the CLIPRe feature cache goes to ./runs
-    from train.benchmark import ROWS, main
+    from train.benchmark import ROWS, VQA_MODELS, main
 
-    report = main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])
+    args = ["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}", "vqa_n=2", "gap_n=8", "gap_tsne_n=6"]
+    report = main(args)
     rows = {r["name"]: r for r in report["rows"]}
     full = rows[ROWS[0].name]
     assert isinstance(full["scores"]["CIDEr"], float) and "METEOR" in full["scores"]
@@ -28,6 +29,19 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     md = (tmp_path / "bench.md").read_text()
     assert "not trained" in md and "Interactive prompts" in md
     assert json.loads((tmp_path / "bench.json").read_text())["n"] == 3
+    # Zero-shot VQA for both shipped stage-1 models, against the question-only baseline.
+    assert set(report["vqa"]) == set(VQA_MODELS)
+    for v in report["vqa"].values():
+        assert v["n_questions"] > 0
+        for side in ("with_caption", "question_only"):
+            assert 0 <= v[side]["top1"] <= v[side]["top5"] <= v[side]["top10"] <= 1
+    # The gap analysis: Table 1 numbers, and both figures written beside the report.
+    gap = report["gap"]
+    assert gap["table"]["n_pairs"] == 8 and -1 <= gap["table"]["global"]["paired_cos_mean"] <= 1
+    assert 0 <= gap["table"]["share_subregion_closer"] <= 1 and gap["mapping"] == "TIPCap S4 (trained)"
+    assert (tmp_path / gap["figures"]["tsne"]).stat().st_size > 10_000
+    assert (tmp_path / gap["figures"]["histograms"]).stat().st_size > 10_000
+    assert "Zero-shot VQA" in md and "Modality gap" in md
 
     # A second run reuses every score whose checkpoint and settings are unchanged: nothing is evaluated again.
     import train.benchmark as bench
@@ -38,9 +52,13 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     monkeypatch.setattr(bench, "evaluate_world", no_eval)
     monkeypatch.setattr(bench, "evaluate_prompts_world", no_eval)
     monkeypatch.setattr(bench, "retrieval_captions", no_eval)
-    again = main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])
+    monkeypatch.setattr(bench, "evaluate_vqa_world", no_eval)
+    import zsc_core.analysis
+
+    monkeypatch.setattr(zsc_core.analysis, "gap_report", no_eval)
+    again = main(args)
     assert [r.get("scores") for r in again["rows"]] == [r.get("scores") for r in report["rows"]]
-    assert again["prompts"] == report["prompts"]
+    assert again["prompts"] == report["prompts"] and again["vqa"] == report["vqa"] and again["gap"] == report["gap"]
     # Changing the checkpoint's bytes invalidates its rows only.
     from zsc_core.captioner import Captioner
 
@@ -50,7 +68,7 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
         next(cap.adaptor.parameters()).add_(0.01)
     cap.save(str(main_ck))
     with pytest.raises(AssertionError, match="re-evaluated"):
-        main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])
+        main(args)
     # Interrupted after re-scoring the changed checkpoint's first row: that row is on disk, and the earlier scores
     # of the rows not reached are kept for the next run.
     calls = []
@@ -63,7 +81,7 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
 
     monkeypatch.setattr(bench, "evaluate_world", one_eval)
     with pytest.raises(KeyboardInterrupt):
-        main(["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}"])
+        main(args)
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"][0]["scores"] == {"CIDEr": 0.5}
     kept = {r["name"] for r in saved["earlier_rows"]}
