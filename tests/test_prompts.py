@@ -16,6 +16,7 @@ def test_missing_phrases_compare_head_lemmas():
     rough = "a blue car near a tree"
     assert prompts.missing_phrases(ref, rough) == ["yellow sun"]  # car and tree(s) are already there
     assert prompts.missing_phrases(ref, ref) == []
+    assert prompts.missing_phrases("two green trees and a yellow sun", "a car", heads=True) == ["tree", "sun"]
 
 
 def test_prompt_and_stage2_format():
@@ -35,3 +36,11 @@ def test_training_prompt_blanks_when_equal_or_by_chance():
     assert 0.05 < blank < 0.16  # p = 0.1
     full = [t for t in texts if t != prompts.stage2_text("", "")]
     assert set(full) == {"Reference: a red car Prompt: An image contains sun. Prediction:"}
+
+
+def test_training_prompt_mixes_bare_nouns_and_phrases():
+    ref, rough = "a red car and a yellow sun", "a red car"
+    texts = [prompts.training_prompt(ref, rough, random.Random(i), p_blank=0.0, p_bare=0.5) for i in range(400)]
+    bare = sum(t == "Reference: a red car Prompt: An image contains sun. Prediction:" for t in texts) / len(texts)
+    phrase = sum(t == "Reference: a red car Prompt: An image contains yellow sun. Prediction:" for t in texts)
+    assert 0.4 < bare < 0.6 and phrase / len(texts) == 1 - bare

@@ -12,6 +12,7 @@ from train.loop import batch_indices
 from train.train_maccap import MacCapTrainConfig, adaptor_config, train
 from zsc_core import world
 from zsc_core.captioner import Captioner
+from zsc_core.checkpoint import load_checkpoint
 
 from .conftest import make_tiny_clip
 
@@ -197,3 +198,18 @@ def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
     assert two_stage.rough_caption == given
     with pytest.raises(ValueError, match="one rough caption per image"):
         two.caption([img, img], prompt="An image contains sun", rough=[given])
+    # Continuing a stage-2 model (init=): starts from its weights, keeps base's rough captions, records both.
+    more = str(tmp_path / "p2" / "prompts.safetensors")
+    (tmp_path / "p2").mkdir()
+    (tmp_path / "p2" / "rough.json").write_text((tmp_path / "p" / "rough.json").read_text())
+    train_prompts([f"base={base}", f"init={out}", "corpus=world:30", "n_captions=48", "steps=2", "batch_size=16",
+                   "lr=1e-5", "warmup=1", "eval_n=0", f"run_dir={tmp_path / 'p2'}", f"out={more}"])
+    cont, first = load_checkpoint(more), load_checkpoint(out)
+    assert cont.extra["train"]["init"] == out and cont.extra["train"]["base"] == base
+    drift = max((cont.tensors[k].float() - first.tensors[k].float()).abs().max().item() for k in first.tensors)
+    fresh = max((cont.tensors[k].float() - load_checkpoint(base).tensors[k].float()).abs().max().item()
+                for k in first.tensors)
+    assert 0 < drift < fresh  # two small steps from the stage-2 weights, far from the stage-1 start
+    with pytest.raises(SystemExit, match="not a stage-2"):
+        train_prompts([f"base={base}", f"init={base}", "corpus=world:30", "n_captions=48", "steps=1",
+                       "batch_size=16", "eval_n=0", f"run_dir={tmp_path / 'p2'}", f"out={more}"])

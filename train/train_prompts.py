@@ -6,7 +6,8 @@
 
 Starts from a stage-1 adaptor (MacCap or TIPCap) and fine-tunes it. For each training caption the stage-1
 model first writes a rough caption from the caption's own noisy feature (once, cached in ``run_dir``); spaCy's
-noun phrases of the caption that the rough caption misses become the prompt. The LM reads
+noun phrases of the caption that the rough caption misses become the prompt (half the time only their head nouns,
+as users type them). The LM reads
 ``[prefix] Reference: <rough> Prompt: <prompt> Prediction:`` and is trained to produce the caption, with both
 fields left empty with probability ``p_blank`` and whenever the rough caption equals the caption.
 """
@@ -33,6 +34,8 @@ class PromptTrainConfig(RunConfig):
     base: str = "checkpoints/tipcap-s4-offline-world.safetensors"  # stage-1 checkpoint to start from
     n_captions: int = 4000  # corpus captions used in stage 2 (each needs one rough caption)
     p_blank: float = 0.1  # probability of empty Reference/Prompt fields
+    p_bare: float = 0.5  # probability that a prompt names bare head nouns ("star") instead of noun phrases
+    init: str = ""  # start from this stage-2 checkpoint's weights (continue training); rough captions stay base's
     rough_batch: int = 64  # captions per batched generate when writing the rough captions
     steps: int = 400
     lr: float = 1e-4
@@ -67,7 +70,7 @@ def rough_captions(cap: Captioner, feats: torch.Tensor, path: str, batch: int, s
 def prompt_loss(cfg: PromptTrainConfig, cap: Captioner, captions: list[str], rough: list[str]):
     def loss_fn(feats: torch.Tensor, targets: list, idx: torch.Tensor):
         rng = random.Random(int(torch.randint(0, 2**31 - 1, (1,))))  # seeded per step by train_loop
-        texts = [training_prompt(captions[i], rough[i], rng, cfg.p_blank) for i in idx.tolist()]
+        texts = [training_prompt(captions[i], rough[i], rng, cfg.p_blank, cfg.p_bare) for i in idx.tolist()]
         prompts = cap.lm.encode(texts)
         return cap.lm.prefix_loss(cap.text_prefix(feats), targets, prompts=prompts), {}
 
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> str:
     os.makedirs(cfg.run_dir, exist_ok=True)
     rough = rough_captions(cap, feats, os.path.join(cfg.run_dir, "rough.json"), cfg.rough_batch, cfg.seed, log)
     log.info(f"{sum(r == c for r, c in zip(rough, captions))} of {len(captions)} rough captions equal their caption")
+    if cfg.init:
+        cap = Captioner.from_pretrained(cfg.init, device=cfg.device, clip=cap.clip, lm=cap.lm)
+        if not cap.interactive:
+            raise SystemExit(f"init={cfg.init} is not a stage-2 (interactive-prompt) checkpoint")
     train_loop(cfg, cap, captions, feats, log, prompt_loss(cfg, cap, captions, rough))
     log.info(f"wrote {cfg.out}")
     return cfg.out

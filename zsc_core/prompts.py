@@ -41,15 +41,16 @@ def noun_phrases(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def missing_phrases(reference: str, rough: str) -> list[str]:
-    """Noun phrases of ``reference`` whose head noun the rough caption does not mention."""
+def missing_phrases(reference: str, rough: str, heads: bool = False) -> list[str]:
+    """Noun phrases of ``reference`` whose head noun the rough caption does not mention (``heads``: only their
+    head nouns, as a user would type them: "motorcycle")."""
     have = {lemma for _, lemma in noun_phrases(rough)}
     seen: set[str] = set()
     out = []
     for phrase, lemma in noun_phrases(reference):
         if lemma not in have and lemma not in seen:
             seen.add(lemma)
-            out.append(phrase)
+            out.append(lemma if heads else phrase)
     return out
 
 
@@ -63,9 +64,12 @@ def stage2_text(rough: str, prompt: str) -> str:
     return f"Reference: {rough} Prompt: {prompt} Prediction:"
 
 
-def training_prompt(reference: str, rough: str, rng: random.Random, p_blank: float = 0.1) -> str:
+def training_prompt(reference: str, rough: str, rng: random.Random, p_blank: float = 0.1, p_bare: float = 0.0
+                    ) -> str:
     """The stage-2 text for one training example: blank fields with probability ``p_blank`` or when the rough
-    caption already is the reference; otherwise the rough caption and the simulated prompt."""
+    caption already is the reference; otherwise the rough caption and the simulated prompt, made of the bare head
+    nouns ("An image contains star.") with probability ``p_bare``, else of the noun phrases ("... green star.")."""
     if rng.random() < p_blank or rough.strip().lower() == reference.strip().lower():
         return stage2_text("", "")
-    return stage2_text(rough, make_prompt(missing_phrases(reference, rough)))
+    bare = p_bare > 0 and rng.random() < p_bare
+    return stage2_text(rough, make_prompt(missing_phrases(reference, rough, heads=bare)))
