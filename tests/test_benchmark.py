@@ -18,11 +18,22 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     from train.benchmark import ROWS, VQA_MODELS, main
 
     args = ["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}", "vqa_n=2", "gap_n=8", "gap_tsne_n=6"]
+    import train.benchmark as bench
+
+    captioned = []
+    real_eval = bench.evaluate_world
+    monkeypatch.setattr(bench, "evaluate_world",
+                        lambda *a, **k: captioned.append(k.get("captions") is None) or real_eval(*a, **k))
     report = main(args)
+    monkeypatch.setattr(bench, "evaluate_world", real_eval)
     rows = {r["name"]: r for r in report["rows"]}
     full = rows[ROWS[0].name]
     assert isinstance(full["scores"]["CIDEr"], float) and "METEOR" in full["scores"]
     assert "scores" in rows["CLS token only (no subregion aggregation)"]
+    # The cross-domain row scores the full row's captions against the alt-text: no second captioning pass.
+    cross = rows["train captions -> test alt-text"]
+    assert cross["captions"] == full["captions"] and len(full["captions"]) == 3
+    assert cross["scores"] != full["scores"] and captioned.count(False) == 1
     assert rows["single token (N_cr=1)"]["missing"].startswith("python -m train.train_maccap n_cr=1")
     assert "CLIPRe: nearest corpus caption by CLIP" in rows
     assert report["prompts"]["draws"] == 3 and "mean" in report["prompts"]["refined"]["CIDEr"]
@@ -44,7 +55,6 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     assert "Zero-shot VQA" in md and "Modality gap" in md
 
     # A second run reuses every score whose checkpoint and settings are unchanged: nothing is evaluated again.
-    import train.benchmark as bench
 
     def no_eval(*a, **k):
         raise AssertionError("re-evaluated an unchanged row")
@@ -77,7 +87,7 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
         if calls:
             raise KeyboardInterrupt
         calls.append(1)
-        return types.SimpleNamespace(scores={"CIDEr": 0.5})
+        return types.SimpleNamespace(scores={"CIDEr": 0.5}, captions={})
 
     monkeypatch.setattr(bench, "evaluate_world", one_eval)
     with pytest.raises(KeyboardInterrupt):

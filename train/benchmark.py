@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     old = {} if cfg.fresh else _earlier_run(cfg.out + ".json", cfg.n)
     cache = {tuple(r["key"]): r["scores"] for r in old.get("rows", []) + old.get("earlier_rows", [])
              if "key" in r and "scores" in r}
+    captions_of = {tuple(r["key"]): r["captions"] for r in old.get("rows", []) + old.get("earlier_rows", [])
+                   if "key" in r and r.get("captions")}
+    written: dict[tuple, dict[int, str]] = {}  # (checkpoint bytes, overrides) -> the captions of the eval scenes
     models: dict = {}
 
     def load(path: str) -> Captioner:  # one CLIP and one LM shared by every row
@@ -132,15 +135,21 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         clip_of = clip_of or path
         entry["key"] = [file_fingerprint(path), json.dumps(row.overrides, sort_keys=True), row.references]
+        same = (entry["key"][0], entry["key"][1])  # rows differing only in references share their captions
         if tuple(entry["key"]) in cache:
             entry["scores"] = cache[tuple(entry["key"])]
+            entry["captions"] = captions_of.get(tuple(entry["key"]))
         else:
             ev = evaluate_world(load(path), cfg.n, "eval", metrics=METRICS, references=row.references,
-                                progress=True, **row.overrides)
-            entry["scores"] = ev.scores
+                                progress=True, captions=written.get(same), **row.overrides)
+            entry["scores"], entry["captions"] = ev.scores, {str(k): v for k, v in ev.captions.items()}
+        if entry.get("captions"):
+            written[same] = {int(k): v for k, v in entry["captions"].items()}
+        else:
+            entry.pop("captions", None)
         results.append(entry)
         write(cfg, results, {k: old.get(k) for k in ("prompts", "vqa", "gap")}, old)
-        print(json.dumps(entry), flush=True)
+        print(json.dumps({k: v for k, v in entry.items() if k != "captions"}), flush=True)
     if clip_of:  # CLIPRe: nearest corpus caption, with the CLIP of the first trained row
         key = ["clipre", cfg.corpus, load_checkpoint(clip_of).clip["fingerprint"]]
         entry = {"group": "Baseline", "name": "CLIPRe: nearest corpus caption by CLIP", "key": key}
