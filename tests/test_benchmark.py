@@ -17,7 +17,8 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     monkeypatch.chdir(tmp_path)  # the CLIPRe feature cache goes to ./runs
     from train.benchmark import ROWS, VQA_MODELS, main
 
-    args = ["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}", "vqa_n=2", "gap_n=8", "gap_tsne_n=6"]
+    args = ["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}", "vqa_n=2", "gap_n=8", "gap_tsne_n=6",
+            "follow_n=3"]
     import train.benchmark as bench
 
     captioned = []
@@ -40,6 +41,9 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     md = (tmp_path / "bench.md").read_text()
     assert "not trained" in md and "Interactive prompts" in md
     assert json.loads((tmp_path / "bench.json").read_text())["n"] == 3
+    follow = report["following"]
+    assert follow["n_images"] == 3 and 0 <= follow["followed_bare"] <= 1 and 0 <= follow["followed_phrase"] <= 1
+    assert "Prompt following" in md
     # Zero-shot VQA for both shipped stage-1 models, against the question-only baseline.
     assert set(report["vqa"]) == set(VQA_MODELS)
     for v in report["vqa"].values():
@@ -63,12 +67,14 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     monkeypatch.setattr(bench, "evaluate_prompts_world", no_eval)
     monkeypatch.setattr(bench, "retrieval_captions", no_eval)
     monkeypatch.setattr(bench, "evaluate_vqa_world", no_eval)
+    monkeypatch.setattr(bench, "evaluate_prompt_following", no_eval)
     import zsc_core.analysis
 
     monkeypatch.setattr(zsc_core.analysis, "gap_report", no_eval)
     again = main(args)
     assert [r.get("scores") for r in again["rows"]] == [r.get("scores") for r in report["rows"]]
     assert again["prompts"] == report["prompts"] and again["vqa"] == report["vqa"] and again["gap"] == report["gap"]
+    assert again["following"] == report["following"]
     # Changing the checkpoint's bytes invalidates its rows only.
     from zsc_core.captioner import Captioner
 

@@ -23,11 +23,6 @@ def test_the_default_preset_is_shipped():
     assert os.path.isfile(PRESETS[DEFAULT_PRESET].checkpoint_path())
 
 
-def _kinds(caption: str) -> set[str]:
-    words = set(caption.replace(",", " ").split())
-    return {k for k in world.KINDS if k in words or world.PLURALS[k] in words}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=[os.path.relpath(p, checkpoints_dir()) for p in SHIPPED])
 def test_shipped_adaptor_captions_the_world(path):
@@ -44,7 +39,7 @@ def test_shipped_adaptor_captions_the_world(path):
     # ...and what it names depends on the image: its captions name an object of their own scene far more often
     # than of the next scene (measured at shipping: MacCap 12/24, TIPCap S4 15/24 of their own scenes).
     def hits(caps):
-        return sum(bool(_kinds(c) & {o.kind for o in s.objects}) for s, c in zip(scenes, caps))
+        return sum(bool(world.kinds_named(c) & {o.kind for o in s.objects}) for s, c in zip(scenes, caps))
 
     own, other = hits(captions), hits(captions[1:] + captions[:1])
     assert own >= 8 and own >= other + 3, (own, other, captions)
@@ -64,12 +59,12 @@ def test_shipped_prompt_model_follows_the_prompt():
     for s in world.iter_scenes(0, "eval", 24):
         im = world.render(s, 128)
         rough = base.caption(im, samples=1).caption
-        missing = [o for o in s.objects if o.kind not in _kinds(rough)]
+        missing = [o for o in s.objects if o.kind not in world.kinds_named(rough)]
         if not missing:
             continue
         r = cap.caption(im, prompt=f"An image contains a {missing[0].color} {missing[0].kind}.", rough=rough,
                         samples=1)
         assert r.rough_caption == rough and r.prompt
         tried += 1
-        followed += missing[0].kind in _kinds(r.caption)
+        followed += missing[0].kind in world.kinds_named(r.caption)
     assert tried >= 10 and followed >= tried // 3, (followed, tried)

@@ -78,3 +78,32 @@ def test_evaluate_cli_on_three_scenes_with_a_broken_image(tmp_path):
                               str(tmp_path / "nope"), "--references", str(data / "references.json")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+
+class _Said:
+    """A stand-in captioner: writes a fixed caption, or (when prompts are followed) the prompted words."""
+
+    def __init__(self, caption, follows=False):
+        self.text, self.follows, self.calls = caption, follows, []
+
+    def caption(self, image, prompt=None, rough=None, samples=None):
+        import types
+
+        self.calls.append((prompt, rough))
+        text = f"{rough} and {prompt.removeprefix('An image contains ')}" if self.follows and prompt else self.text
+        return types.SimpleNamespace(caption=text)
+
+
+def test_prompt_following_counts_prompted_objects_that_appear():
+    from zsc_core.evaluation import evaluate_prompt_following
+
+    base = _Said("a plain background")  # names no object, so every scene is tried
+    good = evaluate_prompt_following(_Said("", follows=True), base, n=6)
+    assert good["tried"] == 6 and good["followed_phrase"] == good["followed_bare"] == 1.0
+    deaf = _Said("a plain background", follows=False)
+    assert evaluate_prompt_following(deaf, base, n=6)["followed_bare"] == 0.0
+    # Prompts ask for an object of the scene, and the rough caption is the base's.
+    asked = [p for p, _ in deaf.calls]
+    kinds = {o.kind for s in world.iter_scenes(0, "eval", 6) for o in s.objects}
+    assert all(world.kinds_named(p) <= kinds and len(world.kinds_named(p)) == 1 for p in asked)
+    assert {r for _, r in deaf.calls} == {"a plain background"}

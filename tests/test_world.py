@@ -121,3 +121,8 @@ def test_write_split_is_coco_format(tmp_path):
     assert sorted(ev.params["image_id"]) == sorted(coco.getImgIds())
     vqa = json.loads((out / "vqa.json").read_text())
     assert vqa["questions"] and set(vqa["answers"]) == set(world.ANSWER_VOCAB)
+
+
+def test_kinds_named_finds_singulars_and_plurals():
+    assert world.kinds_named("Two red crosses, a fish and a big sun.") == {"cross", "fish", "sun"}
+    assert world.kinds_named("a starry sky above trees") == {"tree"}  # whole words only

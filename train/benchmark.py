@@ -26,7 +26,13 @@ from train.loop import RunConfig, corpus_features
 from zsc_core import world
 from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import file_fingerprint, load_checkpoint
-from zsc_core.evaluation import evaluate_prompts_world, evaluate_vqa_world, evaluate_world, retrieval_captions
+from zsc_core.evaluation import (
+    evaluate_prompt_following,
+    evaluate_prompts_world,
+    evaluate_vqa_world,
+    evaluate_world,
+    retrieval_captions,
+)
 from zsc_core.metrics import caption_metrics
 from zsc_core.presets import checkpoints_dir
 
@@ -84,6 +90,10 @@ ROWS = [
 ]
 
 
+VQA_MODELS = (MAIN, "tipcap-s4-offline-world.safetensors")
+SECTIONS = ("prompts", "following", "vqa", "gap")
+
+
 @dataclass
 class BenchmarkConfig:
     n: int = 100  # held-out evaluation scenes (S=20 costs ~3 s per scene on 2 CPU cores)
@@ -96,6 +106,7 @@ class BenchmarkConfig:
     vqa_n: int = 100  # scenes (5 questions each) for zero-shot VQA
     gap_n: int = 500  # image-caption pairs for the modality-gap analysis
     gap_tsne_n: int = 300  # of which t-SNE shows this many
+    follow_n: int = 60  # scenes for prompt following (a missing object prompted as a noun phrase and a bare noun)
 
 
 def _earlier_run(path: str, n: int) -> dict:
@@ -148,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             entry.pop("captions", None)
         results.append(entry)
-        write(cfg, results, {k: old.get(k) for k in ("prompts", "vqa", "gap")}, old)
+        write(cfg, results, {k: old.get(k) for k in SECTIONS}, old)
         print(json.dumps({k: v for k, v in entry.items() if k != "captions"}), flush=True)
     if clip_of:  # CLIPRe: nearest corpus caption, with the CLIP of the first trained row
         key = ["clipre", cfg.corpus, load_checkpoint(clip_of).clip["fingerprint"]]
@@ -164,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
                                               {s.image_id: h for s, h in zip(scenes, hyps)}, METRICS)
         results.append(entry)
     prompt_path = os.path.join(ck, cfg.prompts)
-    sections = {k: old.get(k) for k in ("prompts", "vqa", "gap")}
+    sections = {k: old.get(k) for k in SECTIONS}
     if os.path.isfile(prompt_path):
         base_path = os.path.join(ck, cfg.prompt_base)
         base_path = base_path if os.path.isfile(base_path) else ""
@@ -175,8 +186,13 @@ def main(argv: list[str] | None = None) -> dict:
                                                             base=load(base_path) if base_path else None),
                                    "key": key, "rough_from": cfg.prompt_base if base_path else cfg.prompts}
             write(cfg, results, sections, old)
+        key = key[:2] + [cfg.follow_n]
+        if base_path and (sections["following"] or {}).get("key") != key:
+            sections["following"] = {**evaluate_prompt_following(load(prompt_path), load(base_path), cfg.follow_n),
+                                     "key": key}
+            write(cfg, results, sections, old)
     else:
-        sections["prompts"] = None
+        sections["prompts"] = sections["following"] = None
     sections["vqa"] = _vqa(cfg, ck, sections["vqa"] or {}, load)
     write(cfg, results, sections, old)
     if clip_of:
@@ -184,9 +200,6 @@ def main(argv: list[str] | None = None) -> dict:
     report = write(cfg, results, sections, old)
     print(markdown(report))
     return report
-
-
-VQA_MODELS = (MAIN, "tipcap-s4-offline-world.safetensors")
 
 
 def _vqa(cfg: BenchmarkConfig, ck: str, old: dict, load) -> dict:
@@ -268,6 +281,12 @@ def markdown(report: dict) -> str:
         lines.append(f"\nInteractive prompts ({p['n_images']} scenes, {p['draws']} draws): rough CIDEr "
                      f"{p['rough']['CIDEr']:.3f} -> refined {p['refined']['CIDEr']['mean']:.3f} "
                      f"± {p['refined']['CIDEr']['std']:.3f}")
+    if report.get("following"):
+        f = report["following"]
+        lines.append(f"\nPrompt following ({f['tried']} scenes whose rough caption misses an object): the refined "
+                     f"caption names the prompted object for {f['followed_phrase']:.0%} of noun-phrase prompts "
+                     f"(\"An image contains a green star.\") and {f['followed_bare']:.0%} of bare-noun prompts "
+                     f"(\"An image contains star.\").")
     if report.get("vqa"):
         lines += [f"\n## Zero-shot VQA (MacCap protocol; chance top-1 "
                   f"{next(iter(report['vqa'].values()))['chance_top1']:.3f})\n",

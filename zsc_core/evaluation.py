@@ -164,6 +164,29 @@ def evaluate_prompts_world(captioner, n: int = 100, draws: int = 3, split: str =
     return {"rough": rough_scores, "refined": summary, "draws": draws, "n_images": n}
 
 
+def evaluate_prompt_following(captioner, base, n: int = 40, split: str = "eval", world_seed: int = 0,
+                              size: int = 128) -> dict[str, Any]:
+    """How often the interactive-prompt model adds an object it is asked for. For each scene, the ``base``
+    (stage-1) caption is the rough one; the first object of the scene whose kind it does not name is prompted,
+    once as a noun phrase ("An image contains a green star.") and once as a bare noun ("An image contains star.");
+    a prompt is followed when the refined caption names that kind. Scenes whose rough caption names every object
+    are skipped (``tried`` counts the others)."""
+    tried, followed = 0, {"phrase": 0, "bare": 0}
+    for s in world.iter_scenes(world_seed, split, n):
+        im = world.render(s, size)
+        rough = base.caption(im, samples=1).caption
+        missing = [o for o in s.objects if o.kind not in world.kinds_named(rough)]
+        if not missing:
+            continue
+        tried += 1
+        o = missing[0]
+        for form, prompt in (("phrase", f"An image contains a {o.color} {o.kind}."),
+                             ("bare", f"An image contains {o.kind}.")):
+            refined = captioner.caption(im, prompt=prompt, rough=rough, samples=1).caption
+            followed[form] += o.kind in world.kinds_named(refined)
+    return {"n_images": n, "tried": tried, **{f"followed_{k}": v / max(tried, 1) for k, v in followed.items()}}
+
+
 def retrieval_captions(clip, images, corpus_captions: list[str], corpus_feats) -> list[str]:
     """CLIPRe baseline: each image's nearest corpus caption by CLIP cosine."""
 

@@ -265,6 +265,12 @@ def iter_scenes(world_seed: int, split: str, n: int, start: int = 0) -> Iterator
         yield make_scene(world_seed, split, i)
 
 
+def kinds_named(text: str) -> set[str]:
+    """The object kinds a caption names (singular or plural), e.g. {"star", "tree"}."""
+    words = set(text.lower().replace(",", " ").replace(".", " ").split())
+    return {k for k in KINDS if k in words or PLURALS[k] in words}
+
+
 def caption_corpus(world_seed: int, n_scenes: int, split: str = "corpus", style: str = "caption") -> list[str]:
     """The text-only training corpus: every reference caption (or the alt-text) of ``n_scenes`` scenes."""
     out: list[str] = []
