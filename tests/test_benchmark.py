@@ -19,6 +19,12 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
 
     args = ["n=3", "prompt_n=2", "corpus=world:20", f"out={tmp_path / 'bench'}", "vqa_n=2", "gap_n=8", "gap_tsne_n=6",
             "follow_n=3"]
+    # A row whose checkpoint is a training run's intermediate export is not scored: it says how far it got.
+    from zsc_core.captioner import Captioner
+
+    (ck / "ablations").mkdir()
+    Captioner.from_pretrained(str(ck / "tipcap-s4-offline-world.safetensors")).save(
+        str(ck / "ablations" / "tipcap-s4-isotropic.safetensors"), extra={"step": 5, "train": {"steps": 10}})
     import train.benchmark as bench
 
     captioned = []
@@ -36,6 +42,8 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     assert cross["captions"] == full["captions"] and len(full["captions"]) == 3
     assert cross["scores"] != full["scores"] and captioned.count(False) == 1
     assert rows["single token (N_cr=1)"]["missing"].startswith("python -m train.train_maccap n_cr=1")
+    assert "scores" not in rows["S4, isotropic N(mu, sigma2 I)"]
+    assert rows["S4, isotropic N(mu, sigma2 I)"]["missing"].endswith("(in training: step 5 of 10)")
     assert "CLIPRe: nearest corpus caption by CLIP" in rows
     assert report["prompts"]["draws"] == 3 and "mean" in report["prompts"]["refined"]["CIDEr"]
     md = (tmp_path / "bench.md").read_text()
@@ -76,8 +84,6 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     assert again["prompts"] == report["prompts"] and again["vqa"] == report["vqa"] and again["gap"] == report["gap"]
     assert again["following"] == report["following"]
     # Changing the checkpoint's bytes invalidates its rows only.
-    from zsc_core.captioner import Captioner
-
     main_ck = ck / ROWS[0].checkpoint
     cap = Captioner.from_pretrained(str(main_ck))
     with torch.no_grad():

@@ -25,7 +25,7 @@ from train.common import parse_overrides
 from train.loop import RunConfig, corpus_features
 from zsc_core import world
 from zsc_core.captioner import Captioner
-from zsc_core.checkpoint import file_fingerprint, load_checkpoint
+from zsc_core.checkpoint import file_fingerprint, load_checkpoint, read_metadata
 from zsc_core.evaluation import (
     evaluate_prompt_following,
     evaluate_prompts_world,
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     for row in ROWS:
         path = os.path.join(ck, row.checkpoint)
         entry = {"group": row.group, "name": row.name, "checkpoint": row.checkpoint}
-        if not os.path.isfile(path):
-            entry["missing"] = row.train
+        if not os.path.isfile(path) or _in_training(path):
+            entry["missing"] = row.train + (f"  (in training: {_in_training(path)})" if os.path.isfile(path) else "")
             results.append(entry)
             continue
         clip_of = clip_of or path
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(entry)
     prompt_path = os.path.join(ck, cfg.prompts)
     sections = {k: old.get(k) for k in SECTIONS}
-    if os.path.isfile(prompt_path):
+    if os.path.isfile(prompt_path) and not _in_training(prompt_path):
         base_path = os.path.join(ck, cfg.prompt_base)
         base_path = base_path if os.path.isfile(base_path) else ""
         key = [file_fingerprint(prompt_path), file_fingerprint(base_path) if base_path else "", cfg.prompt_n]
@@ -200,6 +200,13 @@ def main(argv: list[str] | None = None) -> dict:
     report = write(cfg, results, sections, old)
     print(markdown(report))
     return report
+
+
+def _in_training(path: str) -> str:
+    """"step k of N" while the checkpoint is a training run's intermediate export; "" once it is final."""
+    extra = read_metadata(path).get("extra") or {}
+    step, steps = extra.get("step"), (extra.get("train") or {}).get("steps")
+    return f"step {step} of {steps}" if isinstance(step, int) and isinstance(steps, int) and step < steps else ""
 
 
 def _vqa(cfg: BenchmarkConfig, ck: str, old: dict, load) -> dict:
