@@ -30,6 +30,14 @@ def test_retrieval_picks_the_planted_answer():
         vqa.rank_answers(_FakeClip(), ["x"], [])
 
 
+@pytest.mark.parametrize("said,answer", [
+    ("The answer is: red", "red"), ("red The answer is: red", "red"), ("It is a star.", "star"),
+    ("Answer: two\nQuestion: how many?", "two"), ("blue", "blue"), ("A", "A"), ("  ", ""),
+])
+def test_clean_answer_keeps_the_answer_itself(said, answer):
+    assert vqa.clean_answer(said) == answer
+
+
 def test_vqa_prompt_format():
     assert vqa.vqa_prompt(" what color is the car? ", "a red car") == \
         "a red car. Question: what color is the car? Answer:"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from train.common import parse_overrides
 from train.loop import RunConfig, corpus_features
-from zsc_core import world
+from zsc_core import vqa, world
 from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import file_fingerprint, load_checkpoint, read_metadata
 from zsc_core.evaluation import (
@@ -216,7 +216,7 @@ def _vqa(cfg: BenchmarkConfig, ck: str, old: dict, load) -> dict:
         path = os.path.join(ck, name)
         if not os.path.isfile(path):
             continue
-        key = [file_fingerprint(path), cfg.vqa_n]
+        key = [file_fingerprint(path), cfg.vqa_n, vqa.PROTOCOL]
         out[name] = old[name] if (old.get(name) or {}).get("key") == key else \
             {**evaluate_vqa_world(load(path), cfg.vqa_n, progress=True), "key": key}
     return out

@@ -1,12 +1,14 @@
 """Zero-shot VQA (MacCap): caption the image, ask the frozen LM, retrieve the answer with CLIP's text tower.
 
 The LM reads ``"<caption>. Question: <question> Answer:"`` (no image prefix: the caption carries the image) and
-writes a short answer; that free text is embedded with the CLIP text tower and the candidate answer with the
-highest cosine is returned. The question-only baseline leaves the caption out.
+writes a short answer; that free text, stripped of answer boilerplate ("The answer is: red" -> "red"), is embedded
+with the CLIP text tower and the candidate answer with the highest cosine is returned. The question-only baseline
+leaves the caption out.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +17,16 @@ import torch
 from .lm import GenerationCfg
 
 MAX_QUESTION_CHARS = 300
+PROTOCOL = "v2: answer boilerplate stripped, 8 new tokens"  # results of another protocol are not comparable
+_LEAD = re.compile(r"^(?:.*\banswer(?: is)?\s*[:\-]\s*)?(?:(?:the|a|an|it is|it's)\s+)*", re.IGNORECASE)
+
+
+def clean_answer(text: str) -> str:
+    """The answer itself from what a small chat LM writes: its first line, after any "(The) answer is:", without
+    leading articles or trailing punctuation; the raw text when nothing is left."""
+    first = text.strip().split("\n")[0]
+    core = _LEAD.sub("", first, count=1).strip(" .,:;!\"'")
+    return core or text.strip()
 
 
 @dataclass
@@ -31,11 +43,11 @@ def vqa_prompt(question: str, caption: str | None) -> str:
 
 
 @torch.no_grad()
-def generate_answers(lm, prompts: Sequence[str], max_new_tokens: int = 6) -> list[str]:
-    """One batched generate over text-only prompts (an empty prefix)."""
+def generate_answers(lm, prompts: Sequence[str], max_new_tokens: int = 8) -> list[str]:
+    """One batched generate over text-only prompts (an empty prefix); the answers cleaned (:func:`clean_answer`)."""
     prefix = torch.zeros(len(prompts), 0, lm.hidden_size, dtype=lm.model.dtype, device=lm.device)
     ids = [x[-200:] for x in lm.encode(list(prompts))]  # keep the end: the question and "Answer:"
-    return lm.generate(prefix, prompts=ids, cfg=GenerationCfg(max_new_tokens=max_new_tokens))
+    return [clean_answer(t) for t in lm.generate(prefix, prompts=ids, cfg=GenerationCfg(max_new_tokens=max_new_tokens))]
 
 
 @torch.no_grad()
