@@ -89,3 +89,21 @@ def test_difference_histograms_and_tsne_figures(tmp_path):
     assert len(fig2.axes) == 2
     small = analysis.tsne_points({"a": img[:5], "b": txt[:5]}, perplexity=30, max_iter=250)  # perplexity < n
     assert small["a"].shape == (5, 2)
+
+
+def test_gap_report_measures_how_far_each_mapping_closes_the_gap(tiny_clip):
+    from zsc_core import world
+
+    scenes = list(world.iter_scenes(0, "eval", 16))
+    images, captions = [world.render(s, 64) for s in scenes], [s.captions[0] for s in scenes]
+    glob, _ = analysis.global_and_subregion_features(tiny_clip, images, n_cr=4)
+    text = tiny_clip.encode_text(captions).float()
+    planted = (glob - text).mean(0)  # the mean image-minus-text offset of these very pairs
+    dim = planted.shape[0]
+    rep = analysis.gap_report(tiny_clip, images, captions, n_cr=4, tsne_n=12, tsne_iter=250,
+                              mapping={"true offset": (planted, torch.eye(dim) * 1e-3),
+                                       "wrong way": (-planted, torch.eye(dim) * 1e-3)})
+    cos = rep.table["mapped_paired_cos"]
+    assert cos["raw"] == pytest.approx(rep.table["global"]["paired_cos_mean"], abs=1e-4)
+    assert cos["true offset"] > cos["raw"] > cos["wrong way"]
+    assert len(rep.tsne.axes) == 4  # raw, isotropic noise, and one panel per mapping

@@ -147,12 +147,14 @@ def global_and_subregion_features(clip, images, n_cr: int = 10, batch: int = 200
 
 @torch.no_grad()
 def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float = 0.016,
-               mapping: tuple[torch.Tensor, torch.Tensor] | None = None, tsne_n: int = 300, seed: int = 0,
-               dims: tuple[int, ...] = (0, 1, 2), tsne_iter: int = 500) -> GapReport:
+               mapping: tuple[torch.Tensor, torch.Tensor] | dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+               tsne_n: int = 300, seed: int = 0, dims: tuple[int, ...] = (0, 1, 2), tsne_iter: int = 500) -> GapReport:
     """The modality-gap analysis of images paired with captions (one caption per image).
 
-    ``mapping`` is a TIPCap (mu, L); without one, N(mu, Sigma) is fitted on these very pairs (what setting 1
-    would estimate), so the third t-SNE panel shows what a multivariate mapping does to the text features.
+    ``mapping`` is a TIPCap (mu, L), or several by name (one t-SNE panel each); without one, N(mu, Sigma) is
+    fitted on these very pairs (what setting 1 would estimate), so the t-SNE shows what a multivariate mapping does
+    to the text features. ``table["mapped_paired_cos"]`` gives, for the raw text, the isotropic noise and each
+    mapping, the mean cosine between a mapped caption and its own image (all pairs): how far each closes the gap.
     """
     from . import gap as gapmath
 
@@ -164,14 +166,19 @@ def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float 
     best = sub[torch.arange(len(sub)), (sub * text[:, None]).sum(-1).argmax(1)]  # best subregion per pair
     table["subregion"] = gap_stats(best, text)
     hist = difference_histograms({"global": glob - text, "subregion": best - text}, dims=dims)
-    mu, L = mapping if mapping is not None else gapmath.estimate_paired(glob, text, shrinkage=0.2)
+    if mapping is None:
+        mapping = {"multivariate mapping N(mu, Sigma)": gapmath.estimate_paired(glob, text, shrinkage=0.2)}
+    elif not isinstance(mapping, dict):
+        mapping = {"multivariate mapping N(mu, Sigma)": mapping}
     g = torch.Generator().manual_seed(seed)
+    iso_name = f"isotropic noise (sigma2={sigma2})"
+    moved = {"raw": text, iso_name: F.normalize(text + torch.randn(text.shape, generator=g) * sigma2 ** 0.5, dim=-1)}
+    for name, (mu, L) in mapping.items():
+        moved[name] = F.normalize(text + gapmath.sample_gaussian(mu.float().cpu(), L.float().cpu(), (len(text),), g),
+                                  dim=-1)
+    table["mapped_paired_cos"] = {name: (t * glob).sum(-1).mean().item() for name, t in moved.items()}
     k = min(tsne_n, len(images))
-    t = text[:k]
-    iso = F.normalize(t + torch.randn(t.shape, generator=g) * sigma2 ** 0.5, dim=-1)
-    mapped = F.normalize(t + gapmath.sample_gaussian(mu.float().cpu(), L.float().cpu(), (k,), g), dim=-1)
-    tsne = tsne_figure({"raw": {"image": glob[:k], "text": t},
-                        f"isotropic noise (sigma2={sigma2})": {"image": glob[:k], "text + noise": iso},
-                        "multivariate mapping N(mu, Sigma)": {"image": glob[:k], "mapped text": mapped}},
-                       max_iter=tsne_iter, seed=seed)
-    return GapReport(table, hist, tsne)
+    panels = {"raw": {"image": glob[:k], "text": text[:k]},
+              iso_name: {"image": glob[:k], "text + noise": moved[iso_name][:k]}}
+    panels |= {name: {"image": glob[:k], "mapped text": moved[name][:k]} for name in mapping}
+    return GapReport(table, hist, tsne_figure(panels, max_iter=tsne_iter, seed=seed))
