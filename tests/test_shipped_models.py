@@ -47,24 +47,18 @@ def test_shipped_adaptor_captions_the_world(path):
 
 @pytest.mark.slow
 def test_shipped_prompt_model_follows_the_prompt():
-    """The default preset's interactive-prompt model: prompting a noun phrase ("a green star", the form spaCy
-    gives in training) for an object of the scene that the rough caption (the preset's own, as in the app) left
-    out makes the refined caption name it in many cases; the rough caption named it in none, by construction."""
+    """The default preset's interactive-prompt model: prompting an object of the scene that the rough caption (the
+    preset's own, as in the app) left out, as a noun phrase ("An image contains a green star.") or as a bare noun
+    ("An image contains star."), makes the refined caption name it in many cases; the rough caption named it in
+    none, by construction. Measured at shipping on these 24 scenes: 16/21 noun phrases, 7/21 bare nouns (on 60
+    scenes 68% and 42%; the model before bare nouns were mixed into its training: 56% and 22%)."""
+    from zsc_core.evaluation import evaluate_prompt_following
+
     path = PRESETS[DEFAULT_PRESET].prompt_checkpoint_path()
     assert os.path.isfile(path), "the default preset ships an interactive-prompt model"
     base = Captioner.from_pretrained(DEFAULT_PRESET)
     cap = Captioner.from_pretrained(path, clip=base.clip, lm=base.lm)
     assert cap.interactive
-    tried = followed = 0
-    for s in world.iter_scenes(0, "eval", 24):
-        im = world.render(s, 128)
-        rough = base.caption(im, samples=1).caption
-        missing = [o for o in s.objects if o.kind not in world.kinds_named(rough)]
-        if not missing:
-            continue
-        r = cap.caption(im, prompt=f"An image contains a {missing[0].color} {missing[0].kind}.", rough=rough,
-                        samples=1)
-        assert r.rough_caption == rough and r.prompt
-        tried += 1
-        followed += missing[0].kind in world.kinds_named(r.caption)
-    assert tried >= 10 and followed >= tried // 3, (followed, tried)
+    res = evaluate_prompt_following(cap, base, n=24)
+    assert res["tried"] >= 10, res
+    assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.25, res
