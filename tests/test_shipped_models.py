@@ -11,16 +11,25 @@ from zsc_core.captioner import ADAPTOR_KINDS, Captioner
 from zsc_core.checkpoint import read_metadata
 from zsc_core.presets import DEFAULT_PRESET, PRESETS, checkpoints_dir
 
+ADAPTOR_FILES = sorted(p for p in glob.glob(os.path.join(checkpoints_dir(), "**", "*.safetensors"), recursive=True)
+                       if read_metadata(p)["kind"] in ADAPTOR_KINDS)
 # Stage-1 captioners. The interactive-prompt model refines a stage-1 model's rough caption (TIPCap's inference,
 # and the app's); it has its own test below.
-SHIPPED = sorted(p for p in glob.glob(os.path.join(checkpoints_dir(), "**", "*.safetensors"), recursive=True)
-                 if read_metadata(p)["kind"] in ADAPTOR_KINDS
-                 and not read_metadata(p)["config"].get("interactive", False))
+SHIPPED = [p for p in ADAPTOR_FILES if not read_metadata(p)["config"].get("interactive", False)]
 WORLD_WORDS = set(world.KINDS) | set(world.PLURALS.values()) | set(world.COLORS)
 
 
 def test_the_default_preset_is_shipped():
     assert os.path.isfile(PRESETS[DEFAULT_PRESET].checkpoint_path())
+
+
+@pytest.mark.parametrize("path", ADAPTOR_FILES, ids=[os.path.relpath(p, checkpoints_dir()) for p in ADAPTOR_FILES])
+def test_every_shipped_adaptor_finds_its_clip(path):
+    """The CLIP path an adaptor records is relative to the adaptor's own folder (a checkpoint trained elsewhere
+    and copied in once pointed outside checkpoints/)."""
+    clip = read_metadata(path)["clip"]["spec"]["checkpoint"]
+    assert clip and not os.path.isabs(clip)
+    assert os.path.isfile(os.path.join(os.path.dirname(path), clip)), (path, clip)
 
 
 @pytest.mark.slow
