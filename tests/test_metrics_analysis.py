@@ -106,4 +106,6 @@ def test_gap_report_measures_how_far_each_mapping_closes_the_gap(tiny_clip):
     cos = rep.table["mapped_paired_cos"]
     assert cos["raw"] == pytest.approx(rep.table["global"]["paired_cos_mean"], abs=1e-4)
     assert cos["true offset"] > cos["raw"] > cos["wrong way"]
+    far = rep.table["mapped_centroid_distance"]
+    assert far["true offset"] < far["raw"] / 2 and far["raw"] < far["wrong way"], far
     assert len(rep.tsne.axes) == 4  # raw, isotropic noise, and one panel per mapping

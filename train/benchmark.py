@@ -234,7 +234,7 @@ def _gap(cfg: BenchmarkConfig, ck: str, clip_of: str, old: dict | None, load) ->
     tips = {name: os.path.join(ck, f) for name, f in GAP_MAPPINGS.items()
             if os.path.isfile(os.path.join(ck, f)) and load_checkpoint(os.path.join(ck, f)).kind == "tipcap"}
     key = [load_checkpoint(clip_of).clip["fingerprint"], {n: file_fingerprint(p) for n, p in tips.items()},
-           cfg.gap_n, cfg.gap_tsne_n]
+           cfg.gap_n, cfg.gap_tsne_n, 2]  # 2: the table has the mapped centroid distances
     figures = {"histograms": cfg.out + "_gap_histograms.png", "tsne": cfg.out + "_gap_tsne.png"}
     if old and old.get("key") == key and all(os.path.isfile(f) for f in figures.values()):
         return old
@@ -320,9 +320,12 @@ def markdown(report: dict) -> str:
                   f"\nSome subregion is closer to the caption than the global feature for "
                   f"{t['share_subregion_closer']:.0%} of pairs (MacCap reports 33% on COCO). Figures: "
                   f"{report['gap']['figures']['histograms']}, {report['gap']['figures']['tsne']}.",
-                  "\nMean cosine between a caption's (mapped) text feature and its own image feature (TIPCap Fig. 6 "
-                  "in numbers):\n", "| text feature | mean cos to its image |", "| --- | --- |"]
-        lines += [f"| {name} | {v:.3f} |" for name, v in t.get("mapped_paired_cos", {}).items()]
+                  "\nTIPCap Fig. 6 in numbers: the mean cosine between a caption's (mapped) text feature and its "
+                  "own image feature (noise lowers it), and the distance between the mean mapped text feature and "
+                  "the mean image feature (0 when the mapping moves the text distribution onto the images'):\n",
+                  "| text feature | mean cos to its image | centroid distance to the images |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {v:.3f} | {t.get('mapped_centroid_distance', {}).get(name, float('nan')):.3f} |"
+                  for name, v in t.get("mapped_paired_cos", {}).items()]
     return "\n".join(lines) + "\n"
 
 

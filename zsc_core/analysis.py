@@ -153,8 +153,10 @@ def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float 
 
     ``mapping`` is a TIPCap (mu, L), or several by name (one t-SNE panel each); without one, N(mu, Sigma) is
     fitted on these very pairs (what setting 1 would estimate), so the t-SNE shows what a multivariate mapping does
-    to the text features. ``table["mapped_paired_cos"]`` gives, for the raw text, the isotropic noise and each
-    mapping, the mean cosine between a mapped caption and its own image (all pairs): how far each closes the gap.
+    to the text features. For the raw text, the isotropic noise and each mapping, ``table["mapped_paired_cos"]``
+    gives the mean cosine between a mapped caption and its own image (noise lowers it), and
+    ``table["mapped_centroid_distance"]`` the distance between the mapped captions' and the images' mean
+    embeddings: how far each mapping moves the text distribution onto the images'.
     """
     from . import gap as gapmath
 
@@ -177,6 +179,7 @@ def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float 
         moved[name] = F.normalize(text + gapmath.sample_gaussian(mu.float().cpu(), L.float().cpu(), (len(text),), g),
                                   dim=-1)
     table["mapped_paired_cos"] = {name: (t * glob).sum(-1).mean().item() for name, t in moved.items()}
+    table["mapped_centroid_distance"] = {name: (t.mean(0) - glob.mean(0)).norm().item() for name, t in moved.items()}
     k = min(tsne_n, len(images))
     panels = {"raw": {"image": glob[:k], "text": text[:k]},
               iso_name: {"image": glob[:k], "text + noise": moved[iso_name][:k]}}
