@@ -140,8 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
     for row in ROWS:
         path = os.path.join(ck, row.checkpoint)
         entry = {"group": row.group, "name": row.name, "checkpoint": row.checkpoint}
-        if not os.path.isfile(path) or _in_training(path):
-            entry["missing"] = row.train + (f"  (in training: {_in_training(path)})" if os.path.isfile(path) else "")
+        training = _in_training(path) if os.path.isfile(path) else ""
+        if not os.path.isfile(path) or training:
+            entry["missing"] = row.train + (f"  (in training: {training})" if training else "")
             results.append(entry)
             continue
         clip_of = clip_of or path
