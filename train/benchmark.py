@@ -5,7 +5,7 @@
 
 Besides the caption table it writes zero-shot VQA accuracy (MacCap and TIPCap S4 against the question-only
 baseline) and the modality-gap analysis (MacCap Table 1 numbers; histograms and t-SNE as PNGs beside the report,
-the t-SNE's mapped panel using the shipped TIPCap S4 mapping module).
+with a mapped panel for each shipped TIPCap mapping module, S1's estimated and S4's learned).
 
 Each row names a checkpoint under checkpoints/ and the command that trains it; rows whose checkpoint is missing
 are listed with that command instead of a score, so the table says exactly what is left to train. Every row is
@@ -25,7 +25,7 @@ from train.common import parse_overrides
 from train.loop import RunConfig, corpus_features
 from zsc_core import vqa, world
 from zsc_core.captioner import Captioner
-from zsc_core.checkpoint import file_fingerprint, load_checkpoint, read_metadata
+from zsc_core.checkpoint import file_fingerprint, read_metadata
 from zsc_core.evaluation import (
     evaluate_prompt_following,
     evaluate_prompts_world,
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         write(cfg, results, {k: old.get(k) for k in SECTIONS}, old)
         print(json.dumps({k: v for k, v in entry.items() if k != "captions"}), flush=True)
     if clip_of:  # CLIPRe: nearest corpus caption, with the CLIP of the first trained row
-        key = ["clipre", cfg.corpus, load_checkpoint(clip_of).clip["fingerprint"]]
+        key = ["clipre", cfg.corpus, read_metadata(clip_of)["clip"]["fingerprint"]]
         entry = {"group": "Baseline", "name": "CLIPRe: nearest corpus caption by CLIP", "key": key}
         if tuple(key) in cache:
             entry["scores"] = cache[tuple(key)]
@@ -233,8 +233,8 @@ def _gap(cfg: BenchmarkConfig, ck: str, clip_of: str, old: dict | None, load) ->
     from zsc_core.analysis import gap_report
 
     tips = {name: os.path.join(ck, f) for name, f in GAP_MAPPINGS.items()
-            if os.path.isfile(os.path.join(ck, f)) and load_checkpoint(os.path.join(ck, f)).kind == "tipcap"}
-    key = [load_checkpoint(clip_of).clip["fingerprint"], {n: file_fingerprint(p) for n, p in tips.items()},
+            if os.path.isfile(os.path.join(ck, f)) and read_metadata(os.path.join(ck, f))["kind"] == "tipcap"}
+    key = [read_metadata(clip_of)["clip"]["fingerprint"], {n: file_fingerprint(p) for n, p in tips.items()},
            cfg.gap_n, cfg.gap_tsne_n, 2]  # 2: the table has the mapped centroid distances
     figures = {"histograms": cfg.out + "_gap_histograms.png", "tsne": cfg.out + "_gap_tsne.png"}
     if old and old.get("key") == key and all(os.path.isfile(f) for f in figures.values()):
