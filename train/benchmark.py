@@ -84,6 +84,11 @@ ROWS = [
         _tip("S2", A + "tipcap-s2.safetensors")),
     Row("TIPCap (Table V)", "S3 unpaired images", A + "tipcap-s3.safetensors", {},
         _tip("S3", A + "tipcap-s3.safetensors")),
+    *[Row("TIPCap (Table V)", f"{name}, one sample (S=1)", ck, {"samples": 1}, _tip(setting, ck))
+      for name, setting, ck in [("S4 text only", "S4", "tipcap-s4-offline-world.safetensors"),
+                                ("S1 paired", "S1", A + "tipcap-s1.safetensors"),
+                                ("S2 web pairs", "S2", A + "tipcap-s2.safetensors"),
+                                ("S3 unpaired images", "S3", A + "tipcap-s3.safetensors")]],
     Row("Cross-domain", "train captions -> test alt-text", MAIN, {}, _mac(MAIN), references="alt"),
     Row("Cross-domain", "train alt-text -> test captions", A + "maccap-alt-text.safetensors", {},
         _mac(A + "maccap-alt-text.safetensors", "corpus=world-alt:12000")),
