@@ -12,37 +12,17 @@ import os
 import gradio as gr
 
 from zsc_core import world
-from zsc_core.presets import DEFAULT_PRESET
+from zsc_core.presets import default_preset
 from zsc_core.service import CaptionService, UserError
 
 MAX_UPLOAD = "20mb"
 CAND_HEADERS = ["chosen", "candidate", "CLIP score", "count"]
 
 service = CaptionService()
-STARTUP_PROBLEM = service.warm_up(DEFAULT_PRESET)  # weights loaded once, at start-up
-
-
-def _examples() -> list[str]:
-    """Packaged real photos (scikit-learn ships two) and two offline-world scenes, written once to a temp dir."""
-    import tempfile
-
-    d = os.path.join(tempfile.gettempdir(), "zsc-examples")
-    os.makedirs(d, exist_ok=True)
-    paths = []
-    for i in (0, 3):
-        p = os.path.join(d, f"world_eval_{i}.png")
-        if not os.path.exists(p):
-            world.render(world.make_scene(0, "eval", i), 256).save(p)
-        paths.append(p)
-    for name in ("china.jpg", "flower.jpg"):
-        p = os.path.join(d, name)
-        if not os.path.exists(p):  # scikit-learn is imported only the first time (it costs ~0.5 s)
-            from PIL import Image
-            from sklearn.datasets import load_sample_image
-
-            Image.fromarray(load_sample_image(name)).save(p)
-        paths.append(p)
-    return paths
+DEFAULT = default_preset()
+STARTUP_PROBLEM = service.warm_up(DEFAULT)  # weights loaded once, at start-up; never raises
+CHOICES = service.preset_choices()  # only the presets that can caption here
+SELECTED = DEFAULT if (DEFAULT, DEFAULT) in CHOICES else (CHOICES[0][1] if CHOICES else None)
 
 
 def _guard(fn):
@@ -106,22 +86,24 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
     gr.Markdown("# Zero-shot captioning, trained on text only\nA frozen CLIP, a small adaptor trained on caption "
                 "text alone, and a frozen language model (MacCap, TIPCap). Upload an image or pick an example.")
     if STARTUP_PROBLEM:
-        gr.Markdown(f"**Note:** {STARTUP_PROBLEM}")
+        gr.Markdown(f"**Note:** {STARTUP_PROBLEM} See the Models tab.", elem_id="startup-problem")
     with gr.Row():
-        preset = gr.Dropdown(service.preset_choices(), value=DEFAULT_PRESET, label="Model", scale=2)
+        preset = gr.Dropdown(CHOICES, value=SELECTED, label="Model (the Models tab says what each knows)", scale=2)
         seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
     with gr.Tabs():
         with gr.Tab("Caption"):
             with gr.Row():
                 with gr.Column(scale=1):
                     image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"])
-                    gr.Examples(_examples(), inputs=image)
-                    scene_btn = gr.Button("Random offline-world scene")
+                    gr.Examples(service.example_images(), inputs=image)
+                    scene_btn = gr.Button("Random offline-world scene (for the offline-world models)")
                     scene_refs = gr.Textbox(label="That scene's reference captions", lines=3, interactive=False)
                     with gr.Accordion("Sampling settings", open=False):
                         samples = gr.Slider(1, 64, value=20, step=1, label="Samples S (reranked by CLIP)")
-                        sigma2 = gr.Number(value=0.016, label="Inference noise σ²", minimum=0, maximum=1)
-                        n_cr = gr.Slider(1, 32, value=10, step=1, label="Subregions N_cr")
+                        sigma2 = gr.Number(value=None, label="Inference noise σ² (blank: the model's own)",
+                                           minimum=0, maximum=1)
+                        n_cr = gr.Number(value=None, precision=0, label="Subregions N_cr (blank: the model's own)",
+                                         minimum=1, maximum=49)
                         beams = gr.Slider(1, 8, value=1, step=1, label="Beam size")
                     run = gr.Button("Caption", variant="primary")
                 with gr.Column(scale=1):
@@ -147,8 +129,8 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
             out_vqa_caption = gr.Textbox(label="The caption it read", interactive=False)
             out_top = gr.Dataframe(headers=["answer", "cosine"], label="Top answers", interactive=False)
         with gr.Tab("Modality gap"):
-            source = gr.Radio(["generated scenes", "my images and captions"], value="generated scenes",
-                              label="Data")
+            source = gr.Radio(["COCO photos", "generated scenes", "my images and captions"], value="COCO photos",
+                              label="Data (COCO photos: the 109 held-out photos with their first caption)")
             n_scenes = gr.Slider(10, 1000, value=200, step=10, label="Generated scenes")
             gap_files = gr.File(file_count="multiple", file_types=["image"], label="Your images (3 to 64)")
             gap_caps = gr.Textbox(lines=4, label="Their captions, one per line, in order")

@@ -63,6 +63,7 @@ def tiny_app(tmp_path_factory):
     make_tiny_checkpoints(ck)
     old = os.environ.get("ZSC_CHECKPOINTS")
     os.environ["ZSC_CHECKPOINTS"] = str(ck)
+    os.environ["ZSC_DEFAULT_PRESET"] = "offline-world"  # the tiny stand-ins are named like its checkpoints
     sys.modules.pop("app", None)
     app = importlib.import_module("app")
     try:
@@ -72,7 +73,36 @@ def tiny_app(tmp_path_factory):
     finally:
         app.demo.close()
         sys.modules.pop("app", None)
+        os.environ.pop("ZSC_DEFAULT_PRESET", None)
         if old is None:
             os.environ.pop("ZSC_CHECKPOINTS", None)
         else:
             os.environ["ZSC_CHECKPOINTS"] = old
+
+
+def make_tiny_bridge(seed: int = 0, n_classes: int = 10, dim: int = 16, image_size: int = 64):
+    """A bridge (zsc_core.bridge) of a tiny random torchvision MobileNetV2 and a tiny random BERT with a
+    word-level tokenizer: same code path as the photo preset, built in milliseconds."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from torchvision.models import mobilenet_v2
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from zsc_core.bridge import BridgeConfig, BridgeEncoder, BridgeModel
+
+    torch.manual_seed(seed)
+    cnn = mobilenet_v2(num_classes=n_classes, width_mult=0.25).eval()
+    words = "a an the of on in photo picture dog cat car bus red blue sitting table street man with".split()
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{w: i + 4 for i, w in enumerate(words)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]")
+    text = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=dim, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=64), add_pooling_layer=False).eval()
+    protos = torch.nn.functional.normalize(torch.randn(n_classes, dim), dim=-1)
+    return BridgeEncoder(BridgeModel(cnn, text, protos), tok, BridgeConfig(image_size=image_size),
+                         ClipSpec(name=f"tiny-bridge-{seed}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bridge():
+    return make_tiny_bridge(0)

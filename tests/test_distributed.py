@@ -25,7 +25,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from zsc_core.captioner import Captioner
     from zsc_core.lm import LMSpec, load_lm
 
-    cfg = MacCapTrainConfig(corpus="world:30", n_queries=4, d_model=32, n_heads=8, ffn_dim=64, n_cr=4, batch_size=16,
+    from zsc_core.adaptor import MacCapConfig
+
+    cfg = MacCapTrainConfig(corpus="world:30", adaptor=MacCapConfig(n_queries=4, d_model=32, n_heads=8, ffn_dim=64,
+                                                                    n_cr=4), batch_size=16,
                             lr=3e-3, warmup=2, steps=12, save_every=6, eval_every=1000, eval_n=0,
                             run_dir=os.path.join(out_dir, "run"), out=os.path.join(out_dir, "run", "m.safetensors"))
     clip = make_tiny_clip(0)

@@ -15,10 +15,11 @@ def test_inject_noise_shapes_norms_and_statistics():
     out = gap.inject_noise(feat, 10, 0.016, g)
     assert out.shape == (4, 10, 512)
     assert torch.allclose(out.norm(dim=-1), torch.ones(4, 10), atol=1e-5)
-    # Before normalisation the noise has variance sigma2 per dimension: recover it from un-normalised copies.
-    g2 = torch.Generator().manual_seed(1)
-    raw = torch.randn(200, 512, generator=g2) * math.sqrt(0.016)
-    assert abs(raw.var().item() - 0.016) < 0.0005
+    # Hand-computed: inject_noise is normalize(feat + sqrt(sigma2) * z) with z the generator's next normals.
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    z = torch.randn(4, 10, 512, generator=g2)
+    expected = F.normalize(feat[:, None] + math.sqrt(0.016) * z, dim=-1)
+    assert torch.allclose(gap.inject_noise(feat, 10, 0.016, g1), expected, atol=1e-6)
     # The noise is larger than the unit feature (norm ~2.9), so the cosine to the clean feature is low...
     cos = (out * feat[:, None]).sum(-1)
     assert 0.2 < cos.mean().item() < 0.5  # expected 1/sqrt(1 + 512 * 0.016) ~ 0.33
@@ -27,6 +28,16 @@ def test_inject_noise_shapes_norms_and_statistics():
     # Copies differ from each other; zero noise leaves the feature unchanged.
     assert (out[:, 0] - out[:, 1]).abs().max() > 0.1
     assert torch.allclose(gap.inject_noise(feat, 3, 0.0)[:, 2], feat, atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma2", [0.004, 0.016, 0.064])
+def test_inject_noise_variance_sets_the_cosine_to_the_clean_feature(sigma2):
+    """Through inject_noise itself: for unit features in D dimensions and N(0, sigma2) noise per dimension, the
+    cosine of a noisy copy to its feature concentrates at 1 / sqrt(1 + D sigma2) (noise norm^2 ~ D sigma2)."""
+    g = torch.Generator().manual_seed(2)
+    feat = F.normalize(torch.randn(500, 512, generator=g), dim=-1)
+    cos = (gap.inject_noise(feat, 4, sigma2, g) * feat[:, None]).sum(-1)
+    assert cos.mean().item() == pytest.approx(1 / math.sqrt(1 + 512 * sigma2), abs=0.01)
 
 
 def test_inject_noise_is_seeded_and_keeps_3d_input():

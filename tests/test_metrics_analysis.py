@@ -23,8 +23,37 @@ def test_perfect_captions_score_high_and_wrong_ones_low():
 def test_spice_reports_unavailable_instead_of_crashing():
     out = caption_metrics(REFS, {1: "a red car", 2: "a blue boat"}, metrics=("spice",))
     assert isinstance(out["SPICE"], (float, dict))
-    if isinstance(out["SPICE"], dict):
+    if isinstance(out["SPICE"], dict):  # no CoreNLP jars here (they cannot be downloaded): said so, not a crash
         assert "unavailable" in out["SPICE"] and out["SPICE"]["unavailable"]
+        assert out["scorers"]["spice"] == out["SPICE"]["unavailable"]
+
+
+def test_every_result_says_which_tokenizer_and_scorers_ran(monkeypatch):
+    import shutil
+
+    from zsc_core import metrics
+
+    hyps = {1: "a red car next to a tree", 2: "a boat"}
+    out = caption_metrics(REFS, hyps, metrics=("bleu", "cider"))
+    assert out["scorers"] == {"bleu": "ran", "cider": "ran"}
+    assert out["tokenizer"] == (metrics.PTB if shutil.which("java") else metrics.REGEX)
+    # Without Java: the regex tokenizer is used and said to be used; METEOR says why it did not run.
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    no_java = caption_metrics(REFS, hyps, metrics=("bleu", "meteor"))
+    assert no_java["tokenizer"] == metrics.REGEX and "not comparable" in no_java["tokenizer"]
+    assert no_java["METEOR"] == {"unavailable": "METEOR needs Java"} and no_java["scorers"]["meteor"]
+    assert isinstance(no_java["BLEU-4"], float)
+
+
+def test_a_bug_in_a_python_scorer_is_not_silenced(monkeypatch):
+    from pycocoevalcap.cider.cider import Cider
+
+    def broken(self, gts, res):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Cider, "compute_score", broken)
+    with pytest.raises(ZeroDivisionError):
+        caption_metrics(REFS, {1: "a red car", 2: "a blue boat"}, metrics=("bleu", "cider"))
 
 
 def test_metric_errors():

@@ -12,13 +12,15 @@ from train.loop import batch_indices
 from train.train_maccap import MacCapTrainConfig, adaptor_config, train
 from zsc_core import world
 from zsc_core.captioner import Captioner
+from zsc_core.adaptor import MacCapConfig
 from zsc_core.checkpoint import load_checkpoint
 
 from .conftest import make_tiny_clip
 
 
 def _cfg(tmp_path, **kw):
-    base = MacCapTrainConfig(corpus="world:40", n_queries=4, d_model=32, n_heads=8, ffn_dim=64, n_cr=4,
+    base = MacCapTrainConfig(corpus="world:40", adaptor=MacCapConfig(n_queries=4, d_model=32, n_heads=8, ffn_dim=64,
+                                                                      n_cr=4),
                              batch_size=16, lr=3e-3, warmup=2, steps=40, save_every=5, eval_every=1000, eval_n=0,
                              run_dir=str(tmp_path / "run"), out=str(tmp_path / "run" / "maccap.safetensors"))
     return dataclasses.replace(base, **kw)
@@ -103,9 +105,14 @@ def test_feature_cache_filters_and_reuses(tmp_path):
 
 def test_overrides_parse_types_and_reject_unknown_fields():
     cfg = parse_overrides(MacCapTrainConfig(), ["steps=7", "sigma2=0.5", "corpus=world:9", "lr=1e-4"])
-    assert (cfg.steps, cfg.sigma2, cfg.corpus, cfg.lr) == (7, 0.5, "world:9", 1e-4)
+    assert (cfg.steps, cfg.adaptor.sigma2, cfg.corpus, cfg.lr) == (7, 0.5, "world:9", 1e-4)
+    # adaptor fields by name or dotted; the adaptor config is the one the adaptor is built from (no copies)
+    cfg = parse_overrides(MacCapTrainConfig(), ["n_cr=1", "adaptor.n_queries=3"])
+    assert (cfg.adaptor.n_cr, cfg.adaptor.n_queries) == (1, 3) and adaptor_config(cfg) is cfg.adaptor
     import pytest
 
+    with pytest.raises(SystemExit, match="unknown argument"):
+        parse_overrides(MacCapTrainConfig(), ["adaptor.stepz=3"])
     with pytest.raises(SystemExit, match="unknown argument"):
         parse_overrides(MacCapTrainConfig(), ["stepz=3"])
     with pytest.raises(SystemExit, match="bad value"):
@@ -115,8 +122,12 @@ def test_overrides_parse_types_and_reject_unknown_fields():
 def _tipcap_cfg(tmp_path, setting, **kw):
     from train.train_tipcap import TIPCapTrainConfig
 
-    base = TIPCapTrainConfig(setting=setting, corpus="world:40", prefix_len=3, d_model=32, n_layers=1, n_heads=8,
-                             ffn_dim=64, batch_size=16, lr=3e-3, warmup=2, steps=40, save_every=20, eval_every=1000,
+    from zsc_core.adaptor import TIPCapConfig
+
+    adaptor = TIPCapConfig(setting=setting, prefix_len=3, d_model=32, n_layers=1, n_heads=8, ffn_dim=64)
+    for k in [k for k in kw if k in TIPCapConfig.__dataclass_fields__]:  # adaptor fields given by name
+        adaptor = dataclasses.replace(adaptor, **{k: kw.pop(k)})
+    base = TIPCapTrainConfig(adaptor=adaptor, corpus="world:40", batch_size=16, lr=3e-3, warmup=2, steps=40, save_every=20, eval_every=1000,
                              eval_n=0, n_paired=40, n_web=60, n_unpaired=60, image_size=64,
                              run_dir=str(tmp_path / setting), out=str(tmp_path / setting / "tipcap.safetensors"))
     return dataclasses.replace(base, **kw)
@@ -180,8 +191,15 @@ def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
                    "warmup=2", "eval_n=0", f"run_dir={tmp_path / 'p'}", f"out={out}", "rough_batch=24"])
     log = (tmp_path / "p" / "train.log").read_text()
     assert "rough captions equal their caption" in log
-    rough = __import__("json").loads((tmp_path / "p" / "rough.json").read_text())
+    import json
+
+    from zsc_core.checkpoint import file_fingerprint
+
+    saved = json.loads((tmp_path / "p" / "rough.json").read_text())
+    rough = saved["rough"]
     assert len(rough) == 48 and all(isinstance(r, str) for r in rough)
+    # keyed by what produced them: the base checkpoint's bytes, the seed, the corpus and the chosen captions
+    assert saved["key"]["base"] == file_fingerprint(base) and saved["key"]["seed"] == 0
     two = Captioner.from_pretrained(out)
     assert two.interactive
     res = two.caption(world.render(world.make_scene(0, "eval", 0), 64), prompt="  An image contains sun  ", samples=3)
@@ -201,9 +219,13 @@ def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
     # Continuing a stage-2 model (init=): starts from its weights, keeps base's rough captions, records both.
     more = str(tmp_path / "p2" / "prompts.safetensors")
     (tmp_path / "p2").mkdir()
-    (tmp_path / "p2" / "rough.json").write_text((tmp_path / "p" / "rough.json").read_text())
+    # a cache of another base model with the same length is NOT reused (it used to be, keyed by length alone)
+    (tmp_path / "p2" / "rough.json").write_text(json.dumps({"key": {**saved["key"], "base": "another"},
+                                                            "rough": ["stale"] * 48}))
     train_prompts([f"base={base}", f"init={out}", "corpus=world:30", "n_captions=48", "steps=2", "batch_size=16",
                    "lr=1e-5", "warmup=1", "eval_n=0", f"run_dir={tmp_path / 'p2'}", f"out={more}"])
+    again = json.loads((tmp_path / "p2" / "rough.json").read_text())
+    assert again == saved  # rebuilt from the base: the same rough captions as the first run's
     cont, first = load_checkpoint(more), load_checkpoint(out)
     assert cont.extra["train"]["init"] == out and cont.extra["train"]["base"] == base
     drift = max((cont.tensors[k].float() - first.tensors[k].float()).abs().max().item() for k in first.tensors)

@@ -34,27 +34,46 @@ def _convert(value: str, typ: Any, current: Any) -> Any:
     return value
 
 
+def _nested(cfg: Any) -> dict[str, str]:
+    """Field name -> the nested config dataclass field that holds it (e.g. ``n_cr`` -> ``adaptor``)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        sub = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(sub):
+            out.update({g.name: f.name for g in dataclasses.fields(sub)})
+    return out
+
+
 def parse_overrides(cfg: T, argv: list[str]) -> T:
-    """Return ``cfg`` with ``field=value`` arguments applied; an unknown field or bad value is a clear error."""
+    """Return ``cfg`` with ``field=value`` arguments applied; an unknown field or bad value is a clear error.
+
+    A field of a nested config (a training config holds its adaptor's config as ``adaptor``) is set by its own
+    name (``n_cr=1``) or dotted (``adaptor.n_cr=1``); the training config's own fields come first."""
     fields = {f.name: f for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(type(cfg))
-    changes = {}
+    nested = _nested(cfg)
+    if any(a in ("-h", "--help") for a in argv):
+        print(type(cfg).__doc__ or "")
+        for f in fields.values():
+            print(f"  {f.name}={getattr(cfg, f.name)!r}")
+        raise SystemExit(0)
     for arg in argv:
-        if arg in ("-h", "--help"):
-            print(type(cfg).__doc__ or "")
-            for f in fields.values():
-                print(f"  {f.name}={getattr(cfg, f.name)!r}")
-            raise SystemExit(0)
         key, sep, value = arg.partition("=")
         key = key.lstrip("-").replace("-", "_")
-        if not sep or key not in fields:
+        owner, _, key = key.rpartition(".") if "." in key else ("", "", key)
+        if not owner and key not in fields and key in nested:
+            owner = nested[key]
+        target = getattr(cfg, owner) if owner in fields and dataclasses.is_dataclass(getattr(cfg, owner)) else \
+            (cfg if not owner else None)
+        if not sep or target is None or key not in {f.name for f in dataclasses.fields(target)}:
             raise SystemExit(f"unknown argument {arg!r}; expected field=value with a field of "
-                             f"{type(cfg).__name__}: {', '.join(fields)}")
+                             f"{type(cfg).__name__}: {', '.join(list(fields) + list(nested))}")
         try:
-            changes[key] = _convert(value, hints.get(key, str), getattr(cfg, key))
+            value = _convert(value, typing.get_type_hints(type(target)).get(key, str), getattr(target, key))
         except ValueError as e:
             raise SystemExit(f"bad value for {key}: {e}") from e
-    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+        new = dataclasses.replace(target, **{key: value})
+        cfg = dataclasses.replace(cfg, **{owner: new}) if owner else new  # type: ignore[type-var]
+    return cfg
 
 
 def load_state(path: str, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:

@@ -3,8 +3,10 @@
     python -m train.features corpus=world:12000 out=runs/features/world.safetensors
 
 Corpora: ``world:N`` (reference captions of N scenes of the offline world's text-only ``corpus`` split),
-``world-alt:N`` (their terse alt-texts, the other caption style), a ``.txt`` file (one caption a line) or a
-COCO-format ``.json`` (``annotations[].caption``). ``world-images:N`` is the upper-bound corpus: the same
+``world-alt:N`` (their terse alt-texts, the other caption style), ``coco`` (the 86k real COCO captions shipped in
+``data/coco/``, text only, leak-free against the photo sets), ``flickr30k`` (10k Flickr30k captions), a ``.txt``
+file (one caption a line), a ``.jsonl[.gz]`` file (``caption`` per line) or a COCO-format ``.json``
+(``annotations[].caption``). ``world-images:N`` is the upper-bound corpus: the same
 captions paired with their scenes' IMAGE features (from the ``paired``-style ``clip`` split), so that an adaptor
 trained on it shows what paired data would give. Captions longer than ``max_words`` are dropped (papers:
 <= 15 words). The cache records the CLIP's fingerprint, and a cache made with another CLIP is rebuilt.
@@ -26,11 +28,22 @@ from zsc_core import world
 from zsc_core.encode import ClipEncoder
 
 
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+NAMED_CORPORA = {"coco": os.path.join(DATA_DIR, "coco", "captions_corpus.jsonl.gz"),
+                 "flickr30k": os.path.join(DATA_DIR, "flickr30k", "captions.jsonl.gz")}
+
+
 def read_corpus(corpus: str, world_seed: int = 0) -> list[str]:
     """The captions a corpus spec names (see module doc)."""
     if corpus.startswith("world:") or corpus.startswith("world-alt:"):
         kind, n = corpus.split(":", 1)
         return world.caption_corpus(world_seed, int(n), "corpus", "caption" if kind == "world" else "alt")
+    corpus = NAMED_CORPORA.get(corpus, corpus)
+    if corpus.endswith((".jsonl", ".jsonl.gz")):
+        import gzip
+
+        with (gzip.open if corpus.endswith(".gz") else open)(corpus, "rt") as f:
+            return [json.loads(line)["caption"].strip() for line in f if line.strip()]
     if not os.path.isfile(corpus):
         raise FileNotFoundError(f"corpus {corpus!r} is neither world:N, world-alt:N nor a file")
     if corpus.endswith(".json"):
@@ -48,7 +61,7 @@ def filter_captions(captions: list[str], max_words: int) -> list[str]:
 def cached_text_features(clip: ClipEncoder, corpus: str, path: str, max_words: int = 15, world_seed: int = 0,
                          batch_size: int = 512) -> tuple[list[str], torch.Tensor]:
     """(captions, features (N, D) float32 L2-normalised), from ``path`` when it matches, else encoded and saved."""
-    key = {"corpus": corpus, "max_words": max_words, "world_seed": world_seed, "clip": clip.fingerprint}
+    key = {"corpus": corpus, "max_words": max_words, "world_seed": world_seed, "clip": clip.text_fingerprint}
     if os.path.isfile(path):
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
@@ -67,12 +80,18 @@ def cached_text_features(clip: ClipEncoder, corpus: str, path: str, max_words: i
 
 
 def _encode(clip: ClipEncoder, captions: list[str], batch_size: int) -> torch.Tensor:
+    """Encode in batches of similar length (little padding), rows returned in the captions' order."""
     from tqdm.auto import tqdm
 
+    order = sorted(range(len(captions)), key=lambda i: len(captions[i]))
     feats = []
-    for i in tqdm(range(0, len(captions), batch_size), desc="text features", file=sys.stderr, mininterval=5):
-        feats.append(clip.encode_text(captions[i:i + batch_size]).float().cpu())
-    return torch.cat(feats) if feats else torch.empty(0, clip.embed_dim)
+    for i in tqdm(range(0, len(order), batch_size), desc="text features", file=sys.stderr, mininterval=5):
+        feats.append(clip.encode_text([captions[j] for j in order[i:i + batch_size]]).float().cpu())
+    if not feats:
+        return torch.empty(0, clip.embed_dim)
+    out = torch.empty(len(captions), feats[0].shape[1])
+    out[torch.tensor(order)] = torch.cat(feats)
+    return out
 
 
 @torch.no_grad()

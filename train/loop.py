@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from train.common import RunLogger, load_state, save_state
-from train.features import cached_text_features
+from train.features import DATA_DIR, cached_text_features
 from zsc_core.captioner import Captioner
-from zsc_core.device import resolve_device, resolve_dtype
+from zsc_core.device import autocast, resolve_device, resolve_dtype
 from zsc_core.encode import ClipEncoder, load_clip
 from zsc_core.evaluation import evaluate_world
 from zsc_core.lm import LanguageModel, load_lm
@@ -46,7 +46,13 @@ class RunConfig:
     run_dir: str = "runs/adaptor"
     out: str = "checkpoints/adaptor.safetensors"
     device: str = "auto"
+    dtype: str = "auto"  # the frozen LM's runtime dtype (device.resolve_dtype); trainable weights stay fp32
     threads: int = 0  # torch threads (0: torch's default)
+    eval_set: str = "world"  # validation: "world" (offline-world val scenes) or "coco" (data/coco/train-paired
+    #                          photos; val-dev is never used in training)
+    keep_evals: bool = True  # also keep each evaluation's export as run_dir/step-N.safetensors
+    encoder_record: str = ""  # train without the encoder's weights: a JSON record of its identity (written by
+    #                           `python -m train.features record=...`); needs the cached features, eval_n=0
 
 
 def lr_at(cfg: RunConfig, step: int) -> float:
@@ -103,17 +109,103 @@ def load_frozen(cfg: RunConfig) -> tuple[ClipEncoder, LanguageModel, list[str], 
     """The preset's frozen CLIP and LM and the corpus's cached text features."""
     preset = PRESETS[cfg.preset]
     dev = run_device(cfg, init_distributed())
-    clip = load_clip(preset.clip_spec(), dev)
-    lm = load_lm(preset.lm, dev, resolve_dtype("auto", dev))
+    if cfg.encoder_record:
+        if cfg.eval_n > 0:
+            raise SystemExit("encoder_record= trains from cached features only: set eval_n=0")
+        clip = RecordedEncoder.read(cfg.encoder_record)
+    else:
+        clip = load_clip(preset.clip_spec(), dev)
+    lm = load_lm(preset.lm, dev, resolve_dtype(cfg.dtype, dev))
     captions, feats = corpus_features(cfg, clip)
     return clip, lm, captions, feats
 
 
+class RecordedEncoder:
+    """A frozen encoder's identity without its weights, for training where only its cached text features and
+    the LM are at hand (e.g. a GPU machine without the photo bridge's packages). Encodes nothing; adaptor
+    checkpoints trained with it record the real encoder's name, fingerprint and spec."""
+
+    def __init__(self, record: dict):
+        from zsc_core.encode import ClipSpec
+
+        self.spec = ClipSpec(**record["spec"])
+        self.embed_dim = int(record["embed_dim"])
+        self.fingerprint = record["fingerprint"]
+        self.text_fingerprint = record["text_fingerprint"]
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def read(cls, path: str) -> "RecordedEncoder":
+        import json
+
+        with open(path) as f:
+            return cls(json.load(f))
+
+    @staticmethod
+    def write(clip: ClipEncoder, path: str) -> None:
+        import json
+
+        spec = asdict(clip.spec)
+        if spec.get("checkpoint"):  # relative to the working directory (the repository root), to travel
+            spec["checkpoint"] = os.path.relpath(os.path.abspath(spec["checkpoint"]))
+        rec = {"spec": spec, "embed_dim": clip.embed_dim, "fingerprint": clip.fingerprint,
+               "text_fingerprint": clip.text_fingerprint}
+        with open(path, "w") as f:
+            json.dump(rec, f, indent=1)
+
+    def identity(self) -> dict[str, str]:
+        return {"name": self.spec.display_name(), "fingerprint": self.fingerprint}
+
+    def encode_text(self, texts):
+        raise RuntimeError("a RecordedEncoder has no weights: the corpus features must be cached already")
+
+
+def validate(cfg: RunConfig, cap: Captioner) -> tuple[dict, list[str]]:
+    """Validation scores at S=1 (fast, noise-free) and a few captions, on the configured ``eval_set``."""
+    if cfg.eval_set == "coco":
+        from zsc_core.evaluation import evaluate_coco
+
+        d = os.path.join(DATA_DIR, "coco", "train-paired")
+        out = evaluate_coco(cap, os.path.join(d, "images"), os.path.join(d, "references.json"), samples=1,
+                            metrics=("bleu", "cider"), progress=False, limit=cfg.eval_n)
+        return out["metrics"], [im["caption"] for im in out["images"][:3]]
+    ev = evaluate_world(cap, cfg.eval_n, "val", samples=1)
+    return ev.scores, list(ev.captions.values())[:3]
+
+
 def corpus_features(cfg: RunConfig, clip: ClipEncoder) -> tuple[list[str], torch.Tensor]:
     """The run's corpus encoded by ``clip``, cached beside the run folders (``runs/features/``), shared by runs."""
-    name = f"{cfg.corpus.replace(':', '-').replace('/', '_')}-{clip.fingerprint}.safetensors"
+    name = f"{cfg.corpus.replace(':', '-').replace('/', '_')}-{clip.text_fingerprint}.safetensors"
     cache = os.path.join(os.path.dirname(os.path.abspath(cfg.run_dir)), "features", name)
     return cached_text_features(clip, cfg.corpus, cache, cfg.max_words)
+
+
+def export(cfg: RunConfig, cap: Captioner, step: int, scores: dict) -> str:
+    """Write ``run_dir/last.safetensors`` always, and ``out`` when this step has the best validation CIDEr so far
+    (or, without validation, always). Each export records which one it is under ``extra["selected"]``.
+    The best score survives a resume (``run_dir/best.json``). Returns what ``out`` now holds."""
+    import json
+
+    extra = {"step": step, "val": scores, "train": asdict(cfg)}
+    cap.save(os.path.join(cfg.run_dir, "last.safetensors"), extra={**extra, "selected": "last"})
+    if cfg.keep_evals:
+        cap.save(os.path.join(cfg.run_dir, f"step-{step}.safetensors"), extra={**extra, "selected": "last"})
+    score = scores.get("CIDEr") if isinstance(scores.get("CIDEr"), float) else None
+    best_path = os.path.join(cfg.run_dir, "best.json")
+    best = None
+    if os.path.isfile(best_path):
+        with open(best_path) as f:
+            best = json.load(f)
+    if score is None:
+        cap.save(cfg.out, extra={**extra, "selected": "last step (no validation)"})
+        return "last"
+    if best is None or score > best["CIDEr"]:
+        best = {"step": step, "CIDEr": score}
+        cap.save(cfg.out, extra={**extra, "selected": f"best validation CIDEr of the steps evaluated ({cfg.eval_set})"})
+        with open(best_path + ".tmp", "w") as f:
+            json.dump(best, f)
+        os.replace(best_path + ".tmp", best_path)
+    return f"best (step {best['step']})"
 
 
 # loss_fn(text features (B, D), target token ids per row, corpus indices (B,)) -> (loss, numbers to log)
@@ -159,7 +251,8 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
         idx = batch_indices(len(captions), cfg.batch_size, step, cfg.seed)[d.rank::d.world]
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        loss, logs = loss_fn(feats[idx].to(lm.device), [targets[i] for i in idx.tolist()], idx)
+        with autocast(lm.device, lm.model.dtype):  # fp32 adaptor, LM in its runtime dtype (device.py)
+            loss, logs = loss_fn(feats[idx].to(lm.device), [targets[i] for i in idx.tolist()], idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if d.world > 1:
@@ -185,11 +278,10 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
         if (done % cfg.eval_every == 0 or done == cfg.steps) and d.main:
             scores = {}
             if cfg.eval_n > 0:
-                ev = evaluate_world(cap, cfg.eval_n, "val", samples=1)  # S=1: fast and noise-free
+                scores, examples = validate(cfg, cap)
                 model.train()
-                scores = ev.scores
-                log.info(f"step {done} val ({cfg.eval_n} scenes) {scores}; e.g. {list(ev.captions.values())[:3]}")
-            cap.save(cfg.out, extra={"step": done, "val": scores, "train": asdict(cfg)})
+                log.info(f"step {done} val ({cfg.eval_set}, {cfg.eval_n}) {scores}; e.g. {examples}")
+            export(cfg, cap, done, scores)
     bar.close()
     if d.world > 1:
         import torch.distributed as dist

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,22 +27,16 @@ from zsc_core.captioner import Captioner
 
 @dataclass
 class MacCapTrainConfig(RunConfig):
-    """A MacCap text-only training run (the adaptor's sizes are MacCapConfig's)."""
+    """A MacCap text-only training run. The adaptor's fields (n_queries, d_model, n_cr, sigma2, ...) are
+    MacCapConfig's, set by name: ``n_cr=1`` is the single-token ablation, ``sigma2=0`` the one without noise."""
 
-    n_queries: int = 10  # N_q prefix tokens
-    d_model: int = 512
-    n_heads: int = 8
-    ffn_dim: int = 2048
-    dropout: float = 0.1
-    n_cr: int = 10  # noisy copies of T_c = region tokens; 1 gives the "single token" ablation
-    sigma2: float = 0.016  # injected noise variance; 0 gives the "without noise" ablation
+    adaptor: MacCapConfig = field(default_factory=MacCapConfig)  # clip_dim and lm_dim come from the frozen models
     run_dir: str = "runs/maccap"
     out: str = "checkpoints/maccap-offline-world.safetensors"
 
 
 def adaptor_config(cfg: MacCapTrainConfig) -> MacCapConfig:
-    return MacCapConfig(n_queries=cfg.n_queries, d_model=cfg.d_model, n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim,
-                        dropout=cfg.dropout, n_cr=cfg.n_cr, sigma2=cfg.sigma2)
+    return cfg.adaptor
 
 
 def maccap_loss(cfg: MacCapTrainConfig, cap: Captioner):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -43,18 +43,10 @@ SETTINGS = ("S1", "S2", "S3", "S4")
 
 @dataclass
 class TIPCapTrainConfig(RunConfig):
-    """A TIPCap run (the adaptor's sizes are TIPCapConfig's)."""
+    """A TIPCap run. The adaptor's fields are TIPCapConfig's, set by name: ``setting=S1``, ``covariance=isotropic``,
+    ``use_reverse=false``, ``prefix_len=4``, ... (trainable_gaussian follows the setting: S3/S4 learn it)."""
 
-    setting: str = "S4"  # S1 paired / S2 web / S3 unpaired images / S4 text only
-    prefix_len: int = 4
-    d_model: int = 512
-    n_layers: int = 2
-    n_heads: int = 8
-    ffn_dim: int = 2048
-    dropout: float = 0.1
-    covariance: str = "full"  # "full" N(mu, Sigma) or "isotropic" N(mu, sigma2 I) (ablation)
-    sigma2: float = 0.016  # isotropic variance, and the initial diagonal of a trained L
-    use_reverse: bool = True  # reverse mapping module (ablation: false)
+    adaptor: TIPCapConfig = field(default_factory=TIPCapConfig)  # clip_dim and lm_dim come from the frozen models
     n_paired: int = 100  # S1: paired scenes
     n_web: int = 2000  # S2: web pairs
     n_unpaired: int = 2000  # S3: unpaired images
@@ -64,17 +56,17 @@ class TIPCapTrainConfig(RunConfig):
     tau: float = 0.1  # contrastive temperature of the reconstruction loss
     w_kl: float = 0.01  # KL weight (S3, S4)
     w_rd: float = 1.0  # relational distillation weight (S4)
+    gaussian: str = ""  # S1/S2: a safetensors file with the estimated "mu" and "L" (estimate once, train anywhere:
+    #                     `python -m train.train_tipcap setting=S1 ... gaussian_out=F steps=0` writes it)
+    gaussian_out: str = ""  # write the setting's estimated mu and L here
     run_dir: str = "runs/tipcap-S4"
     out: str = "checkpoints/tipcap-s4-offline-world.safetensors"
 
 
 def adaptor_config(cfg: TIPCapTrainConfig) -> TIPCapConfig:
-    if cfg.setting not in SETTINGS:
-        raise SystemExit(f"setting must be one of {SETTINGS}, got {cfg.setting!r}")
-    return TIPCapConfig(prefix_len=cfg.prefix_len, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                        n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, setting=cfg.setting,
-                        covariance=cfg.covariance, sigma2=cfg.sigma2,
-                        trainable_gaussian=cfg.setting in ("S3", "S4"), use_reverse=cfg.use_reverse)
+    if cfg.adaptor.setting not in SETTINGS:
+        raise SystemExit(f"setting must be one of {SETTINGS}, got {cfg.adaptor.setting!r}")
+    return replace(cfg.adaptor, trainable_gaussian=cfg.adaptor.setting in ("S3", "S4"))
 
 
 @torch.no_grad()
@@ -87,21 +79,42 @@ def image_features(clip: ClipEncoder, split: str, n: int, size: int, batch: int 
     return torch.cat(out)
 
 
+@torch.no_grad()
+def coco_paired_features(clip: ClipEncoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image and caption features of data/coco/train-paired, one row per (photo, caption) pair, (5N, D) each."""
+    from train.build_bridge import coco_set
+    from zsc_core.images import load_image
+
+    paths, refs = coco_set("train-paired")
+    img = clip.encode_image(clip.pixels([load_image(p) for p in paths])).float().cpu()
+    txt = clip.encode_text([c for r in refs for c in r]).float().cpu()
+    return img.repeat_interleave(torch.tensor([len(r) for r in refs]), dim=0), txt
+
+
 def setting_statistics(cfg: TIPCapTrainConfig, clip: ClipEncoder, corpus_feats: torch.Tensor) -> dict:
     """Everything a setting estimates from its data before training: the Gaussian, or S3's image Gaussian."""
     d = corpus_feats.shape[1]
-    if cfg.setting == "S1":
+    if cfg.gaussian:
+        from safetensors.torch import load_file
+
+        g = load_file(cfg.gaussian)
+        return {"mu": g["mu"].float(), "L": g["L"].float()}
+    if cfg.adaptor.setting == "S1" and cfg.eval_set == "coco":  # real photos: the 80 paired COCO train photos
+        img, txt = coco_paired_features(clip)
+        mu, L = gap.estimate_paired(img, txt, cfg.shrinkage)
+        return {"mu": mu, "L": L}
+    if cfg.adaptor.setting == "S1":
         img = image_features(clip, "paired", cfg.n_paired, cfg.image_size)
         txt = clip.encode_text([s.captions[0] for s in world.iter_scenes(0, "paired", cfg.n_paired)]).float().cpu()
         mu, L = gap.estimate_paired(img, txt, cfg.shrinkage)
         return {"mu": mu, "L": L}
-    if cfg.setting == "S2":
+    if cfg.adaptor.setting == "S2":
         img = image_features(clip, "web", cfg.n_web, cfg.image_size)
         txt = clip.encode_text([s.alt_text for s in world.iter_scenes(0, "web", cfg.n_web)]).float().cpu()
         mu, L = gap.estimate_web(img, txt, corpus_feats, cfg.shrinkage)
         return {"mu": mu, "L": L}
-    init_L = torch.eye(d) * cfg.sigma2 ** 0.5
-    if cfg.setting == "S3":
+    init_L = torch.eye(d) * cfg.adaptor.sigma2 ** 0.5
+    if cfg.adaptor.setting == "S3":
         img = image_features(clip, "unpaired", cfg.n_unpaired, cfg.image_size)
         mu_i, cov_i = gap.fit_gaussian(img, cfg.shrinkage)
         # Start the mapping at the gap between the two modalities' centroids; training refines it.
@@ -121,11 +134,11 @@ def tipcap_loss(cfg: TIPCapTrainConfig, cap: Captioner, stats: dict):
             rev = gap.cosine_loss(out.recon, text) + gap.contrastive_loss(out.recon, text, cfg.tau)
             loss = loss + cfg.w_rev * rev
             logs["rev"] = rev.item()
-        if cfg.setting == "S3":
+        if cfg.adaptor.setting == "S3":
             kl = gap.whitened_kl_to_standard(out.mapped, stats["image_mu"].to(text), stats["image_L"].to(text))
             loss = loss + cfg.w_kl * kl
             logs["kl"] = kl.item()
-        if cfg.setting == "S4":
+        if cfg.adaptor.setting == "S4":
             pseudo = out.mapped - (out.recon if out.recon is not None else text)  # pseudo differences
             kl = gap.batch_kl_to_gaussian(pseudo, ad.mapping.mu, ad.mapping.L)
             rd = gap.relational_distillation(out.mapped, text)
@@ -155,6 +168,13 @@ def main(argv: list[str] | None = None) -> str:
     log = RunLogger(os.path.join(cfg.run_dir, "train.log"))
     clip, lm, captions, feats = load_frozen(cfg)
     cap, stats = build(cfg, clip, lm, feats)
+    if cfg.gaussian_out:
+        from safetensors.torch import save_file
+
+        save_file({"mu": stats["mu"].contiguous(), "L": stats["L"].contiguous()}, cfg.gaussian_out)
+        log.info(f"wrote the {cfg.adaptor.setting} Gaussian to {cfg.gaussian_out}")
+        if cfg.steps == 0:
+            return cfg.gaussian_out
     train(cfg, cap, stats, captions, feats, log)
     log.info(f"wrote {cfg.out}")
     return cfg.out

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from . import gap
+
 
 @dataclass
 class MacCapConfig:
@@ -45,6 +47,24 @@ class MacCapAdaptor(nn.Module):
         memory = self.in_proj(regions)  # (B, N_cr, d)
         q = self.queries[None].expand(regions.shape[0], -1, -1)  # (B, N_q, d)
         return self.out(self.decoder(q, memory))  # (B, N_q, H)
+
+    # -- what the facade asks of every adaptor --------------------------------------------------------------
+    @property
+    def n_regions(self) -> int:
+        """Subregions to select at inference (the N_cr tokens it reads)."""
+        return self.cfg.n_cr
+
+    def text_prefix(self, text: torch.Tensor) -> torch.Tensor:
+        """Training: caption features (B, D) -> N_cr noisy copies (region noise injection) -> prefix (B, N_q, H)."""
+        return self(gap.inject_noise(text, self.cfg.n_cr, self.cfg.sigma2))
+
+    def image_input(self, global_feat: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """Inference: MacCap reads the N_cr subregion features I_cr, (B, N_cr, D)."""
+        return regions
+
+    def perturb(self, x: torch.Tensor, sigma2: float, generator: torch.Generator) -> torch.Tensor:
+        """Multiple sampling: noise on every region token of every copy, (B*S, N_cr, D)."""
+        return gap.inject_noise(x, x.shape[1], sigma2, generator)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -162,3 +182,18 @@ class TIPCapAdaptor(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Inference on image features (B, D) -> prefix (B, L, H)."""
         return self.projector(self.reverse(image) if self.reverse is not None else image)
+
+    # -- what the facade asks of every adaptor --------------------------------------------------------------
+    n_regions = 10  # TIPCap reads the global feature only; the subregions are shown, not read
+
+    def text_prefix(self, text: torch.Tensor) -> torch.Tensor:
+        """Training: caption features (B, D) -> M -> [R] -> projector, (B, L, H)."""
+        return self.forward_text(text).prefix
+
+    def image_input(self, global_feat: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """Inference: the global image feature (B, D) skips the mapping module."""
+        return global_feat
+
+    def perturb(self, x: torch.Tensor, sigma2: float, generator: torch.Generator) -> torch.Tensor:
+        """Multiple sampling: isotropic noise on each copy of the global feature, (B*S, D)."""
+        return gap.inject_noise(x, 1, sigma2, generator)[:, 0]

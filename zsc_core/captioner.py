@@ -16,10 +16,10 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from . import gap, regions
+from . import regions
 from .adaptor import MacCapAdaptor, MacCapConfig, TIPCapAdaptor, TIPCapConfig
-from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint, skip_init
-from .device import resolve_device, resolve_dtype
+from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
+from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
@@ -123,15 +123,11 @@ class Captioner:
             lm = load_lm(LMSpec(**ck.lm["spec"]), dev, resolve_dtype(dtype, dev))
         check_compatible(ck, clip.identity(), lm.identity())
         cfg_cls, module_cls = ADAPTORS[ck.kind]
-        with skip_init():  # every weight is loaded next (strictly)
-            adaptor = module_cls(cfg_cls(**ck.config["adaptor"]))
-        try:
-            adaptor.load_state_dict({k: v.float() for k, v in ck.tensors.items()})
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: adaptor weights do not fit its config: {e}") from e
+        adaptor = build_and_load(lambda: module_cls(cfg_cls(**ck.config["adaptor"])), ck.tensors, path)
         caption_cfg = CaptionConfig(**ck.config.get("caption", {}))
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
-        return cls(clip, lm, adaptor.to(dev, lm.model.dtype).eval(), ck.kind, caption_cfg, name=name,
+        # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
+        return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, caption_cfg, name=name,
                    interactive=bool(ck.config.get("interactive", False)))
 
     def save(self, path: str, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = torch.float16) -> str:
@@ -150,17 +146,14 @@ class Captioner:
 
     # -- training path ------------------------------------------------------------------------------------
     def text_prefix(self, text_feats: torch.Tensor) -> torch.Tensor:
-        """The training-time prefix from caption features (B, D): MacCap injects region noise, TIPCap maps
-        through N(mu, Sigma). Stage-2 prompt training uses it, so it shares the model code of stage 1."""
-        if self.kind == "maccap":
-            cfg = self.adaptor.cfg
-            return self.adaptor(gap.inject_noise(text_feats, cfg.n_cr, cfg.sigma2).to(self.lm.model.dtype))
-        return self.adaptor.forward_text(text_feats.to(self.lm.model.dtype)).prefix
+        """The training-time prefix from caption features (B, D), as the adaptor defines it (MacCap: region
+        noise; TIPCap: the N(mu, Sigma) mapping). Stage-2 prompt training uses it, so it shares stage 1's code."""
+        return self.adaptor.text_prefix(text_feats)
 
     # -- inference ----------------------------------------------------------------------------------------
     def region_memory(self, feats, cfg: CaptionConfig) -> tuple[torch.Tensor, regions.Subregions]:
         """The N_cr region tokens MacCap's adaptor reads, (B, N_cr, D), and the chosen subregions."""
-        n_cr = cfg.n_cr or getattr(self.adaptor.cfg, "n_cr", 10)
+        n_cr = cfg.n_cr or self.adaptor.n_regions
         sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr)
         if cfg.use_regions:
             memory = sub.feats
@@ -212,15 +205,13 @@ class Captioner:
         memory, sub = self.region_memory(feats, cfg)  # (B, N_cr, D)
         t1 = time.perf_counter()
         b, s = len(batch), cfg.samples
-        # MacCap reads the N_cr region tokens; TIPCap reads the global feature (it skips the mapping module).
-        x = memory if self.kind == "maccap" else feats.global_feat  # (B, N_cr, D) or (B, D)
+        x = self.adaptor.image_input(feats.global_feat, memory)  # what this adaptor reads: (B, N_cr, D) or (B, D)
         x = x.repeat_interleave(s, dim=0)  # (B*S, ...), image-major
         if s > 1:
             gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
-            sigma2 = self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2
-            x = gap.inject_noise(x, x.shape[1], sigma2, gen) if x.dim() == 3 else \
-                gap.inject_noise(x, 1, sigma2, gen)[:, 0]
-        prefix = self.adaptor(x.to(self.lm.model.dtype))  # (B*S, N_q, H)
+            x = self.adaptor.perturb(x, self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2, gen)
+        with autocast(self.lm.device, self.lm.model.dtype):
+            prefix = self.adaptor(x)  # (B*S, N_q, H)
         gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
         t_rank = 0.0
         if rough is None:
@@ -264,7 +255,8 @@ class Captioner:
         if prompt is not None:
             ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
             prompts = [ids[i // s] for i in range(b * s)]
-        texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg)
+        with autocast(self.lm.device, self.lm.model.dtype):
+            texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg)
         t = time.perf_counter()
         text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S, D)
         ranked = [rerank(texts[i * s:(i + 1) * s], text_feats[i], image_feats[i]) for i in range(b)]

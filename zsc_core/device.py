@@ -1,9 +1,15 @@
-"""Device and dtype, decided in one place.
+"""Device and dtype, decided in one place, and the one precision policy.
 
-Every other module receives a ``torch.device`` from here; nothing else calls ``.cuda()``.
+Every other module receives a ``torch.device`` from here; nothing else calls ``.cuda()``. Precision: the frozen
+LM runs in the runtime dtype (:func:`resolve_dtype`), every trainable weight (the adaptors) stays float32, and
+the forward passes that mix them run inside :func:`autocast`; the LM casts its input prefix to its own dtype at
+its boundary. Nothing else casts by hand. Fingerprints are taken of the weights as stored (float32), so a
+checkpoint loads whatever the runtime dtype.
 """
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -31,3 +37,9 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         return torch.float32
     return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
+    """Mixed precision for a forward pass that feeds the LM: matmuls in ``dtype`` (the LM's runtime dtype) while
+    fp32 weights stay fp32; a no-op for float32."""
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)

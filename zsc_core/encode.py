@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from .checkpoint import CheckpointError, FrozenIdentity, load_checkpoint, read_metadata, save_checkpoint, skip_init
+from .checkpoint import FrozenIdentity, build_and_load, load_checkpoint, read_metadata, save_checkpoint
 
 
 @dataclass
@@ -64,6 +64,11 @@ class ImageFeatures:
     attention: torch.Tensor  # (B, 1 + N, 1 + N) last layer attention, mean over heads
     grid: tuple[int, int]  # (gh, gw) patch grid, N = gh * gw
     patch_size: tuple[int, int]  # (ph, pw) pixels of the model input per patch
+
+
+def causal_mask(n: int) -> torch.Tensor:
+    """open_clip's additive causal mask for a text tower of context ``n``: -inf above the diagonal, (n, n)."""
+    return torch.full((n, n), float("-inf")).triu_(1)
 
 
 def build_custom_clip(config: dict[str, Any]) -> nn.Module:
@@ -178,18 +183,22 @@ def clip_spec_from_checkpoint(path: str, name: str = "") -> ClipSpec:
 
 
 def load_clip(spec: ClipSpec, device: torch.device | str = "cpu") -> ClipEncoder:
-    """Build and load the CLIP a spec names. The only place a CLIP's weights are read (or downloaded)."""
+    """Build and load the CLIP a spec names. The only place a CLIP's weights are read (or downloaded).
+
+    A checkpoint of kind ``bridge`` gives the photo preset's CNN + sentence-encoder bridge
+    (:class:`zsc_core.bridge.BridgeEncoder`), which has the same feature functions."""
+    if spec.checkpoint and read_metadata(spec.checkpoint)["kind"] == "bridge":  # real photos offline (bridge.py)
+        from .bridge import load_bridge
+
+        return load_bridge(spec, device)
     import open_clip
 
     if spec.checkpoint:
         ck = load_checkpoint(spec.checkpoint, expect_kind="clip")
         cfg = ck.config
-        with skip_init():  # every weight is loaded next; a missing one raises below
-            model = build_custom_clip(cfg["open_clip"])
-        missing, unexpected = model.load_state_dict({k: v.float() for k, v in ck.tensors.items()}, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{spec.checkpoint}: weights do not fit its config "
-                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        n_ctx = int(cfg["open_clip"]["text_cfg"]["context_length"])
+        model = build_and_load(lambda: build_custom_clip(cfg["open_clip"]), ck.tensors, spec.checkpoint,
+                               buffers={"attn_mask": lambda: causal_mask(n_ctx)})
         pre = PreprocessCfg(**{**cfg["preprocess"], "mean": tuple(cfg["preprocess"]["mean"]),
                                "std": tuple(cfg["preprocess"]["std"])})
         name = spec.name or cfg.get("name", spec.checkpoint)

@@ -45,9 +45,25 @@ def evaluate_world(captioner, n: int = 100, split: str = "val", world_seed: int 
     return WorldEval(caption_metrics(refs, hyps, metrics), hyps, n)
 
 
+def coco_items(split: str) -> list[tuple[str, list[str]]]:
+    """(image path, reference captions) of each photo of data/coco/<split> (``val-dev``, ``train-paired``)."""
+    import json
+    import os
+
+    from .presets import data_dir
+
+    d = os.path.join(data_dir(), "coco", split)
+    with open(os.path.join(d, "references.json")) as f:
+        refs = json.load(f)
+    caps: dict[int, list[str]] = {}
+    for a in refs["annotations"]:
+        caps.setdefault(a["image_id"], []).append(a["caption"].strip())
+    return [(os.path.join(d, "images", im["file_name"]), caps[im["id"]]) for im in refs["images"] if im["id"] in caps]
+
+
 def evaluate_coco(captioner, images_dir: str, references: str, samples: int | None = None, batch: int = 8,
-                  metrics: Sequence[str] = ("bleu", "meteor", "rouge", "cider", "spice"), progress: bool = True
-                  ) -> dict[str, Any]:
+                  metrics: Sequence[str] = ("bleu", "meteor", "rouge", "cider", "spice"), progress: bool = True,
+                  limit: int | None = None, **caption_kw: Any) -> dict[str, Any]:
     """Caption every image of a COCO-format reference file found in ``images_dir`` and score the captions.
 
     A missing or unreadable image is reported under ``failed`` and counted, not fatal. Returns the metric
@@ -66,6 +82,7 @@ def evaluate_coco(captioner, images_dir: str, references: str, samples: int | No
     items = [(im["id"], im["file_name"]) for im in refs.get("images", []) if im["id"] in by_image]
     if not items:
         raise ValueError(f"{references} has no images with captions (COCO format: images[] and annotations[])")
+    items = items[:limit] if limit else items
     hyps: dict[int, str] = {}
     per_image: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
@@ -85,7 +102,7 @@ def evaluate_coco(captioner, images_dir: str, references: str, samples: int | No
                 failed.append({"file_name": name, "error": str(e)})
         if not loaded:
             continue
-        results = captioner.caption([im for _, _, im in loaded], samples=samples)
+        results = captioner.caption([im for _, _, im in loaded], samples=samples, **caption_kw)
         for (image_id, name, _), r in zip(loaded, results):
             hyps[image_id] = r.caption
             per_image.append({"image_id": image_id, "file_name": name, **r.to_dict()})

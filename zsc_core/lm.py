@@ -111,15 +111,16 @@ class LanguageModel(FrozenIdentity, nn.Module):
         prefix: (B, L, H). prompts: per-row token ids placed after the prefix, or None.
         """
         b = prefix.shape[0]
+        prefix = prefix.to(self.model.dtype)  # the LM's boundary: its input runs in its own dtype
         prompts = prompts if prompts is not None else [[] for _ in range(b)]
         width = max(len(p) for p in prompts)
-        pad = self.embed(torch.tensor([[self.pad_id]], device=self.device))[0, 0].to(prefix.dtype)  # (H,)
+        pad = self.embed(torch.tensor([[self.pad_id]], device=self.device))[0, 0]  # (H,)
         rows, masks = [], []
         for i in range(b):
             p = prompts[i]
             parts = [pad.expand(width - len(p), -1), prefix[i]]
             if p:
-                parts.append(self.embed(torch.tensor([p], device=self.device))[0].to(prefix.dtype))
+                parts.append(self.embed(torch.tensor([p], device=self.device))[0])
             rows.append(torch.cat(parts))
             masks.append(torch.cat([torch.zeros(width - len(p)), torch.ones(prefix.shape[1] + len(p))]))
         return torch.stack(rows), torch.stack(masks).to(self.device, torch.long)
@@ -133,6 +134,7 @@ class LanguageModel(FrozenIdentity, nn.Module):
         target token (the vocabulary projection is the largest activation; most positions never need it).
         """
         b, n_pre, _ = prefix.shape
+        prefix = prefix.to(self.model.dtype)  # the LM's boundary (gradients flow back through the cast)
         prompts = prompts if prompts is not None else [[] for _ in range(b)]
         seqs = [list(p) + list(t) for p, t in zip(prompts, targets)]
         width = max(len(x) for x in seqs)
@@ -142,7 +144,7 @@ class LanguageModel(FrozenIdentity, nn.Module):
         for i, x in enumerate(seqs):  # right padding: causal attention never looks at it
             ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
             mask[i, n_pre:n_pre + len(x)] = 1
-        embeds = torch.cat([prefix, self.embed(ids).to(prefix.dtype)], dim=1)  # (B, L + T, H)
+        embeds = torch.cat([prefix, self.embed(ids)], dim=1)  # (B, L + T, H)
         hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask.to(self.device)).last_hidden_state
         rows, cols, labels = [], [], []
         for i, (p, t) in enumerate(zip(prompts, targets)):
@@ -166,7 +168,7 @@ class LanguageModel(FrozenIdentity, nn.Module):
                                   do_sample=cfg.do_sample, pad_token_id=self.pad_id, eos_token_id=self.eos_id)
         if cfg.do_sample:
             kw.update(temperature=cfg.temperature, top_p=cfg.top_p)
-        out = self.model.generate(inputs_embeds=embeds.to(self.model.dtype), attention_mask=mask, **kw)
+        out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
         return [clean_caption(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
@@ -235,10 +237,8 @@ FINGERPRINT_FILE = "zsc_fingerprint.json"
 
 
 def _cached_fingerprint(cached: str, model: nn.Module, dtype: torch.dtype) -> str | None:
-    """The weights' fingerprint, hashed once per cache and kept beside it (fp32 loads only: the fingerprint of
-    weights rounded to another dtype differs)."""
-    if dtype != torch.float32:
-        return None
+    """The fingerprint of the weights AS STORED (float32), hashed once per cache and kept beside it, so that a
+    bf16 or fp16 load matches checkpoints trained at fp32 (a fingerprint of cast weights would not)."""
     path = os.path.join(cached, FINGERPRINT_FILE)
     st = os.stat(os.path.join(cached, "model.safetensors"))
     stamp = [st.st_size, st.st_mtime_ns]  # a rewritten weight file invalidates the stored fingerprint
@@ -249,6 +249,10 @@ def _cached_fingerprint(cached: str, model: nn.Module, dtype: torch.dtype) -> st
             return str(saved["fp32"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    if dtype != torch.float32:  # hash the stored fp32 weights, not the cast ones
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
     fp = state_fingerprint(model.state_dict())
     try:
         with open(path + ".tmp", "w") as f:
@@ -281,21 +285,22 @@ def _smollm2(dtype: torch.dtype) -> tuple[nn.Module, Any, str | None]:
         try:
             _save_dequantised(model, tok, cached)
         except OSError:  # read-only cache: still usable, just slow next time
-            return model.to(dtype), tok, None
+            return model.to(dtype), tok, state_fingerprint(model.state_dict())
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
     return model, AutoTokenizer.from_pretrained(cached), _cached_fingerprint(cached, model, dtype)
 
 
 def load_lm(spec: LMSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LanguageModel:
     """Build and load the LM a spec names: the only place LM weights are read (or downloaded)."""
-    fingerprint = None
-    if spec.source == "tiny":
-        model, tok = _tiny_lm(spec)
-    elif spec.source == SMOLLM2:
+    if spec.source == SMOLLM2:
         model, tok, fingerprint = _smollm2(dtype)
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        if spec.source == "tiny":
+            model, tok = _tiny_lm(spec)
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(spec.source, revision=spec.revision, dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision)
+            model = AutoModelForCausalLM.from_pretrained(spec.source, revision=spec.revision, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision)
+        fingerprint = state_fingerprint(model.state_dict())  # of the fp32 weights, before any cast
     return LanguageModel(model.to(device=device, dtype=dtype), tok, spec, fingerprint)

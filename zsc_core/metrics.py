@@ -1,34 +1,42 @@
 """Caption metrics through pycocoevalcap 1.2: BLEU-1..4, METEOR, ROUGE-L, CIDEr, and SPICE where it can run.
 
-SPICE needs Stanford CoreNLP jars that pycocoevalcap downloads on first use; where that cannot happen (no
-network, no Java) it is reported as unavailable with the reason, never a crash.
+Every result records which tokenizer and which scorers ran (``tokenizer``, ``scorers``): pycocoevalcap's PTB
+tokenizer needs Java, and without it a regex tokenizer is used, whose CIDEr is NOT comparable with PTB figures.
+The Java scorers (METEOR, SPICE) are reported as ``{"unavailable": reason}`` when Java or SPICE's CoreNLP jars
+are missing or their process fails; the pure-Python scorers (BLEU, ROUGE-L, CIDEr) are never silenced: a bug
+there raises.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider", "spice")
+PTB = "ptb (pycocoevalcap, Java)"
+REGEX = "regex fallback (no Java; not comparable with PTB-tokenised scores)"
+JAVA_FAILURES = (OSError, subprocess.SubprocessError, RuntimeError, ValueError)  # process start / pipe / output
 
 
-def _tokenize(captions: Mapping[int, Sequence[str]]) -> dict[int, list[str]]:
-    """PTB tokenisation (Java) where Java exists, else a lower-case punctuation-stripping fallback."""
+def _tokenize(captions: Mapping[int, Sequence[str]]) -> tuple[dict[int, list[str]], str]:
+    """PTB tokenisation (Java) where Java exists, else a lower-case punctuation-stripping fallback; and which."""
     if shutil.which("java"):
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-        return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+        return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()}), PTB
     import re
 
-    return {k: [" ".join(re.findall(r"[a-z0-9]+", c.lower())) for c in v] for k, v in captions.items()}
+    return {k: [" ".join(re.findall(r"[a-z0-9]+", c.lower())) for c in v] for k, v in captions.items()}, REGEX
 
 
 def caption_metrics(references: Mapping[int, Sequence[str]], hypotheses: Mapping[int, str],
                     metrics: Sequence[str] = ("bleu", "meteor", "rouge", "cider")) -> dict[str, object]:
     """Corpus-level scores of ``hypotheses`` (id -> caption) against ``references`` (id -> captions).
 
-    Returns {"BLEU-1".."BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"} for the metrics asked for; a metric
-    that cannot run here maps to ``{"unavailable": reason}``.
+    Returns {"BLEU-1".."BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"} for the metrics asked for (a Java scorer
+    that cannot run here maps to ``{"unavailable": reason}``), plus ``tokenizer`` (which one ran) and ``scorers``
+    (metric -> "ran" or why not).
     """
     unknown = [m for m in metrics if m not in ALL_METRICS]
     if unknown:
@@ -36,40 +44,49 @@ def caption_metrics(references: Mapping[int, Sequence[str]], hypotheses: Mapping
     ids = [i for i in hypotheses if i in references]
     if not ids:
         raise ValueError("no hypothesis has references")
-    gts = _tokenize({i: list(references[i]) for i in ids})
-    res = _tokenize({i: [hypotheses[i]] for i in ids})
+    gts, tokenizer = _tokenize({i: list(references[i]) for i in ids})
+    res, _ = _tokenize({i: [hypotheses[i]] for i in ids})
     out: dict[str, object] = {}
+    ran: dict[str, str] = {}
     for name in metrics:
-        try:
-            if name == "bleu":
-                from pycocoevalcap.bleu.bleu import Bleu
+        if name == "bleu":
+            from pycocoevalcap.bleu.bleu import Bleu
 
-                scores, _ = Bleu(4).compute_score(gts, res, verbose=0)
-                out.update({f"BLEU-{n + 1}": float(s) for n, s in enumerate(scores)})
-            elif name == "meteor":
-                from pycocoevalcap.meteor.meteor import Meteor
+            scores, _ = Bleu(4).compute_score(gts, res, verbose=0)
+            out.update({f"BLEU-{n + 1}": float(s) for n, s in enumerate(scores)})
+        elif name == "rouge":
+            from pycocoevalcap.rouge.rouge import Rouge
 
-                if not shutil.which("java"):
-                    raise RuntimeError("METEOR needs Java")
-                m = Meteor()
-                try:
-                    out["METEOR"] = float(m.compute_score(gts, res)[0])
-                finally:
-                    m.close() if hasattr(m, "close") else None
-            elif name == "rouge":
-                from pycocoevalcap.rouge.rouge import Rouge
+            out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+        elif name == "cider":
+            from pycocoevalcap.cider.cider import Cider
 
-                out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
-            elif name == "cider":
-                from pycocoevalcap.cider.cider import Cider
-
-                out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-            else:
-                out["SPICE"] = _spice(gts, res)
-        except Exception as e:  # a metric that cannot run here is reported, the others still count
-            key = {"bleu": "BLEU-4", "meteor": "METEOR", "rouge": "ROUGE-L", "cider": "CIDEr"}.get(name, name)
-            out[key] = {"unavailable": f"{type(e).__name__}: {e}"}
+            out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+        elif name == "meteor":
+            out["METEOR"] = _meteor(gts, res)
+        else:
+            out["SPICE"] = _spice(gts, res)
+        key = {"bleu": "BLEU-4", "meteor": "METEOR", "rouge": "ROUGE-L", "cider": "CIDEr", "spice": "SPICE"}[name]
+        ran[name] = out[key]["unavailable"] if isinstance(out[key], dict) else "ran"
+    out["tokenizer"] = tokenizer
+    out["scorers"] = ran
     return out
+
+
+def _meteor(gts, res) -> object:
+    """METEOR (Java), or why it could not run."""
+    if not shutil.which("java"):
+        return {"unavailable": "METEOR needs Java"}
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        m = Meteor()
+        try:
+            return float(m.compute_score(gts, res)[0])
+        finally:
+            m.close() if hasattr(m, "close") else None
+    except JAVA_FAILURES as e:
+        return {"unavailable": f"METEOR's Java process failed: {type(e).__name__}: {e}"}
 
 
 def _spice(gts, res) -> object:
@@ -87,4 +104,7 @@ def _spice(gts, res) -> object:
         return {"unavailable": "SPICE needs Java"}
     from pycocoevalcap.spice.spice import Spice
 
-    return float(Spice().compute_score(gts, res)[0])
+    try:
+        return float(Spice().compute_score(gts, res)[0])
+    except JAVA_FAILURES as e:
+        return {"unavailable": f"SPICE's Java process failed: {type(e).__name__}: {e}"}

@@ -15,6 +15,14 @@ from .encode import ClipSpec
 from .lm import SMOLLM2, LMSpec
 
 
+def data_dir() -> str:
+    """$ZSC_DATA, else the ``data/`` folder beside the zsc_core package (COCO photos and captions, see its README)."""
+    return os.environ.get("ZSC_DATA") or str(Path(__file__).resolve().parent.parent / "data")
+
+
+EXAMPLE_PHOTOS = ("000000165518.jpg", "000000377575.jpg", "000000160012.jpg", "000000482585.jpg")  # coco/val-dev
+
+
 def checkpoints_dir() -> str:
     """$ZSC_CHECKPOINTS, else the ``checkpoints/`` folder beside the zsc_core package."""
     return os.environ.get("ZSC_CHECKPOINTS") or str(Path(__file__).resolve().parent.parent / "checkpoints")
@@ -31,6 +39,8 @@ class Preset:
     train_command: str  # what produces ``checkpoint``
     prompt_checkpoint: str = ""  # the stage-2 interactive-prompt model built on the same CLIP and LM
     prompt_train_command: str = ""
+    trained_on: str = ""  # what the adaptor read in training (shown on the app's Models tab)
+    limits: str = ""  # what it cannot know (shown on the Models tab)
 
     def checkpoint_path(self) -> str:
         return os.path.join(checkpoints_dir(), self.checkpoint)
@@ -46,8 +56,65 @@ class Preset:
 
 
 OFFLINE_CLIP = ClipSpec(name="offline-world-clip", checkpoint="clip-offline-world.safetensors")
+PHOTO_BRIDGE = ClipSpec(name="mobilenet_v2+minilm", checkpoint="bridge-photo.safetensors")
+PHOTO_PROMPTS = "prompts-photo.safetensors"
+PHOTO_PROMPTS_CMD = ("python -m train.train_prompts preset=photo corpus=coco base=checkpoints/tipcap-s4-photo.safetensors "
+                     "out=checkpoints/prompts-photo.safetensors run_dir=runs/prompts-photo")
+
+PHOTO_TRAINED_ON = "83k real COCO captions (text only, no image), never the evaluation photos"
+PHOTO_LIMITS = ("the image side only knows ImageNet's 1,000 classes: there is no person, man, woman or child class, "
+                "few scene words (no 'kitchen', 'street' or 'beach' as such), so people and places are guessed "
+                "from the objects around them; counts, colours and relations are guesses of the language model")
+WORLD_TRAINED_ON = "captions of procedurally generated scenes (text only)"
+WORLD_LIMITS = "only the offline world's 14 shapes, 9 colours and 6 backgrounds: real photos come out as shapes"
 
 PRESETS: dict[str, Preset] = {
+    "photo": Preset(
+        name="photo",
+        description="Real photos, offline (default): TIPCap S4 trained on 86k COCO caption texts, on a CLIP-shaped "
+                    "bridge of an ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M. "
+                    "It knows the 1,000 ImageNet classes only: no 'person', 'man' or 'woman' class, few scene words",
+        checkpoint="tipcap-s4-photo.safetensors",
+        clip=PHOTO_BRIDGE,
+        lm=LMSpec(SMOLLM2),
+        needs_hub=False,
+        train_command="python -m train.train_tipcap preset=photo corpus=coco setting=S4 eval_set=coco "
+                      "out=checkpoints/tipcap-s4-photo.safetensors run_dir=runs/tipcap-s4-photo",
+        prompt_checkpoint=PHOTO_PROMPTS,
+        prompt_train_command=PHOTO_PROMPTS_CMD,
+        trained_on=PHOTO_TRAINED_ON,
+        limits=PHOTO_LIMITS,
+    ),
+    "photo-maccap": Preset(
+        name="photo-maccap",
+        description="Real photos, offline: MacCap (region noise, subregions of the CNN's class activation maps) on "
+                    "the same bridge, COCO caption text and LM",
+        checkpoint="maccap-photo.safetensors",
+        clip=PHOTO_BRIDGE,
+        lm=LMSpec(SMOLLM2),
+        needs_hub=False,
+        train_command="python -m train.train_maccap preset=photo corpus=coco eval_set=coco "
+                      "out=checkpoints/maccap-photo.safetensors run_dir=runs/maccap-photo",
+        prompt_checkpoint=PHOTO_PROMPTS,
+        prompt_train_command=PHOTO_PROMPTS_CMD,
+        trained_on=PHOTO_TRAINED_ON,
+        limits=PHOTO_LIMITS,
+    ),
+    "photo-tipcap-s1": Preset(
+        name="photo-tipcap-s1",
+        description="Real photos, offline: TIPCap S1, N(mu, Sigma) estimated from 80 paired COCO train photos, "
+                    "trained on the COCO caption text",
+        checkpoint="tipcap-s1-photo.safetensors",
+        clip=PHOTO_BRIDGE,
+        lm=LMSpec(SMOLLM2),
+        needs_hub=False,
+        train_command="python -m train.train_tipcap preset=photo corpus=coco setting=S1 eval_set=coco "
+                      "out=checkpoints/tipcap-s1-photo.safetensors run_dir=runs/tipcap-s1-photo",
+        prompt_checkpoint=PHOTO_PROMPTS,
+        prompt_train_command=PHOTO_PROMPTS_CMD,
+        trained_on=PHOTO_TRAINED_ON + "; its Gaussian was estimated from 80 paired COCO train photos",
+        limits=PHOTO_LIMITS,
+    ),
     "offline-world": Preset(
         name="offline-world",
         description="Offline world, TIPCap S4 (text only): the small CLIP pretrained on generated scenes + "
@@ -59,6 +126,8 @@ PRESETS: dict[str, Preset] = {
         train_command="python -m train.train_tipcap setting=S4",
         prompt_checkpoint="prompts-offline-world.safetensors",
         prompt_train_command="python -m train.train_prompts base=checkpoints/tipcap-s4-offline-world.safetensors",
+        trained_on=WORLD_TRAINED_ON,
+        limits=WORLD_LIMITS,
     ),
     "offline-world-maccap": Preset(
         name="offline-world-maccap",
@@ -70,6 +139,8 @@ PRESETS: dict[str, Preset] = {
         train_command="python -m train.train_maccap",
         prompt_checkpoint="prompts-offline-world.safetensors",  # the same stage-2 model re-captions for both
         prompt_train_command="python -m train.train_prompts base=checkpoints/tipcap-s4-offline-world.safetensors",
+        trained_on=WORLD_TRAINED_ON,
+        limits=WORLD_LIMITS,
     ),
     "real-photo": Preset(
         name="real-photo",
@@ -80,9 +151,19 @@ PRESETS: dict[str, Preset] = {
         needs_hub=True,
         train_command="python -m train.train_maccap preset=real-photo corpus=captions_train2017.json eval_n=0 "
                       "out=checkpoints/maccap-real-photo.safetensors run_dir=runs/maccap-real",
+        trained_on="COCO captions (text only), once trained where the Hub is reachable",
+        limits="needs the Hugging Face Hub for ViT-B-32 and GPT-2, and a GPU to train in reasonable time",
     ),
 }
-DEFAULT_PRESET = "offline-world"
+DEFAULT_PRESET = "photo"
+
+
+def default_preset() -> str:
+    """$ZSC_DEFAULT_PRESET where set (a deployment or a test picks another preset), else :data:`DEFAULT_PRESET`."""
+    name = os.environ.get("ZSC_DEFAULT_PRESET") or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise ValueError(f"ZSC_DEFAULT_PRESET={name!r} is not a preset ({', '.join(PRESETS)})")
+    return name
 
 
 @dataclass
@@ -99,8 +180,9 @@ def preset_status(name: str) -> PresetStatus:
         return PresetStatus(name, False, f"no trained adaptor at {p.checkpoint_path()}; train it with "
                                          f"`{p.train_command}`")
     if p.clip.checkpoint and not os.path.isfile(p.clip_spec().checkpoint or ""):
+        how = "python -m train.build_bridge" if p.clip == PHOTO_BRIDGE else "python -m train.pretrain_clip"
         return PresetStatus(name, False, f"the CLIP checkpoint {p.clip_spec().checkpoint} is missing; "
-                                         "pretrain it with `python -m train.pretrain_clip`")
+                                         f"build it with `{how}`")
     if p.needs_hub and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return PresetStatus(name, False, "needs the Hugging Face Hub for the CLIP and LM weights, and "
                                          "HF_HUB_OFFLINE is set")

