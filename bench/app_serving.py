@@ -2,14 +2,14 @@
 
     python bench/app_serving.py [--launches 2] [--rounds 3] [--json OUT]
 
-Starts ``python app.py`` as a separate process (the offline-world default, weights from $ZSC_CHECKPOINTS or
-checkpoints/) ``--launches`` times and times each one from process start until the server answers HTTP. The
-first launch may be cold (bytecode, dequantised LM cache); the later ones are the warm starts (target < 10 s).
-The last launch then serves ``--rounds`` rounds of every endpoint through gradio_client, several requests in
-flight at once (queued): caption at S=20 and S=64 (default preset) and with the MacCap preset, recaption with a
-prompt, VQA, the gap analysis on 1000 scenes (t-SNE) and on uploaded images, random scenes. The server's peak
-resident memory (VmHWM, whole process life, children included) is the figure against the 3 GB target.
-"""
+Starts ``python app.py`` as a separate process (the ``photo`` default: bridge + TIPCap S4 + prompt model; weights
+from $ZSC_CHECKPOINTS or checkpoints/) ``--launches`` times and times each one from process start until the server
+answers HTTP. The first launch may be cold (bytecode, dequantised LM cache); the later ones are the warm starts
+(target < 10 s). The last launch then serves ``--rounds`` rounds of every endpoint through gradio_client, several
+requests in flight at once (queued): caption real photos at S=20 and S=64 (photo preset), a scene with the offline-
+world preset (loads it: the memory worst case), recaption a photo with a prompt, VQA, the gap analysis on the COCO
+photos and on uploaded images, random scenes. The server's peak resident memory (VmHWM, whole process life, children
+included) is the figure against the 3 GB target."""
 
 from __future__ import annotations
 
@@ -81,22 +81,22 @@ def load(url: str, rounds: int, workdir: str) -> tuple[dict[str, list[float]], d
     the error message of each endpoint that failed."""
     from gradio_client import Client, handle_file
 
-    paths = []
-    for i in range(4):
-        p = os.path.join(workdir, f"scene{i}.png")
-        world.render(world.make_scene(0, "eval", i), 256).save(p)
-        paths.append(p)
-    caps = "\n".join(world.make_scene(0, "eval", i).captions[0] for i in range(4))
-    settings = ["offline-world", 20, 0.016, 10, 1, 0]
+    from zsc_core.evaluation import coco_items
+
+    items = coco_items("val-dev")[:4]
+    paths = [p for p, _ in items]
+    caps = "\n".join(refs[0] for _, refs in items)
+    scene = os.path.join(workdir, "scene0.png")
+    world.render(world.make_scene(0, "eval", 0), 256).save(scene)
+    settings = ["photo", 20, None, None, 1, 0]
     jobs = [
         ("caption S=20", (handle_file(paths[0]), *settings), "/caption"),
-        ("caption S=64", (handle_file(paths[1]), "offline-world", 64, 0.016, 10, 1, 0), "/caption"),
-        ("caption MacCap", (handle_file(paths[1]), "offline-world-maccap", 20, 0.016, 10, 1, 0), "/caption"),
+        ("caption S=64", (handle_file(paths[1]), "photo", 64, None, None, 1, 0), "/caption"),
+        ("caption offline-world", (handle_file(scene), "offline-world", 20, None, None, 1, 0), "/caption"),
         ("recaption", (handle_file(paths[2]), "An image contains motorcycle", *settings), "/recaption"),
-        ("answer", (handle_file(paths[3]), "what color is the car?", "offline-world"), "/answer"),
-        ("gap 1000 scenes", ("offline-world", "generated scenes", 1000, None, ""), "/gap"),
-        ("gap uploads", ("offline-world", "my images and captions", 10, [handle_file(p) for p in paths], caps),
-         "/gap"),
+        ("answer", (handle_file(paths[3]), "what is on the table?", "photo"), "/answer"),
+        ("gap COCO photos", ("photo", "COCO photos", 10, None, ""), "/gap"),
+        ("gap uploads", ("photo", "my images and captions", 10, [handle_file(p) for p in paths], caps), "/gap"),
         ("random scene", (0,), "/random_scene"),
     ]
     times: dict[str, list[float]] = {name: [] for name, _, _ in jobs}

@@ -158,3 +158,49 @@ def test_presets_on_the_same_frozen_models_share_them(tmp_path, monkeypatch):
     assert (tip.kind, mac.kind, prompts.interactive) == ("tipcap", "maccap", True)
     assert tip.clip is mac.clip is prompts.clip and tip.lm is mac.lm is prompts.lm
     assert s.captioner("offline-world") is tip  # loaded once
+
+
+def test_a_preset_that_cannot_load_is_reported_and_the_others_keep_serving(tmp_path, monkeypatch):
+    """A checkpoint that fails to load (here: trained against another LM) must not kill the app at start-up:
+    warm-up says what is wrong, the dropdown drops that preset, the Models tab says why, the rest still caption."""
+    from zsc_core.checkpoint import load_checkpoint, save_checkpoint
+    from zsc_core.service import CaptionService, UserError
+
+    from .conftest import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    path = str(tmp_path / "tipcap-s4-offline-world.safetensors")
+    ck = load_checkpoint(path)
+    save_checkpoint(path, ck.tensors, kind=ck.kind, config=ck.config, clip=ck.clip,
+                    lm={**ck.lm, "fingerprint": "0123456789abcdef"})  # "trained against another LM"
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    s = CaptionService()
+    problem = s.warm_up("offline-world")
+    assert "could not be loaded" in problem and "language model" in problem
+    assert "offline-world-maccap" in problem  # ...and which models still work
+    names = [n for _, n in s.preset_choices()]
+    assert "offline-world" not in names and "offline-world-maccap" in names and "real-photo" not in names
+    assert "Failed to load" in s.status_markdown()
+    img = world.render(world.make_scene(0, "eval", 1), 64)
+    assert s.caption(img, "offline-world-maccap", samples=2).caption is not None
+    with pytest.raises(UserError, match="could not be loaded"):
+        s.caption(img, "offline-world", samples=2)
+
+
+def test_app_starts_and_says_why_when_its_default_cannot_load(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from .conftest import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    (tmp_path / "tipcap-s4-offline-world.safetensors").write_bytes(b"broken")
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("ZSC_DEFAULT_PRESET", "offline-world")
+    sys.modules.pop("app", None)
+    try:
+        app = importlib.import_module("app")  # would raise if warm-up let the error escape
+        assert "could not be loaded" in app.STARTUP_PROBLEM and "not a safetensors file" in app.STARTUP_PROBLEM
+        assert app.SELECTED == "offline-world-maccap"  # the dropdown opens on a preset that works
+    finally:
+        sys.modules.pop("app", None)

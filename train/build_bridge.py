@@ -103,8 +103,15 @@ def name_means(names: list[str], corpus: list[str], feats: torch.Tensor, min_hit
 def main(argv: list[str] | None = None) -> str:
     cfg = parse_overrides(BridgeBuildConfig(), sys.argv[1:] if argv is None else argv)
     set_threads(cfg.threads)
-    from zsc_core.bridge import (BridgeConfig, BridgeEncoder, BridgeModel, imagenet_categories, load_minilm,
-                                 load_mobilenet, save_bridge)
+    from zsc_core.bridge import (
+        BridgeConfig,
+        BridgeEncoder,
+        BridgeModel,
+        imagenet_categories,
+        load_minilm,
+        load_mobilenet,
+        save_bridge,
+    )
     from zsc_core.encode import ClipSpec
     from zsc_core.images import load_image
 
@@ -149,7 +156,8 @@ def main(argv: list[str] | None = None) -> str:
             rows.append(row)
             sel = row["train-paired"]
             key = sel["nearest_caption_CIDEr"] + sel["i2t_R@5"] + sel["t2i_R@5"]
-            print(f"{vname:26s} T={T:<4} train-paired {json.dumps({k: round(v, 3) for k, v in sel.items() if k != 'examples'})}",
+            shown = {k: round(v, 3) for k, v in sel.items() if k != "examples"}
+            print(f"{vname:26s} T={T:<4} train-paired {json.dumps(shown)}",
                   file=sys.stderr)
             if best is None or key > best[0]:
                 best = (key, vname, T)

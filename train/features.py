@@ -27,7 +27,6 @@ from train.common import parse_overrides
 from zsc_core import world
 from zsc_core.encode import ClipEncoder
 
-
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 NAMED_CORPORA = {"coco": os.path.join(DATA_DIR, "coco", "captions_corpus.jsonl.gz"),
                  "flickr30k": os.path.join(DATA_DIR, "flickr30k", "captions.jsonl.gz")}

@@ -2,8 +2,8 @@
 
     python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
-    python -m zsc_core evaluate --model NAME_OR_PATH --images DIR --references refs.json [--samples S] [--out F]
-    python -m zsc_core gap --n 500 --out DIR
+    python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
+    python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
     python -m zsc_core presets
 
 Errors a user can cause (a missing or unreadable image, an unknown model) print one line to stderr and exit
@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+DEFAULT_PRESET = "photo"  # zsc_core.presets.DEFAULT_PRESET (not imported here: `python -m zsc_core` starts light)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _caption(args: argparse.Namespace) -> int:
@@ -32,9 +35,9 @@ def _caption(args: argparse.Namespace) -> int:
     if not images:
         return 2
     try:
-        cap = Captioner.from_pretrained(args.model, device=args.device)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        cap = Captioner.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    except LOAD_ERRORS as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     try:
         results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed)
@@ -60,30 +63,60 @@ def _world(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# What loading a model can raise for reasons a user can fix: a missing file or package, a checkpoint of another
+# CLIP/LM (CheckpointError is a ValueError), an LM that needs a package or the Hub.
+LOAD_ERRORS = (FileNotFoundError, ValueError, RuntimeError, OSError, ImportError)
+
+
+def resolve_eval_paths(images: str, references: str | None) -> tuple[str, str]:
+    """The images folder and references file, accepting the folder ``world`` writes (D with D/images and
+    D/references.json) as well as an images folder with ``--references``."""
+    import os
+
+    if references is None:
+        references = os.path.join(images, "references.json")
+    if os.path.isdir(os.path.join(images, "images")):
+        images = os.path.join(images, "images")
+    return images, references
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import os
 
     from .captioner import Captioner
     from .evaluation import evaluate_coco
 
-    for path, what in ((args.images, "folder"), (args.references, "file")):
+    images, references = resolve_eval_paths(args.images, args.references)
+    for path, what in ((images, "folder"), (references, "file")):
         if not os.path.exists(path):
             print(f"error: {path}: no such {what}", file=sys.stderr)
             return 2
     try:
-        cap = Captioner.from_pretrained(args.model, device=args.device)
-        out = evaluate_coco(cap, args.images, args.references, samples=args.samples, batch=args.batch)
+        cap = Captioner.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    except LOAD_ERRORS as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    try:
+        out = evaluate_coco(cap, images, references, samples=args.samples, batch=args.batch)
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     summary = {"model": out["model"], "metrics": out["metrics"], "n_images": out["n_images"],
-               "n_failed": out["n_failed"]}
+               "n_captioned": out["n_captioned"], "n_failed": out["n_failed"]}
     print(json.dumps(summary, indent=2))
     for f in out["failed"]:
         print(f"warning: {f['error']}", file=sys.stderr)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=2)
+    if out["n_captioned"] * 2 < out["n_images"]:  # nothing, or under half, was captioned: not an evaluation
+        print(f"error: captioned {out['n_captioned']} of {out['n_images']} images listed in {references} "
+              f"(looked in {images}); the scores cover too few images to count", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -98,12 +131,19 @@ def _gap(args: argparse.Namespace) -> int:
     spec = ClipSpec(checkpoint=args.clip) if args.clip else PRESETS[args.preset].clip_spec()
     try:
         clip = load_clip(spec)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except LOAD_ERRORS as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
-    scenes = list(world.iter_scenes(args.seed, args.split, args.n))
-    rep = gap_report(clip, [world.render(s, 128) for s in scenes], [s.captions[0] for s in scenes],
-                     tsne_n=args.tsne_n)
+    if args.source == "coco":  # the held-out real photos, each with its first reference caption
+        from .evaluation import coco_items
+        from .images import load_image
+
+        items = coco_items("val-dev")[:args.n]
+        images, texts = [load_image(p) for p, _ in items], [c[0] for _, c in items]
+    else:
+        scenes = list(world.iter_scenes(args.seed, args.split, args.n))
+        images, texts = [world.render(s, 128) for s in scenes], [s.captions[0] for s in scenes]
+    rep = gap_report(clip, images, texts, tsne_n=args.tsne_n)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gap_table.json"), "w") as f:
         json.dump(rep.table, f, indent=2)
@@ -128,11 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("caption", help="caption images")
     c.add_argument("images", nargs="+", metavar="IMAGE")
-    c.add_argument("--model", default="offline-world", help="preset name or adaptor checkpoint path")
+    c.add_argument("--model", default=None, help=f"preset name or adaptor checkpoint path (default: {DEFAULT_PRESET})")
     c.add_argument("--samples", type=int, default=None, help="S sampled candidates reranked by CLIP")
     c.add_argument("--prompt", default=None, help='e.g. "An image contains motorcycle"')
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--device", default="auto")
+    c.add_argument("--dtype", default="auto", choices=DTYPES, help="the LM's runtime dtype (auto: bf16 on CUDA)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
     c.set_defaults(func=_caption)
     w = sub.add_parser("world", help="write scenes of the offline world (images, references.json, vqa.json)")
@@ -144,16 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_world)
     e = sub.add_parser("evaluate", help="caption a COCO-format image set and score it (BLEU, METEOR, ROUGE-L, "
                                          "CIDEr; SPICE where available)")
-    e.add_argument("--model", default="offline-world")
-    e.add_argument("--images", required=True, help="folder of the images named in the references")
-    e.add_argument("--references", required=True, help="COCO-format captions JSON")
+    e.add_argument("--model", default=None, help=f"preset name or adaptor checkpoint path (default: {DEFAULT_PRESET})")
+    e.add_argument("--images", required=True, help="folder of the images named in the references, or a folder "
+                                                   "that `world` wrote (images/ and references.json inside)")
+    e.add_argument("--references", default=None, help="COCO-format captions JSON (default: IMAGES/references.json)")
     e.add_argument("--samples", type=int, default=None)
     e.add_argument("--batch", type=int, default=8)
     e.add_argument("--device", default="auto")
+    e.add_argument("--dtype", default="auto", choices=DTYPES, help="the LM's runtime dtype (auto: bf16 on CUDA)")
     e.add_argument("--out", default=None, help="write metrics and every caption to this JSON file")
     e.set_defaults(func=_evaluate)
     g = sub.add_parser("gap", help="modality-gap analysis of generated scenes: table, histograms, t-SNE")
-    g.add_argument("--preset", default="offline-world", help="whose CLIP to analyse")
+    g.add_argument("--preset", default="offline-world", help="whose CLIP (or photo bridge) to analyse")
+    g.add_argument("--source", default="world", choices=("world", "coco"),
+                   help="generated scenes, or the held-out COCO photos (data/coco/val-dev) with their first caption")
     g.add_argument("--clip", default=None, help="a zsc clip checkpoint instead of the preset's")
     g.add_argument("--split", default="eval")
     g.add_argument("--n", type=int, default=500)
@@ -168,4 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "model", "") is None:
+        from .presets import default_preset
+
+        args.model = default_preset()
     return int(args.func(args))

@@ -204,6 +204,67 @@ def evaluate_prompt_following(captioner, base, n: int = 40, split: str = "eval",
     return {"n_images": n, "tried": tried, **{f"followed_{k}": v / max(tried, 1) for k, v in followed.items()}}
 
 
+@dataclass
+class Grounding:
+    """Whether captions depend on their image: do they name what THEIR image's references name more often than
+    what another image's references name? Compared image by image (own vs the next image's, a rotation)."""
+
+    own: int  # images whose caption names something of their own references
+    other: int  # images whose caption names something of the next image's references
+    own_only: int  # discordant images: own hit, other missed
+    other_only: int  # discordant images: other hit, own missed
+    p_value: float  # one-sided sign test on the discordant images: P(>= own_only of them | chance, p = 1/2)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test: P(X >= wins) for X ~ Binomial(wins + losses, 1/2); 1.0 without discordant pairs."""
+    import math
+
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
+
+
+def grounding(named: Sequence[set[str]], reference_words: Sequence[set[str]]) -> Grounding:
+    """``named[i]``: the object words caption i names; ``reference_words[i]``: those image i's references name.
+    Under chance (a caption that ignores its image) own and other hits are exchangeable, so a discordant image is
+    own-only or other-only with probability 1/2 each: the sign test's p-value says how unlikely the lead is."""
+    n = len(named)
+    own = [bool(named[i] & reference_words[i]) for i in range(n)]
+    other = [bool(named[i] & reference_words[(i + 1) % n]) for i in range(n)]
+    own_only = sum(a and not b for a, b in zip(own, other))
+    other_only = sum(b and not a for a, b in zip(own, other))
+    return Grounding(sum(own), sum(other), own_only, other_only, sign_test(own_only, other_only))
+
+
+def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[str]]], samples: int = 1
+                                   ) -> dict[str, Any]:
+    """The same protocol on real photos: for each (image, references), the ``base`` caption is the rough one, and
+    the first noun of the references (spaCy noun phrases, in reference order) whose head noun it does not name
+    is prompted, as a noun phrase and as a bare noun; followed when the refined caption's own noun phrases
+    name that head noun. Photos whose rough caption names every reference noun are skipped."""
+    from .prompts import make_prompt, noun_phrases
+
+    tried, followed, examples = 0, {"phrase": 0, "bare": 0}, []
+    for image, refs in items:
+        rough = base.caption(image, samples=samples).caption
+        have = {lemma for _, lemma in noun_phrases(rough)}
+        missing = [(p, lemma) for ref in refs for p, lemma in noun_phrases(ref) if lemma not in have]
+        if not missing:
+            continue
+        tried += 1
+        phrase, lemma = missing[0]
+        for form, words in (("phrase", phrase), ("bare", lemma)):
+            refined = captioner.caption(image, prompt=make_prompt([words]), rough=rough, samples=samples).caption
+            hit = lemma in {lm for _, lm in noun_phrases(refined)}
+            followed[form] += hit
+            if len(examples) < 6:
+                examples.append({"rough": rough, "prompt": make_prompt([words]), "refined": refined, "named": hit})
+    return {"n_images": len(items), "tried": tried, "examples": examples,
+            **{f"followed_{k}": v / max(tried, 1) for k, v in followed.items()}}
+
+
 def retrieval_captions(clip, images, corpus_captions: list[str], corpus_feats) -> list[str]:
     """CLIPRe baseline: each image's nearest corpus caption by CLIP cosine."""
 

@@ -173,8 +173,9 @@ class LanguageModel(FrozenIdentity, nn.Module):
 
 
 def clean_caption(text: str) -> str:
-    """One sentence: up to the first newline or sentence end, whitespace squeezed, no trailing period."""
-    text = text.strip().split("\n")[0]
+    """One sentence: up to the first newline or sentence end, whitespace squeezed, no trailing period, no
+    leading list marker (an instruction-tuned LM sometimes starts with "- ")."""
+    text = text.strip().lstrip("-*•·").strip().split("\n")[0]
     m = re.search(r"[.!?](\s|$)", text)
     if m:
         text = text[: m.start()]

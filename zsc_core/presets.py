@@ -58,8 +58,9 @@ class Preset:
 OFFLINE_CLIP = ClipSpec(name="offline-world-clip", checkpoint="clip-offline-world.safetensors")
 PHOTO_BRIDGE = ClipSpec(name="mobilenet_v2+minilm", checkpoint="bridge-photo.safetensors")
 PHOTO_PROMPTS = "prompts-photo.safetensors"
-PHOTO_PROMPTS_CMD = ("python -m train.train_prompts preset=photo corpus=coco base=checkpoints/tipcap-s4-photo.safetensors "
-                     "out=checkpoints/prompts-photo.safetensors run_dir=runs/prompts-photo")
+PHOTO_PROMPTS_CMD = ("python -m train.train_prompts preset=photo corpus=coco "
+                     "base=checkpoints/tipcap-s4-photo.safetensors out=checkpoints/prompts-photo.safetensors "
+                     "run_dir=runs/prompts-photo")
 
 PHOTO_TRAINED_ON = "83k real COCO captions (text only, no image), never the evaluation photos"
 PHOTO_LIMITS = ("the image side only knows ImageNet's 1,000 classes: there is no person, man, woman or child class, "
