@@ -266,6 +266,9 @@ def _gap(cfg: BenchmarkConfig, ck: str, clip_of: str, old: dict | None, load) ->
 def write(cfg: BenchmarkConfig, results: list[dict], sections: dict, old: dict) -> dict:
     """Write the report so far (after every row: an interrupted run keeps what it scored). Earlier scores of
     rows not reached yet stay in the file, under ``earlier_rows``, for the next run to reuse."""
+    for r in results:
+        if r.get("captions"):  # the scene's objects decide, whatever references a row is scored against
+            r["grounding"] = row_grounding(r["captions"], cfg.n)
     done = {tuple(r["key"]) for r in results if "key" in r}
     earlier = [r for r in old.get("rows", []) + old.get("earlier_rows", [])
                if "key" in r and "scores" in r and tuple(r["key"]) not in done]
@@ -280,16 +283,39 @@ def write(cfg: BenchmarkConfig, results: list[dict], sections: dict, old: dict) 
     return report
 
 
+GROUNDING_P = 0.01  # the one bar of every shipped adaptor (tests/test_shipped_models.py uses it too)
+
+
+def row_grounding(captions: dict[str, str], n: int) -> dict | None:
+    """Grounding of a row's stored captions (see zsc_core.evaluation.grounding): do they name an object kind of
+    their own scene more often than of the next scene? ``grounded``: the sign test's p-value is under the bar."""
+    from zsc_core.evaluation import grounding
+
+    scenes = {s.image_id: s for s in world.iter_scenes(0, "eval", n)}
+    ids = sorted(int(k) for k in captions)
+    if not ids or any(i not in scenes for i in ids):
+        return None
+    g = grounding([world.kinds_named(captions[str(i)]) for i in ids],
+                  [{o.kind for o in scenes[i].objects} for i in ids])
+    return {"own": g.own, "other": g.other, "own_only": g.own_only, "other_only": g.other_only,
+            "p_value": g.p_value, "grounded": g.p_value < GROUNDING_P}
+
+
 def markdown(report: dict) -> str:
     cols = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
     lines = [f"# Offline-world benchmark ({report['n']} held-out scenes)\n",
-             "Regenerate with `python -m train.benchmark`.\n",
-             "| group | model | " + " | ".join(cols) + " |", "| --- | --- |" + " --- |" * len(cols)]
+             "Regenerate with `python -m train.benchmark`. *Grounded*: the captions name an object of their own "
+             f"scene more often than of the next scene, by a one-sided sign test at p < {GROUNDING_P} (own / other "
+             "scenes named; the same bar as the shipped-model tests).\n",
+             "| group | model | " + " | ".join(cols) + " | grounded |", "| --- | --- |" + " --- |" * (len(cols) + 1)]
     for r in report["rows"]:
         if "scores" in r:
             vals = [f"{r['scores'][c]:.3f}" if isinstance(r["scores"].get(c), float) else "n/a" for c in cols]
         else:
             vals = ["not trained"] + [""] * (len(cols) - 1)
+        g = r.get("grounding")
+        vals.append(f"{'yes' if g['grounded'] else '**no**'} ({g['own']} / {g['other']}, p={g['p_value']:.2g})"
+                    if g else "")
         lines.append(f"| {r['group']} | {r['name']} | " + " | ".join(vals) + " |")
     upper = next((r for r in report["rows"] if r["group"] == "Upper bound" and "scores" in r), None)
     main_row = report["rows"][0]
