@@ -49,6 +49,14 @@ def test_caption_endpoint(client, tmp_path):
     assert rows and rows[0][0] == "✔" and rows[0][1] == cap
     assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
     assert "S=5" in info
+    # Blank noise and N_cr (the UI's defaults) mean the model's own settings, not the app's.
+    cap2, _, cands2, info2 = client.predict(img, "offline-world", 3, None, None, 1, 0, api_name="/caption")
+    assert isinstance(cap2, str) and cands2["data"] and "S=3" in info2
+
+
+def test_gap_on_the_coco_photos(client):
+    table, hist, tsne = client.predict("offline-world", "COCO photos", 10, None, "", api_name="/gap")
+    assert "subregion" in table and "109 pairs" in table and os.path.isfile(hist) and os.path.isfile(tsne)
 
 
 def test_recaption_answer_and_gap_endpoints(client, tmp_path):
@@ -111,7 +119,7 @@ def test_odd_image_modes_caption(client, tmp_path, mode):
     im.save(buf, "TIFF" if mode in ("CMYK", "I;16") else "PNG")
     out = client.predict(_file(tmp_path, "odd." + ("tif" if mode in ("CMYK", "I;16") else "png"), buf.getvalue()),
                          *SETTINGS, api_name="/caption")
-    assert isinstance(out[0], str)
+    assert isinstance(out[0], str) and out[2]["data"] and out[2]["data"][0][1] == out[0]  # captioned, not refused
 
 
 def test_huge_tiny_and_animated_images(client, tmp_path):

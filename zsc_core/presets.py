@@ -69,53 +69,34 @@ PHOTO_LIMITS = ("the image side only knows ImageNet's 1,000 classes: there is no
 WORLD_TRAINED_ON = "captions of procedurally generated scenes (text only)"
 WORLD_LIMITS = "only the offline world's 14 shapes, 9 colours and 6 backgrounds: real photos come out as shapes"
 
+
+
+def _photo_preset(name: str, checkpoint: str, trainer: str, description: str, trained_on: str = PHOTO_TRAINED_ON
+                  ) -> Preset:
+    """A preset on the photo bridge and SmolLM2, re-captioned by the photo prompt model."""
+    module, _, args = trainer.partition(" ")
+    return Preset(name=name, description=description, checkpoint=checkpoint, clip=PHOTO_BRIDGE, lm=LMSpec(SMOLLM2),
+                  needs_hub=False,
+                  train_command=f"python -m {module} preset=photo corpus=coco {args} eval_set=coco eval_n=40 "
+                                f"out=checkpoints/{checkpoint} run_dir=runs/{checkpoint.removesuffix('.safetensors')}"
+                                .replace("  ", " "),
+                  prompt_checkpoint=PHOTO_PROMPTS, prompt_train_command=PHOTO_PROMPTS_CMD, trained_on=trained_on,
+                  limits=PHOTO_LIMITS)
+
+
 PRESETS: dict[str, Preset] = {
-    "photo": Preset(
-        name="photo",
-        description="Real photos, offline (default): TIPCap S4 trained on 86k COCO caption texts, on a CLIP-shaped "
-                    "bridge of an ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M. "
-                    "It knows the 1,000 ImageNet classes only: no 'person', 'man' or 'woman' class, few scene words",
-        checkpoint="tipcap-s4-photo.safetensors",
-        clip=PHOTO_BRIDGE,
-        lm=LMSpec(SMOLLM2),
-        needs_hub=False,
-        train_command="python -m train.train_tipcap preset=photo corpus=coco setting=S4 eval_set=coco "
-                      "out=checkpoints/tipcap-s4-photo.safetensors run_dir=runs/tipcap-s4-photo",
-        prompt_checkpoint=PHOTO_PROMPTS,
-        prompt_train_command=PHOTO_PROMPTS_CMD,
-        trained_on=PHOTO_TRAINED_ON,
-        limits=PHOTO_LIMITS,
-    ),
-    "photo-maccap": Preset(
-        name="photo-maccap",
-        description="Real photos, offline: MacCap (region noise, subregions of the CNN's class activation maps) on "
-                    "the same bridge, COCO caption text and LM",
-        checkpoint="maccap-photo.safetensors",
-        clip=PHOTO_BRIDGE,
-        lm=LMSpec(SMOLLM2),
-        needs_hub=False,
-        train_command="python -m train.train_maccap preset=photo corpus=coco eval_set=coco "
-                      "out=checkpoints/maccap-photo.safetensors run_dir=runs/maccap-photo",
-        prompt_checkpoint=PHOTO_PROMPTS,
-        prompt_train_command=PHOTO_PROMPTS_CMD,
-        trained_on=PHOTO_TRAINED_ON,
-        limits=PHOTO_LIMITS,
-    ),
-    "photo-tipcap-s1": Preset(
-        name="photo-tipcap-s1",
-        description="Real photos, offline: TIPCap S1, N(mu, Sigma) estimated from 80 paired COCO train photos, "
-                    "trained on the COCO caption text",
-        checkpoint="tipcap-s1-photo.safetensors",
-        clip=PHOTO_BRIDGE,
-        lm=LMSpec(SMOLLM2),
-        needs_hub=False,
-        train_command="python -m train.train_tipcap preset=photo corpus=coco setting=S1 eval_set=coco "
-                      "out=checkpoints/tipcap-s1-photo.safetensors run_dir=runs/tipcap-s1-photo",
-        prompt_checkpoint=PHOTO_PROMPTS,
-        prompt_train_command=PHOTO_PROMPTS_CMD,
-        trained_on=PHOTO_TRAINED_ON + "; its Gaussian was estimated from 80 paired COCO train photos",
-        limits=PHOTO_LIMITS,
-    ),
+    "photo": _photo_preset(
+        "photo", "tipcap-s4-photo.safetensors", "train.train_tipcap setting=S4",
+        "Real photos, offline (default): TIPCap S4 trained on 83k COCO caption texts, on a CLIP-shaped bridge of an "
+        "ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M"),
+    "photo-maccap": _photo_preset(
+        "photo-maccap", "maccap-photo.safetensors", "train.train_maccap",
+        "Real photos, offline: MacCap (region noise, subregions of the CNN's class activation maps) on the same "
+        "bridge, COCO caption text and LM"),
+    "photo-tipcap-s1": _photo_preset(
+        "photo-tipcap-s1", "tipcap-s1-photo.safetensors", "train.train_tipcap setting=S1",
+        "Real photos, offline: TIPCap S1, N(mu, Sigma) estimated from 80 paired COCO train photos, trained on the "
+        "COCO caption text", trained_on=PHOTO_TRAINED_ON + "; its Gaussian was estimated from 80 paired COCO photos"),
     "offline-world": Preset(
         name="offline-world",
         description="Offline world, TIPCap S4 (text only): the small CLIP pretrained on generated scenes + "
