@@ -56,13 +56,26 @@ ROWS = [
 ]
 
 
-def _table_row(name: str, scores: dict, examples: list[str]) -> str:
+def photo_grounding(captions: list[str], refs: list[list[str]]) -> dict:
+    """The shipped-model rule on real photos: do captions name a noun (spaCy head lemma) of their own photo's
+    references more often than of the next photo's? (sign test; see zsc_core.evaluation.grounding)"""
+    from train.benchmark import GROUNDING_P
+    from zsc_core.evaluation import grounding
+    from zsc_core.prompts import noun_phrases
+
+    g = grounding([{lm for _, lm in noun_phrases(c)} for c in captions],
+                  [{lm for r in rs for _, lm in noun_phrases(r)} for rs in refs])
+    return {"own": g.own, "other": g.other, "p_value": g.p_value, "grounded": g.p_value < GROUNDING_P}
+
+
+def _table_row(name: str, scores: dict, examples: list[str], g: dict | None = None) -> str:
     def f(k):
         v = scores.get(k)
         return f"{v:.3f}" if isinstance(v, float) else "n/a"
 
     eg = "; ".join(f"“{e}”" for e in examples[:2])
-    return f"| {name} | {f('BLEU-4')} | {f('METEOR')} | {f('ROUGE-L')} | {f('CIDEr')} | {eg} |\n"
+    gr = f"{'yes' if g['grounded'] else '**no**'} ({g['own']} / {g['other']}, p={g['p_value']:.2g})" if g else ""
+    return f"| {name} | {f('BLEU-4')} | {f('METEOR')} | {f('ROUGE-L')} | {f('CIDEr')} | {gr} | {eg} |\n"
 
 
 def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
@@ -73,17 +86,20 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
     os.replace(cfg.out + ".json.tmp", cfg.out + ".json")
     md = ["# Photo benchmark: real COCO photos, offline (`python -m train.benchmark_photo`)\n\n",
           f"{report.get('n_images', '?')} held-out COCO val2017 photos (`data/coco/{cfg.split}`), 5 references each, "
-          f"pycocoevalcap ({report.get('tokenizer', '?')}). Every captioner was trained on COCO caption TEXT only.\n\n",
-          "| row | BLEU-4 | METEOR | ROUGE-L | CIDEr | first captions |\n| --- | --- | --- | --- | --- | --- |\n"]
+          f"pycocoevalcap ({report.get('tokenizer', '?')}). Every captioner was trained on COCO caption TEXT only. "
+          "*Grounded*: captions name a noun of their own photo's references more often than of the next photo's "
+          "(sign test, p < 0.01; own / other photos).\n\n",
+          "| row | BLEU-4 | METEOR | ROUGE-L | CIDEr | grounded | first captions |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |\n"]
     for group in ("Captioner", "Ablation", "Baseline"):
         rows = [r for r in report["rows"] if r["group"] == group]
         if rows:
-            md.append(f"| **{group}** | | | | | |\n")
+            md.append(f"| **{group}** | | | | | | |\n")
         for r in rows:
             if "scores" in r:
-                md.append(_table_row(r["name"], r["scores"], r.get("examples", [])))
+                md.append(_table_row(r["name"], r["scores"], r.get("examples", []), r.get("grounding")))
             else:
-                md.append(f"| {r['name']} | not trained: `{r['todo']}` | | | | |\n")
+                md.append(f"| {r['name']} | not trained: `{r['todo']}` | | | | | |\n")
     p = report.get("prompts")
     if p:
         md.append(f"\n## Interactive prompts (`{p['model']}` refining the `photo` preset's rough caption)\n\n"
@@ -118,6 +134,7 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_overrides(PhotoBenchConfig(), sys.argv[1:] if argv is None else argv)
     set_threads(cfg.threads)
+    from train.benchmark import _in_training
     from train.build_bridge import TEMPLATES
     from train.loop import RunConfig, corpus_features
     from zsc_core.bridge import imagenet_categories
@@ -128,10 +145,12 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.metrics import caption_metrics
     from zsc_core.presets import PRESETS, preset_status
 
-    old = {}
+    old, old_prompts = {}, None
     if os.path.isfile(cfg.out + ".json") and not cfg.fresh:
         with open(cfg.out + ".json") as f:
-            old = {tuple(r["key"]): r for r in json.load(f).get("rows", []) if "key" in r}
+            previous = json.load(f)
+        old = {tuple(r["key"]): r for r in previous.get("rows", []) if "key" in r}
+        old_prompts = previous.get("prompts")
     items = coco_items(cfg.split)
     images = [load_image(p) for p, _ in items]
     refs = {i: caps for i, (_, caps) in enumerate(items)}
@@ -147,8 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     for row in ROWS:
         entry = {"group": row.group, "name": row.name, "preset": row.preset, "overrides": row.overrides}
-        if not preset_status(row.preset).ready:
-            entry["todo"] = PRESETS[row.preset].train_command
+        partial = _in_training(PRESETS[row.preset].checkpoint_path()) if preset_status(row.preset).ready else ""
+        if not preset_status(row.preset).ready or partial:
+            entry["todo"] = PRESETS[row.preset].train_command + (f" (in training: {partial})" if partial else "")
             report["rows"].append(entry)
             continue
         key = [file_fingerprint(PRESETS[row.preset].checkpoint_path()), json.dumps(row.overrides, sort_keys=True),
@@ -165,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             entry["scores"] = caption_metrics(refs, hyps, cfg.metrics)
             entry["captions"] = [hyps[i] for i in range(len(images))]
             entry["examples"] = entry["captions"][:3]
+        entry["grounding"] = photo_grounding(entry["captions"], [refs[i] for i in range(len(images))])
         report["tokenizer"] = entry["scores"].get("tokenizer")
         report["rows"].append(entry)
         write_report(cfg, report)
@@ -189,8 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
                 clip.model.prototypes.copy_(shipped)
             hyps = dict(enumerate(picks))
             report["rows"].append({"group": "Baseline", "name": label,
-                                   "scores": caption_metrics(refs, hyps, cfg.metrics),
-                                   "examples": picks[:3]})
+                                   "scores": caption_metrics(refs, hyps, cfg.metrics), "examples": picks[:3],
+                                   "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})
         top1 = [f"a photo of a {names[i]}" for i in logits.argmax(1).tolist()]
         report["rows"].append({"group": "Baseline", "name": "\"a photo of a <top-1 ImageNet class>\"",
                                "scores": caption_metrics(refs, dict(enumerate(top1)), cfg.metrics),
@@ -198,7 +219,13 @@ def main(argv: list[str] | None = None) -> dict:
         write_report(cfg, report)
 
     p = PRESETS["photo"]
-    if cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()):
+    if cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()) \
+            and not _in_training(p.prompt_checkpoint_path()):
+        pkey = [file_fingerprint(p.prompt_checkpoint_path()), file_fingerprint(p.checkpoint_path()), cfg.split]
+        if old_prompts and old_prompts.get("key") == pkey:
+            report["prompts"] = old_prompts
+    if "prompts" not in report and cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()) \
+            and not _in_training(p.prompt_checkpoint_path()):
         two = Captioner.from_pretrained(p.prompt_checkpoint_path(), clip=base.clip, lm=base.lm)
         pr = evaluate_prompt_following_coco(two, base, list(zip(images, [refs[i] for i in range(len(images))])))
         rough = {i: base.caption(im, samples=1).caption for i, im in enumerate(images)}
@@ -213,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         pr["rough_CIDEr"] = float(caption_metrics(refs, rough, ("cider",))["CIDEr"])
         pr["refined_CIDEr"] = float(caption_metrics(refs, refined, ("cider",))["CIDEr"])
         pr["model"] = p.prompt_checkpoint
+        pr["key"] = pkey
         report["prompts"] = pr
         write_report(cfg, report)
 
