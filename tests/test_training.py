@@ -236,3 +236,22 @@ def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
     with pytest.raises(SystemExit, match="not a stage-2"):
         train_prompts([f"base={base}", f"init={base}", "corpus=world:30", "n_captions=48", "steps=1",
                        "batch_size=16", "eval_n=0", f"run_dir={tmp_path / 'p2'}", f"out={more}"])
+
+
+def test_export_keeps_the_best_validation_step_and_the_last(tmp_path, tiny_lm, monkeypatch):
+    """`out` holds the best validation step, run_dir/last.safetensors the last, each saying which it is; the run's
+    end marks `out` finished (so the benchmark scores it although its step is earlier than the last)."""
+    import train.loop as loop
+    from train.benchmark import _in_training
+
+    scores = iter([0.5, 0.9, 0.4])  # validation CIDEr at steps 4, 8, 12: the best is step 8
+    monkeypatch.setattr(loop, "validate", lambda cfg, cap: ({"CIDEr": next(scores)}, []))
+    cfg = _cfg(tmp_path, steps=12, eval_every=4, eval_n=1, keep_evals=False)
+    cap, caps, feats = _setup(cfg, tiny_lm)
+    train(cfg, cap, caps, feats, RunLogger(str(tmp_path / "log.txt")))
+    best, last = load_checkpoint(cfg.out), load_checkpoint(os.path.join(cfg.run_dir, "last.safetensors"))
+    assert best.extra["step"] == 8 and best.extra["selected"].startswith("best validation CIDEr")
+    assert best.extra["finished"] and best.extra["run_steps"] == 12
+    assert last.extra["step"] == 12 and last.extra["selected"] == "last"
+    assert _in_training(cfg.out) == ""
+    assert any((best.tensors[k].float() - last.tensors[k].float()).abs().max() > 0 for k in best.tensors)

@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
 def _in_training(path: str) -> str:
     """"step k of N" while the checkpoint is a training run's intermediate export; "" once it is final."""
     extra = read_metadata(path).get("extra") or {}
+    if extra.get("finished"):  # the run ended; its export may be an earlier, best-validation step
+        return ""
     step, steps = extra.get("step"), (extra.get("train") or {}).get("steps")
     return f"step {step} of {steps}" if isinstance(step, int) and isinstance(steps, int) and step < steps else ""
 

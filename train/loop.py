@@ -208,6 +208,15 @@ def export(cfg: RunConfig, cap: Captioner, step: int, scores: dict) -> str:
     return f"best (step {best['step']})"
 
 
+def finish(out: str, steps: int) -> None:
+    """Mark ``out`` as the final export of a finished run (its step may be earlier than the last: the best one)."""
+    from zsc_core.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(out)
+    save_checkpoint(out, ck.tensors, kind=ck.kind, config=ck.config, clip=ck.clip, lm=ck.lm,
+                    extra={**ck.extra, "finished": True, "run_steps": steps}, dtype=None)
+
+
 # loss_fn(text features (B, D), target token ids per row, corpus indices (B,)) -> (loss, numbers to log)
 LossFn = Callable[[torch.Tensor, list, torch.Tensor], "tuple[torch.Tensor, dict[str, float]]"]
 
@@ -283,6 +292,8 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
                 log.info(f"step {done} val ({cfg.eval_set}, {cfg.eval_n}) {scores}; e.g. {examples}")
             export(cfg, cap, done, scores)
     bar.close()
+    if d.main and start < cfg.steps and os.path.isfile(cfg.out):
+        finish(cfg.out, cfg.steps)
     if d.world > 1:
         import torch.distributed as dist
 
