@@ -166,6 +166,13 @@ def test_presets_on_the_same_frozen_models_share_them(tmp_path, monkeypatch):
     assert (tip.kind, mac.kind, prompts.interactive) == ("tipcap", "maccap", True)
     assert tip.clip is mac.clip is prompts.clip and tip.lm is mac.lm is prompts.lm
     assert s.captioner("offline-world") is tip  # loaded once
+    # A preset on another encoder but the same LM reuses the LM alone.
+    from zsc_core.presets import PRESETS
+
+    assert s._frozen_models("real-photo") == (None, None)  # other CLIP, other LM
+    same_lm = next(n for n, p in PRESETS.items() if p.clip != PRESETS["offline-world"].clip
+                   and p.lm == PRESETS["offline-world"].lm)
+    assert s._frozen_models(same_lm) == (None, tip.lm)
 
 
 def test_a_preset_that_cannot_load_is_reported_and_the_others_keep_serving(tmp_path, monkeypatch):

@@ -90,13 +90,15 @@ class CaptionService:
             return self._models[key]
 
     def _frozen_models(self, name: str):
-        """An already loaded CLIP and LM that this preset names too (one copy in memory for every model on them)."""
+        """Already loaded frozen models that this preset names too, each found on its own: one CLIP (or bridge)
+        per encoder and one LM in memory for every model on them (photo and offline-world share SmolLM2)."""
         p = PRESETS[name]
+        clip = lm = None
         for key, cap in self._models.items():
             q = PRESETS[key.split(":")[0]]
-            if q.clip == p.clip and q.lm == p.lm:
-                return cap.clip, cap.lm
-        return None, None
+            clip = clip or (cap.clip if q.clip == p.clip else None)
+            lm = lm or (cap.lm if q.lm == p.lm else None)
+        return clip, lm
 
     def warm_up(self, name: str | None = None) -> str:
         """Load a preset and its prompt model at start-up (so the first request is fast). Never raises: returns
