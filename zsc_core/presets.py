@@ -100,7 +100,7 @@ PRESETS: dict[str, Preset] = {
     "offline-world": Preset(
         name="offline-world",
         description="Offline world, TIPCap S4 (text only): the small CLIP pretrained on generated scenes + "
-                    "SmolLM2-135M (default)",
+                    "SmolLM2-135M (the lab: the default before real photos)",
         checkpoint="tipcap-s4-offline-world.safetensors",
         clip=OFFLINE_CLIP,
         lm=LMSpec(SMOLLM2),
