@@ -27,9 +27,7 @@ from train.common import parse_overrides
 from zsc_core import world
 from zsc_core.encode import ClipEncoder
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
-NAMED_CORPORA = {"coco": os.path.join(DATA_DIR, "coco", "captions_corpus.jsonl.gz"),
-                 "flickr30k": os.path.join(DATA_DIR, "flickr30k", "captions.jsonl.gz")}
+NAMED_CORPORA = {"coco": ("coco", "captions_corpus.jsonl.gz"), "flickr30k": ("flickr30k", "captions.jsonl.gz")}
 
 
 def read_corpus(corpus: str, world_seed: int = 0) -> list[str]:
@@ -37,7 +35,10 @@ def read_corpus(corpus: str, world_seed: int = 0) -> list[str]:
     if corpus.startswith("world:") or corpus.startswith("world-alt:"):
         kind, n = corpus.split(":", 1)
         return world.caption_corpus(world_seed, int(n), "corpus", "caption" if kind == "world" else "alt")
-    corpus = NAMED_CORPORA.get(corpus, corpus)
+    if corpus in NAMED_CORPORA:  # shipped in data/ ($ZSC_DATA), see data/README.md
+        from zsc_core.presets import data_dir
+
+        corpus = os.path.join(data_dir(), *NAMED_CORPORA[corpus])
     if corpus.endswith((".jsonl", ".jsonl.gz")):
         import gzip
 

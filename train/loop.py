@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from train.common import RunLogger, load_state, save_state
-from train.features import DATA_DIR, cached_text_features
+from train.features import cached_text_features
 from zsc_core.captioner import Captioner
 from zsc_core.device import autocast, resolve_device, resolve_dtype
 from zsc_core.encode import ClipEncoder, load_clip
@@ -164,8 +164,9 @@ def validate(cfg: RunConfig, cap: Captioner) -> tuple[dict, list[str]]:
     """Validation scores at S=1 (fast, noise-free) and a few captions, on the configured ``eval_set``."""
     if cfg.eval_set == "coco":
         from zsc_core.evaluation import evaluate_coco
+        from zsc_core.presets import data_dir
 
-        d = os.path.join(DATA_DIR, "coco", "train-paired")
+        d = os.path.join(data_dir(), "coco", "train-paired")
         out = evaluate_coco(cap, os.path.join(d, "images"), os.path.join(d, "references.json"), samples=1,
                             metrics=("bleu", "cider"), progress=False, limit=cfg.eval_n)
         return out["metrics"], [im["caption"] for im in out["images"][:3]]

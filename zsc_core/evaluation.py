@@ -243,12 +243,16 @@ def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[
     """The same protocol on real photos: for each (image, references), the ``base`` caption is the rough one, and
     the first noun of the references (spaCy noun phrases, in reference order) whose head noun it does not name
     is prompted, as a noun phrase and as a bare noun; followed when the refined caption's own noun phrases
-    name that head noun. Photos whose rough caption names every reference noun are skipped."""
+    name that head noun. Photos whose rough caption names every reference noun are skipped (their refined caption
+    is the rough one). Also returns every photo's ``rough`` and ``refined`` (noun-phrase prompt) caption, to score."""
     from .prompts import make_prompt, noun_phrases
 
     tried, followed, examples = 0, {"phrase": 0, "bare": 0}, []
+    roughs, refineds = [], []
     for image, refs in items:
         rough = base.caption(image, samples=samples).caption
+        roughs.append(rough)
+        refineds.append(rough)
         have = {lemma for _, lemma in noun_phrases(rough)}
         missing = [(p, lemma) for ref in refs for p, lemma in noun_phrases(ref) if lemma not in have]
         if not missing:
@@ -257,11 +261,13 @@ def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[
         phrase, lemma = missing[0]
         for form, words in (("phrase", phrase), ("bare", lemma)):
             refined = captioner.caption(image, prompt=make_prompt([words]), rough=rough, samples=samples).caption
+            if form == "phrase":
+                refineds[-1] = refined
             hit = lemma in {lm for _, lm in noun_phrases(refined)}
             followed[form] += hit
             if len(examples) < 6:
                 examples.append({"rough": rough, "prompt": make_prompt([words]), "refined": refined, "named": hit})
-    return {"n_images": len(items), "tried": tried, "examples": examples,
+    return {"n_images": len(items), "tried": tried, "examples": examples, "rough": roughs, "refined": refineds,
             **{f"followed_{k}": v / max(tried, 1) for k, v in followed.items()}}
 
 
