@@ -3,11 +3,20 @@
     python app.py            # http://127.0.0.1:7860 ; weights from $ZSC_CHECKPOINTS (default: checkpoints/)
 
 Named API endpoints (gradio_client): /caption, /recaption, /answer, /gap, /random_scene.
+
+On a ZeroGPU Space (``spaces`` installed, SPACES_ZERO_GPU set) the models are placed on CUDA at import and the
+captioning handlers run under ``@spaces.GPU``; the gap handler is CPU-only and is not decorated. Anywhere else
+the decorator is a no-op. `python -m zsc_core space stage DIR` writes the folder a Space needs.
 """
 
 from __future__ import annotations
 
 import os
+
+try:
+    import spaces  # ZeroGPU's package; imported before torch, as its documentation asks
+except ImportError:
+    spaces = None
 
 import gradio as gr
 
@@ -18,8 +27,10 @@ from zsc_core.service import CaptionService, UserError
 MAX_UPLOAD = "20mb"
 CAND_HEADERS = ["chosen", "candidate", "CLIP score", "count"]
 
-service = CaptionService()
+ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+service = CaptionService(device="cuda" if ZERO_GPU else "auto")
 DEFAULT = default_preset()
+DEFAULT_SAMPLES = service.default_samples()  # S: 20 on a GPU, fewer on CPU where each sample costs ~0.08 s
 STARTUP_PROBLEM = service.warm_up(DEFAULT)  # weights loaded once, at start-up; never raises
 CHOICES = service.preset_choices()  # only the presets that can caption here
 SELECTED = DEFAULT if (DEFAULT, DEFAULT) in CHOICES else (CHOICES[0][1] if CHOICES else None)
@@ -43,6 +54,11 @@ def _guard(fn):
     return wrapped
 
 
+def _gpu(fn):
+    """``@spaces.GPU`` where the package exists (ZeroGPU attaches a GPU while the handler runs), else as is."""
+    return spaces.GPU(duration=60)(fn) if spaces is not None else fn
+
+
 @_guard
 def random_scene(seed: float):
     """A new offline-world scene and its reference captions."""
@@ -50,6 +66,7 @@ def random_scene(seed: float):
     return world.render(s, 256), "\n".join(s.captions)
 
 
+@_gpu
 @_guard
 def caption(image, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progress()):
     """Caption an image: caption, regions image, candidates table, timing line."""
@@ -58,6 +75,7 @@ def caption(image, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progr
     return v.caption, v.regions_image, v.candidates, v.info
 
 
+@_gpu
 @_guard
 def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progress()):
     """Re-caption with an interactive prompt: rough caption, refined caption, regions, candidates, timing."""
@@ -66,6 +84,7 @@ def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, progres
     return v.rough_caption, v.caption, v.regions_image, v.candidates, v.info
 
 
+@_gpu
 @_guard
 def answer(image, question, preset, progress=gr.Progress()):
     """Zero-shot VQA: answer, the LM's free text, the caption it read, top-5 answers."""
@@ -99,7 +118,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                     scene_btn = gr.Button("Random offline-world scene (for the offline-world models)")
                     scene_refs = gr.Textbox(label="That scene's reference captions", lines=3, interactive=False)
                     with gr.Accordion("Sampling settings", open=False):
-                        samples = gr.Slider(1, 64, value=20, step=1, label="Samples S (reranked by CLIP)")
+                        samples = gr.Slider(1, 64, value=DEFAULT_SAMPLES, step=1, label="Samples S (reranked by CLIP)")
                         sigma2 = gr.Number(value=None, label="Inference noise σ² (blank: the model's own)",
                                            minimum=0, maximum=1)
                         n_cr = gr.Number(value=None, precision=0, label="Subregions N_cr (blank: the model's own)",

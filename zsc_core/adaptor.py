@@ -3,6 +3,7 @@
 MacCap's adaptor decoder (eq. 5-8): ``N_q`` learnable queries attend, through one transformer decoder layer
 (self-attention over the queries, cross-attention over the ``N_cr`` region tokens, feed-forward; 8 heads), to
 the (noisy) CLIP features; an MLP maps each query to the LM's hidden size, giving ``N_q`` prefix embeddings.
+:data:`AUTHORS_MACCAP` is the same decoder as the public MacCap code builds it (README "Fidelity").
 """
 
 from __future__ import annotations
@@ -28,6 +29,25 @@ class MacCapConfig:
     dropout: float = 0.1
     n_cr: int = 10  # N_cr region tokens the decoder reads (training: noisy copies of T_c)
     sigma2: float = 0.016  # variance of the injected noise per dimension (training and multiple sampling)
+    query_init_std: float = 0.02  # std of the queries' normal init (the authors' code: 1.0)
+    norm_first: bool = True  # pre-norm decoder layer (the authors' code: post-norm, torch's default)
+    activation: str = "gelu"  # of the decoder's feed-forward (the authors' code: relu)
+    in_proj: bool = True  # a linear map CLIP dim -> d_model before the decoder (the authors' code: none, so
+    #                       d_model is the CLIP dim)
+    head: str = "ln-mlp2"  # query -> LM width: "ln-mlp2" LayerNorm + Linear-GELU-Linear; "mlp3" 3 Linear with ReLU
+
+    def __post_init__(self):
+        if self.head not in ("ln-mlp2", "mlp3"):
+            raise ValueError(f"head must be 'ln-mlp2' or 'mlp3', got {self.head!r}")
+        if not self.in_proj and self.d_model != self.clip_dim:
+            raise ValueError(f"without an input projection d_model ({self.d_model}) must be the CLIP dim "
+                             f"({self.clip_dim})")
+
+
+# The adaptor as the authors' code builds it (issue #17): 32 queries drawn from N(0, 1), a post-norm ReLU
+# decoder layer reading the CLIP features directly, a 3-layer ReLU MLP head. d_model follows the CLIP dim.
+AUTHORS_MACCAP = MacCapConfig(n_queries=32, query_init_std=1.0, norm_first=False, activation="relu", in_proj=False,
+                              head="mlp3")
 
 
 class MacCapAdaptor(nn.Module):
@@ -36,12 +56,17 @@ class MacCapAdaptor(nn.Module):
     def __init__(self, cfg: MacCapConfig):
         super().__init__()
         self.cfg = cfg
-        self.queries = nn.Parameter(torch.randn(cfg.n_queries, cfg.d_model) * 0.02)  # (N_q, d)
-        self.in_proj = nn.Linear(cfg.clip_dim, cfg.d_model)
+        self.queries = nn.Parameter(torch.randn(cfg.n_queries, cfg.d_model) * cfg.query_init_std)  # (N_q, d)
+        self.in_proj = nn.Linear(cfg.clip_dim, cfg.d_model) if cfg.in_proj else nn.Identity()
         self.decoder = nn.TransformerDecoderLayer(cfg.d_model, cfg.n_heads, cfg.ffn_dim, cfg.dropout,
-                                                  activation="gelu", batch_first=True, norm_first=True)
-        self.out = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.lm_dim), nn.GELU(),
-                                 nn.Linear(cfg.lm_dim, cfg.lm_dim))
+                                                  activation=cfg.activation, batch_first=True,
+                                                  norm_first=cfg.norm_first)
+        if cfg.head == "mlp3":
+            self.out = nn.Sequential(nn.Linear(cfg.d_model, cfg.lm_dim), nn.ReLU(), nn.Linear(cfg.lm_dim, cfg.lm_dim),
+                                     nn.ReLU(), nn.Linear(cfg.lm_dim, cfg.lm_dim))
+        else:
+            self.out = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.lm_dim), nn.GELU(),
+                                     nn.Linear(cfg.lm_dim, cfg.lm_dim))
 
     def forward(self, regions: torch.Tensor) -> torch.Tensor:
         memory = self.in_proj(regions)  # (B, N_cr, d)

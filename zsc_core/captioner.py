@@ -45,6 +45,22 @@ class CaptionConfig:
     num_beams: int = 1  # beam width per sample (MacCap's single-caption setting: 4)
     max_new_tokens: int = 20
     seed: int = 0  # seeds the sampling noise, so a caption is reproducible
+    # How subregions are chosen and pooled (regions.Aggregation; the authors' code: "softmax", True, True).
+    region_weights: str = "renorm"
+    cls_candidate: bool = False
+    normalize_tokens: bool = False
+    noise_on_sum: bool = False  # add the sampling noise to normalize(I_s) + I_c before normalising (authors' code)
+    noise_single: bool = False  # add the sampling noise at S=1 too (authors' code); else S=1 reads clean features
+
+    def aggregation(self) -> regions.Aggregation:
+        return regions.Aggregation(self.region_weights, self.cls_candidate, self.normalize_tokens)
+
+
+# Inference as the authors' code runs it (issue #17): S=4 samples, each a beam search of width 4, subregions by
+# the double softmax with the CLS token eligible and tokens normalised, noise on the unnormalised sum, also for
+# a single caption. Their samples are 4 sequential generate calls; here they are one batched call (same maths).
+AUTHORS_INFERENCE = CaptionConfig(samples=4, num_beams=4, region_weights="softmax", cls_candidate=True,
+                                  normalize_tokens=True, noise_on_sum=True, noise_single=True)
 
 
 @dataclass
@@ -99,7 +115,10 @@ class Captioner:
         torch.manual_seed(seed)
         adaptor_cfg = adaptor_cfg or MacCapConfig()
         kind = next(k for k, (c, _) in ADAPTORS.items() if isinstance(adaptor_cfg, c))
-        cfg = replace(adaptor_cfg, clip_dim=clip.embed_dim, lm_dim=lm.hidden_size)
+        sizes = {"clip_dim": clip.embed_dim, "lm_dim": lm.hidden_size}
+        if isinstance(adaptor_cfg, MacCapConfig) and not adaptor_cfg.in_proj:
+            sizes["d_model"] = clip.embed_dim  # no input projection: the decoder runs at the CLIP's width
+        cfg = replace(adaptor_cfg, **sizes)
         return cls(clip, lm, ADAPTORS[kind][1](cfg), kind, config)
 
     @classmethod
@@ -151,12 +170,15 @@ class Captioner:
         return self.adaptor.text_prefix(text_feats)
 
     # -- inference ----------------------------------------------------------------------------------------
-    def region_memory(self, feats, cfg: CaptionConfig) -> tuple[torch.Tensor, regions.Subregions]:
-        """The N_cr region tokens MacCap's adaptor reads, (B, N_cr, D), and the chosen subregions."""
+    def region_memory(self, feats, cfg: CaptionConfig, noisy: bool = False) -> tuple[torch.Tensor, regions.Subregions]:
+        """The N_cr region tokens MacCap's adaptor reads, (B, N_cr, D), and the chosen subregions.
+
+        With ``noisy`` and ``cfg.noise_on_sum`` the region tokens are the unnormalised sums normalize(I_s) + I_c,
+        for the noise to be added before their normalisation (the authors' order)."""
         n_cr = cfg.n_cr or self.adaptor.n_regions
-        sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr)
+        sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr, cfg.aggregation())
         if cfg.use_regions:
-            memory = sub.feats
+            memory = sub.sums if noisy and cfg.noise_on_sum else sub.feats
             if memory.shape[1] < n_cr:  # fewer patches than N_cr (tiny ViTs): cycle the chosen ones
                 memory = memory.repeat(1, -(-n_cr // memory.shape[1]), 1)[:, :n_cr]
         else:
@@ -202,12 +224,13 @@ class Captioner:
         t0 = time.perf_counter()
         pixels = self.clip.pixels(batch)
         feats = self.clip.image_features(pixels)
-        memory, sub = self.region_memory(feats, cfg)  # (B, N_cr, D)
-        t1 = time.perf_counter()
         b, s = len(batch), cfg.samples
+        noisy = s > 1 or cfg.noise_single
+        memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
+        t1 = time.perf_counter()
         x = self.adaptor.image_input(feats.global_feat, memory)  # what this adaptor reads: (B, N_cr, D) or (B, D)
         x = x.repeat_interleave(s, dim=0)  # (B*S, ...), image-major
-        if s > 1:
+        if noisy:
             gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
             x = self.adaptor.perturb(x, self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2, gen)
         with autocast(self.lm.device, self.lm.model.dtype):

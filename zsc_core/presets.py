@@ -124,6 +124,22 @@ PRESETS: dict[str, Preset] = {
         trained_on=WORLD_TRAINED_ON,
         limits=WORLD_LIMITS,
     ),
+    "maccap-authors": Preset(
+        name="maccap-authors",
+        description="Offline world, MacCap as the authors' public code runs it (32 queries, post-norm ReLU decoder, "
+                    "double-softmax subregions with the CLS token eligible, noise on the unnormalised sum, S=4 x "
+                    "beam 4): the fidelity reference of README \"Fidelity\"",
+        checkpoint="maccap-authors-offline-world.safetensors",
+        clip=OFFLINE_CLIP,
+        lm=LMSpec(SMOLLM2),
+        needs_hub=False,
+        train_command="python -m train.train_maccap style=authors out=checkpoints/maccap-authors-offline-world"
+                      ".safetensors run_dir=runs/maccap-authors",
+        prompt_checkpoint="prompts-offline-world.safetensors",
+        prompt_train_command="python -m train.train_prompts base=checkpoints/tipcap-s4-offline-world.safetensors",
+        trained_on=WORLD_TRAINED_ON,
+        limits=WORLD_LIMITS,
+    ),
     "real-photo": Preset(
         name="real-photo",
         description="Real photos: open_clip ViT-B-32 (openai) + GPT-2, trained on COCO captions (needs the Hub)",
