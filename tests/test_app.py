@@ -219,3 +219,37 @@ def test_app_starts_and_says_why_when_its_default_cannot_load(tmp_path, monkeypa
         assert app.SELECTED == "offline-world-maccap"  # the dropdown opens on a preset that works
     finally:
         sys.modules.pop("app", None)
+
+
+def test_zerogpu_decorator_wraps_the_gpu_handlers_only(tmp_path, monkeypatch):
+    """With a `spaces` module importable (a stub of ZeroGPU's), app.py wraps caption, recaption and answer in
+    spaces.GPU and leaves the CPU-only gap handler alone; the wrapped handler still captions."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from zsc_core import world
+
+    from .conftest import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    log = tmp_path / "spaces.log"
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("ZSC_DEFAULT_PRESET", "offline-world")
+    monkeypatch.setenv("SPACES_STUB_LOG", str(log))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "space_stub"))
+    for m in ("app", "spaces"):
+        sys.modules.pop(m, None)
+    try:
+        app = importlib.import_module("app")
+        assert app.spaces is not None and not app.ZERO_GPU  # SPACES_ZERO_GPU unset: models stay where they are
+        assert app.DEFAULT_SAMPLES == 8  # CPU default
+        decorated = {line.split()[1] for line in log.read_text().splitlines() if line.startswith("decorated")}
+        assert decorated == {"caption", "recaption", "answer"}
+        path = tmp_path / "scene.png"
+        world.render(world.make_scene(0, "eval", 1), 64).save(path)
+        out = app.caption(str(path), "offline-world", 2, None, None, 1, 0, progress=lambda *a, **k: None)
+        assert isinstance(out[0], str) and "called caption" in log.read_text()
+    finally:
+        for m in ("app", "spaces"):
+            sys.modules.pop(m, None)

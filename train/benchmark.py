@@ -62,6 +62,34 @@ def _tip(setting, out, extra=""):
 
 
 MAIN = "maccap-offline-world.safetensors"
+AUTH = "maccap-authors-offline-world.safetensors"
+# Issue #17: the authors' code's inference vs ours, as CaptionConfig overrides (zsc_core.captioner.AUTHORS_INFERENCE).
+AUTHORS_INFERENCE = {"samples": 4, "num_beams": 4, "region_weights": "softmax", "cls_candidate": True,
+                     "normalize_tokens": True, "noise_on_sum": True, "noise_single": True}
+OURS_INFERENCE = {"samples": 20, "num_beams": 1, "region_weights": "renorm", "cls_candidate": False,
+                  "normalize_tokens": False, "noise_on_sum": False, "noise_single": False}
+AUTHORS_REGIONS = {"region_weights": "softmax", "cls_candidate": True, "normalize_tokens": True}
+F = "Fidelity (authors' code)"
+
+
+def _auth():
+    return _mac(AUTH, "style=authors")
+
+
+FIDELITY_ROWS = [
+    Row(F, "authors' adaptor + authors' inference (S=4 x beam 4, double-softmax regions, CLS eligible, noise on "
+        "the unnormalised sum)", AUTH, {}, _auth()),
+    Row(F, "authors' adaptor + authors' inference, CLS token only (no subregions)", AUTH, {"use_regions": False},
+        _auth()),
+    Row(F, "authors' adaptor + our inference (S=20, beam 1, renormalised patch rows)", AUTH, OURS_INFERENCE, _auth()),
+    Row(F, "our adaptor + authors' inference", MAIN, AUTHORS_INFERENCE, _mac(MAIN)),
+    Row(F, "our adaptor + authors' inference, CLS token only (no subregions)", MAIN,
+        {**AUTHORS_INFERENCE, "use_regions": False}, _mac(MAIN)),
+    Row(F, "our adaptor + ours, but the authors' region weights (double softmax, CLS eligible, normalised tokens)",
+        MAIN, AUTHORS_REGIONS, _mac(MAIN)),
+    Row(F, "our adaptor + ours, but noise on the unnormalised sum", MAIN, {"noise_on_sum": True}, _mac(MAIN)),
+    Row(F, "our adaptor + ours, but S=4 x beam 4", MAIN, {"samples": 4, "num_beams": 4}, _mac(MAIN)),
+]
 ROWS = [
     Row("MacCap (Table 5)", "full: N_cr=10 noisy tokens, subregions, S=20 + CLIP rerank", MAIN, {}, _mac(MAIN)),
     Row("MacCap (Table 5)", "without multiple sampling (S=1)", MAIN, {"samples": 1}, _mac(MAIN)),
@@ -98,6 +126,7 @@ ROWS = [
         _mac(A + "maccap-alt-text.safetensors", "corpus=world-alt:12000")),
     Row("Upper bound", "same adaptor trained on paired IMAGE features", A + "maccap-upper-bound.safetensors", {},
         _mac(A + "maccap-upper-bound.safetensors", "corpus=world-images:6000")),
+    *FIDELITY_ROWS,
 ]
 
 

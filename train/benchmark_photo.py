@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from train.benchmark import AUTHORS_INFERENCE
 from train.common import parse_overrides, set_threads
 
 
@@ -53,6 +54,13 @@ ROWS = [
     Row("Ablation", "MacCap without subregions (the global feature as every region token), S=20 + rerank",
         "photo-maccap", {"samples": 20, "use_regions": False}),
     Row("Ablation", "MacCap without subregions, S=1", "photo-maccap", {"samples": 1, "use_regions": False}),
+    Row("Fidelity", "our MacCap adaptor + the authors' inference (S=4 x beam 4, double-softmax regions, CLS "
+        "eligible, noise on the unnormalised sum)", "photo-maccap", AUTHORS_INFERENCE),
+    Row("Fidelity", "our MacCap adaptor + the authors' inference, without subregions", "photo-maccap",
+        {**AUTHORS_INFERENCE, "use_regions": False}),
+    Row("Fidelity", "the authors' adaptor + their inference (`photo-maccap-authors`)", "photo-maccap-authors", {}),
+    Row("Fidelity", "the authors' adaptor + their inference, without subregions", "photo-maccap-authors",
+        {"use_regions": False}),
 ]
 
 
@@ -91,7 +99,7 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
           "(sign test, p < 0.01; own / other photos).\n\n",
           "| row | BLEU-4 | METEOR | ROUGE-L | CIDEr | grounded | first captions |\n"
           "| --- | --- | --- | --- | --- | --- | --- |\n"]
-    for group in ("Captioner", "Ablation", "Baseline"):
+    for group in ("Captioner", "Ablation", "Fidelity", "Baseline"):
         rows = [r for r in report["rows"] if r["group"] == group]
         if rows:
             md.append(f"| **{group}** | | | | | | |\n")

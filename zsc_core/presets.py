@@ -97,6 +97,10 @@ PRESETS: dict[str, Preset] = {
         "photo-tipcap-s1", "tipcap-s1-photo.safetensors", "train.train_tipcap setting=S1",
         "Real photos, offline: TIPCap S1, N(mu, Sigma) estimated from 80 paired COCO train photos, trained on the "
         "COCO caption text", trained_on=PHOTO_TRAINED_ON + "; its Gaussian was estimated from 80 paired COCO photos"),
+    "photo-maccap-authors": _photo_preset(
+        "photo-maccap-authors", "maccap-authors-photo.safetensors", "train.train_maccap style=authors",
+        "Real photos, offline: MacCap as the authors' public code runs it (README \"Fidelity\"), on the same bridge, "
+        "COCO caption text and LM"),
     "offline-world": Preset(
         name="offline-world",
         description="Offline world, TIPCap S4 (text only): the small CLIP pretrained on generated scenes + "
@@ -133,8 +137,9 @@ PRESETS: dict[str, Preset] = {
         clip=OFFLINE_CLIP,
         lm=LMSpec(SMOLLM2),
         needs_hub=False,
-        train_command="python -m train.train_maccap style=authors out=checkpoints/maccap-authors-offline-world"
-                      ".safetensors run_dir=runs/maccap-authors",
+        train_command="python -m train.train_maccap style=authors steps=800 eval_n=60 "
+                      "out=checkpoints/maccap-authors-offline-world.safetensors "
+                      "run_dir=runs/maccap-authors-offline-world",
         prompt_checkpoint="prompts-offline-world.safetensors",
         prompt_train_command="python -m train.train_prompts base=checkpoints/tipcap-s4-offline-world.safetensors",
         trained_on=WORLD_TRAINED_ON,
