@@ -44,6 +44,7 @@ SPACE_REQUIREMENTS = (
     "open_clip_torch>=3.0,<4",
     "transformers>=4.56,<6",
     "gguf>=0.10",
+    "accelerate>=1.0",  # transformers refuses to load a GGUF file without it
     "safetensors>=0.4",
     "huggingface_hub>=0.34",
     "matplotlib>=3.8",
