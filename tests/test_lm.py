@@ -93,3 +93,25 @@ def test_fingerprint_does_not_depend_on_the_runtime_dtype():
     assert bf16.model.dtype == torch.bfloat16 and bf16.fingerprint == fp32.fingerprint
     tiny32, tiny16 = load_lm(LMSpec("tiny")), load_lm(LMSpec("tiny"), dtype=torch.bfloat16)
     assert tiny16.fingerprint == tiny32.fingerprint
+
+
+def test_a_caption_never_opens_with_its_own_end(monkeypatch):
+    """Even when the LM wants to end at once ("." or end of text first), the first generated token is a word:
+    the sentence-ending tokens are suppressed at the first position only, so the caption is never empty."""
+    lm = load_lm(LMSpec("tiny", tiny={"seed": 3}))
+    dot = lm.tokenizer(".", add_special_tokens=False)["input_ids"][0]
+    assert {lm.eos_id, dot} <= set(lm.empty_starts)
+    head = lm.model.get_output_embeddings()
+
+    def prefer_the_end(module, args, out):  # "." then EOS beat every word by far, at every position
+        out = out.clone()
+        out[..., dot] += 100.0
+        out[..., lm.eos_id] += 50.0
+        return out
+
+    handle = head.register_forward_hook(prefer_the_end)
+    try:
+        texts = lm.generate(torch.randn(3, 2, lm.hidden_size), cfg=GenerationCfg(max_new_tokens=4))
+    finally:
+        handle.remove()
+    assert all(t and t.split()[0] not in (".", "") for t in texts), texts

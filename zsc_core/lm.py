@@ -108,6 +108,22 @@ class LanguageModel(FrozenIdentity, nn.Module):
         self.eos_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id)
 
+    EMPTY_STARTS = (".", " .", "!", "?", ",", ":", ";", "\n", "\n\n")
+
+    @property
+    def empty_starts(self) -> list[int]:
+        """Tokens that cannot open a caption: end of text, and the single-token punctuation and newlines that
+        :func:`clean_caption` would reduce to nothing. Suppressed at the first generated position, so a weak
+        prefix cannot yield an empty caption (a photo MacCap model once answered "." for one photo)."""
+        if "_empty_starts" not in self.__dict__:
+            ids = {self.eos_id}
+            for s in self.EMPTY_STARTS:
+                tok = self.tokenizer(s, add_special_tokens=False)["input_ids"]
+                if len(tok) == 1:
+                    ids.add(int(tok[0]))
+            self.__dict__["_empty_starts"] = sorted(ids)
+        return self.__dict__["_empty_starts"]
+
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
@@ -182,7 +198,8 @@ class LanguageModel(FrozenIdentity, nn.Module):
         if generator_seed is not None:
             torch.manual_seed(generator_seed)  # sampling in generate() draws from the global generator
         kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
-                                  do_sample=cfg.do_sample, pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+                                  do_sample=cfg.do_sample, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+                                  begin_suppress_tokens=self.empty_starts)
         if cfg.do_sample:
             kw.update(temperature=cfg.temperature, top_p=cfg.top_p)
         out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
