@@ -277,7 +277,7 @@ def test_simulated_space_build_comes_up_and_captions(staged, tmp_path):
             caption, _, candidates, info = client.predict(handle_file(str(next(photo))), "photo", 2, None, None, 1, 0,
                                                           api_name="/caption")
             assert isinstance(caption, str) and len(caption.split()) >= 3, caption
-            assert 1 <= len(candidates["data"]) <= 2 and "photo" in info
+            assert 1 <= len(candidates["data"]) <= 2 and "from S=2" in info
             import urllib.request
 
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=30) as r:
