@@ -291,3 +291,34 @@ def test_simulated_space_build_comes_up_and_captions(staged, tmp_path):
             "decorated answer duration=60"} <= set(lines)
     assert not any("gap" in x for x in lines)  # the CPU-only handler is not decorated
     assert "called caption" in lines
+
+
+def test_push_stages_validates_and_uploads_through_huggingface_hub(monkeypatch):
+    """`space push` without the network: HfApi is replaced by a recorder; the upload gets the validated staged
+    folder (read while it still exists), the token from $HF_TOKEN, and a CPU Space asks for cpu-basic."""
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw))
+
+        def upload_folder(self, repo_id, folder_path, **kw):
+            files = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+            calls.append(("upload", repo_id, files, kw))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    url = space.push("someone/zsc", hardware="cpu")
+    assert url == "https://huggingface.co/spaces/someone/zsc"
+    assert ("token", "hf_test_token") in calls  # (huggingface_hub itself may build an HfApi() while staging)
+    _, repo, kw = next(c for c in calls if c[0] == "create")
+    assert repo == "someone/zsc" and kw["repo_type"] == "space" and kw["space_sdk"] == "gradio"
+    assert kw["space_hardware"] == "cpu-basic" and kw["exist_ok"]
+    _, repo, files, kw = next(c for c in calls if c[0] == "upload")
+    assert kw["repo_type"] == "space" and "app.py" in files and "README.md" in files
+    assert not [f for f in files if f.startswith(("tests/", "train/"))]
