@@ -90,7 +90,7 @@ PRESETS: dict[str, Preset] = {
         "Real photos, offline (default): TIPCap S4 trained on 83k COCO caption texts, on a CLIP-shaped bridge of an "
         "ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M"),
     "photo-maccap": _photo_preset(
-        "photo-maccap", "maccap-photo.safetensors", "train.train_maccap",
+        "photo-maccap", "maccap-photo.safetensors", "train.train_maccap steps=400 eval_every=100",
         "Real photos, offline: MacCap (region noise, subregions of the CNN's class activation maps) on the same "
         "bridge, COCO caption text and LM"),
     "photo-tipcap-s1": _photo_preset(
@@ -98,7 +98,8 @@ PRESETS: dict[str, Preset] = {
         "Real photos, offline: TIPCap S1, N(mu, Sigma) estimated from 80 paired COCO train photos, trained on the "
         "COCO caption text", trained_on=PHOTO_TRAINED_ON + "; its Gaussian was estimated from 80 paired COCO photos"),
     "photo-maccap-authors": _photo_preset(
-        "photo-maccap-authors", "maccap-authors-photo.safetensors", "train.train_maccap style=authors",
+        "photo-maccap-authors", "maccap-authors-photo.safetensors",
+        "train.train_maccap style=authors steps=400 eval_every=100",
         "Real photos, offline: MacCap as the authors' public code runs it (README \"Fidelity\"), on the same bridge, "
         "COCO caption text and LM"),
     "offline-world": Preset(
