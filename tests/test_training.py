@@ -255,3 +255,36 @@ def test_export_keeps_the_best_validation_step_and_the_last(tmp_path, tiny_lm, m
     assert last.extra["step"] == 12 and last.extra["selected"] == "last"
     assert _in_training(cfg.out) == ""
     assert any((best.tensors[k].float() - last.tensors[k].float()).abs().max() > 0 for k in best.tensors)
+
+
+def test_a_run_killed_during_validation_validates_that_step_on_resume(tmp_path, tiny_lm, monkeypatch):
+    """state.pt is written before a step's validation; a kill in between used to lose that validation and its
+    export for good (the resumed run started after it). Now the resumed run validates and exports it first."""
+    import train.loop as loop
+
+    seen = []
+
+    def killed_at_8(cfg, cap):
+        seen.append(1)
+        if len(seen) == 2:  # the second validation: step 8 of 8
+            raise KeyboardInterrupt("killed")
+        return {"CIDEr": 0.1 * len(seen)}, []
+
+    monkeypatch.setattr(loop, "validate", killed_at_8)
+    cfg = _cfg(tmp_path, steps=8, save_every=4, eval_every=4, eval_n=1, keep_evals=False)
+    cap, caps, feats = _setup(cfg, tiny_lm)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, cap, caps, feats, RunLogger(str(tmp_path / "a.log")))
+    assert torch.load(os.path.join(cfg.run_dir, "state.pt"), weights_only=True)["step"] == 8
+    assert load_checkpoint(cfg.out).extra["step"] == 4 and "finished" not in load_checkpoint(cfg.out).extra
+
+    cap2, _, _ = _setup(cfg, tiny_lm)
+    assert train(cfg, cap2, caps, feats, RunLogger(str(tmp_path / "b.log"))) == []  # no step is redone
+    assert len(seen) == 3  # step 8 validated (CIDEr 0.3, the best) on resume
+    out = load_checkpoint(cfg.out)
+    assert out.extra["step"] == 8 and out.extra["val"] == {"CIDEr": pytest.approx(0.3)} and out.extra["finished"]
+    assert "validating it now" in (tmp_path / "b.log").read_text()
+    # resuming a finished run again validates nothing more
+    _setup(cfg, tiny_lm)
+    train(cfg, cap2, caps, feats, RunLogger(str(tmp_path / "c.log")))
+    assert len(seen) == 3

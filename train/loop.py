@@ -218,6 +218,27 @@ def finish(out: str, steps: int) -> None:
                     extra={**ck.extra, "finished": True, "run_steps": steps}, dtype=None)
 
 
+def _eval_due(cfg: RunConfig, done: int) -> bool:
+    return done % cfg.eval_every == 0 or done == cfg.steps
+
+
+def _last_export_step(cfg: RunConfig) -> int | None:
+    """The step of ``run_dir/last.safetensors`` (written by every export), or None before the first export."""
+    from zsc_core.checkpoint import load_checkpoint
+
+    path = os.path.join(cfg.run_dir, "last.safetensors")
+    return load_checkpoint(path).extra.get("step") if os.path.isfile(path) else None
+
+
+def _validate_and_export(cfg: RunConfig, cap: Captioner, done: int, log: RunLogger) -> None:
+    scores = {}
+    if cfg.eval_n > 0:
+        scores, examples = validate(cfg, cap)
+        log.info(f"step {done} val ({cfg.eval_set}, {cfg.eval_n}) {scores}; e.g. {examples}")
+    cap.adaptor.train()
+    export(cfg, cap, done, scores)
+
+
 # loss_fn(text features (B, D), target token ids per row, corpus indices (B,)) -> (loss, numbers to log)
 LossFn = Callable[[torch.Tensor, list, torch.Tensor], "tuple[torch.Tensor, dict[str, float]]"]
 
@@ -251,6 +272,10 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
 
         for p in model.state_dict().values():
             dist.broadcast(p, 0)
+    pending = start > 0 and d.main and _eval_due(cfg, start) and _last_export_step(cfg) != start
+    if pending:  # killed between saving this step's state and exporting it: validate and export it now
+        log.info(f"step {start} was saved but not validated before the run stopped: validating it now")
+        _validate_and_export(cfg, cap, start, log)
     model.train()
     losses: list[float] = []
     bar = log.progress(total=cfg.steps, initial=start, desc=cap.kind, disable=not d.main)
@@ -285,15 +310,10 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
                      f"{(time.time() - t0) / (done - start):.2f}s/step")
         if (done % cfg.save_every == 0 or done == cfg.steps) and d.main:
             save_state(state_path, model, opt, done)
-        if (done % cfg.eval_every == 0 or done == cfg.steps) and d.main:
-            scores = {}
-            if cfg.eval_n > 0:
-                scores, examples = validate(cfg, cap)
-                model.train()
-                log.info(f"step {done} val ({cfg.eval_set}, {cfg.eval_n}) {scores}; e.g. {examples}")
-            export(cfg, cap, done, scores)
+        if _eval_due(cfg, done) and d.main:
+            _validate_and_export(cfg, cap, done, log)
     bar.close()
-    if d.main and start < cfg.steps and os.path.isfile(cfg.out):
+    if d.main and (start < cfg.steps or pending) and os.path.isfile(cfg.out):
         finish(cfg.out, cfg.steps)
     if d.world > 1:
         import torch.distributed as dist
