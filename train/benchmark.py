@@ -82,6 +82,8 @@ FIDELITY_ROWS = [
     Row(F, "authors' adaptor + authors' inference, CLS token only (no subregions)", AUTH, {"use_regions": False},
         _auth()),
     Row(F, "authors' adaptor + our inference (S=20, beam 1, renormalised patch rows)", AUTH, OURS_INFERENCE, _auth()),
+    Row(F, "authors' adaptor + our inference, CLS token only (no subregions)", AUTH,
+        {**OURS_INFERENCE, "use_regions": False}, _auth()),
     Row(F, "our adaptor + authors' inference", MAIN, AUTHORS_INFERENCE, _mac(MAIN)),
     Row(F, "our adaptor + authors' inference, CLS token only (no subregions)", MAIN,
         {**AUTHORS_INFERENCE, "use_regions": False}, _mac(MAIN)),

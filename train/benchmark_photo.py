@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from train.benchmark import AUTHORS_INFERENCE
+from train.benchmark import AUTHORS_INFERENCE, OURS_INFERENCE
 from train.common import parse_overrides, set_threads
 
 
@@ -61,6 +61,10 @@ ROWS = [
     Row("Fidelity", "the authors' adaptor + their inference (`photo-maccap-authors`)", "photo-maccap-authors", {}),
     Row("Fidelity", "the authors' adaptor + their inference, without subregions", "photo-maccap-authors",
         {"use_regions": False}),
+    Row("Fidelity", "the authors' adaptor + our inference (S=20, beam 1, renormalised patch rows)",
+        "photo-maccap-authors", OURS_INFERENCE),
+    Row("Fidelity", "the authors' adaptor + our inference, without subregions", "photo-maccap-authors",
+        {**OURS_INFERENCE, "use_regions": False}),
 ]
 
 
