@@ -40,7 +40,8 @@ def test_every_shipped_adaptor_finds_its_clip(path):
 # captions: the shipped presets' models at p = 5e-4 (MacCap) and 1.5e-8 (TIPCap S4)). The presets' models are
 # captioned live here; ablations are judged on the benchmark's captions of the same bytes, and an ablation that
 # does not clear the bar is reported as such in results/benchmark.md (it gets no bar of its own).
-WORLD_PRESET_MODELS = sorted({PRESETS[n].checkpoint_path() for n in ("offline-world", "offline-world-maccap")})
+WORLD_PRESET_MODELS = sorted({PRESETS[n].checkpoint_path()
+                              for n in ("offline-world", "offline-world-maccap", "maccap-authors")})
 ABLATIONS = [p for p in SHIPPED if p not in WORLD_PRESET_MODELS and p not in
              {PRESETS[n].checkpoint_path() for n in PRESETS}]
 

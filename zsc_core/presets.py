@@ -94,7 +94,7 @@ PRESETS: dict[str, Preset] = {
         "Real photos, offline: MacCap (region noise, subregions of the CNN's class activation maps) on the same "
         "bridge, COCO caption text and LM"),
     "photo-tipcap-s1": _photo_preset(
-        "photo-tipcap-s1", "tipcap-s1-photo.safetensors", "train.train_tipcap setting=S1",
+        "photo-tipcap-s1", "tipcap-s1-photo.safetensors", "train.train_tipcap setting=S1 steps=400 eval_every=200",
         "Real photos, offline: TIPCap S1, N(mu, Sigma) estimated from 80 paired COCO train photos, trained on the "
         "COCO caption text", trained_on=PHOTO_TRAINED_ON + "; its Gaussian was estimated from 80 paired COCO photos"),
     "photo-maccap-authors": _photo_preset(
