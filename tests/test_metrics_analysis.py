@@ -120,6 +120,25 @@ def test_difference_histograms_and_tsne_figures(tmp_path):
     assert small["a"].shape == (5, 2)
 
 
+def test_features_are_encoded_in_bounded_batches_with_the_same_result(tiny_clip, monkeypatch):
+    """The gap analysis encodes images a few at a time (109 photos through the photo bridge's CNN at once took the
+    app past 3 GB), and batching does not change a single feature."""
+    from zsc_core import world
+
+    images = [world.render(s, 64) for s in world.iter_scenes(0, "eval", 40)]
+    whole = analysis.global_and_subregion_features(tiny_clip, images, n_cr=4, batch=len(images))
+    seen = []
+    encode = tiny_clip.image_features
+    monkeypatch.setattr(tiny_clip, "image_features", lambda px: (seen.append(len(px)), encode(px))[1])
+    glob, sub = analysis.global_and_subregion_features(tiny_clip, images, n_cr=4)  # the default batch
+    assert sum(seen) == 40 and max(seen) <= 32, seen
+    assert torch.allclose(glob, whole[0], atol=1e-5) and torch.allclose(sub, whole[1], atol=1e-5)
+    assert sub.shape == (40, 4, glob.shape[1])
+    seen.clear()
+    analysis.global_and_subregion_features(tiny_clip, images[:11], n_cr=4, batch=4)
+    assert seen == [4, 4, 3]
+
+
 def test_gap_report_measures_how_far_each_mapping_closes_the_gap(tiny_clip):
     from zsc_core import world
 
