@@ -1,6 +1,7 @@
 """The facade end to end on tiny models: batched sampling, reranking, checkpoints, the CLI."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -100,6 +101,28 @@ def _saved_captioner(tmp_path, clip_seed=0):
     path = str(tmp_path / "adaptor.safetensors")
     cap.save(path, extra={"step": 3}, dtype=None)
     return cap, path
+
+
+def test_a_checkpoint_shipped_from_a_run_folder_still_finds_its_clip(tmp_path):
+    """train.ship re-bases the recorded CLIP path on the new folder (a plain copy out of runs/x/ points nowhere)."""
+    from train.ship import main as ship
+
+    cap, path = _saved_captioner(tmp_path)
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    trained = str(run / "out.safetensors")
+    cap.save(trained, dtype=None)
+    assert read_metadata(trained)["clip"]["spec"]["checkpoint"] == "../../clip.safetensors"
+    shipped = str(tmp_path / "shipped" / "model.safetensors")
+    ship([trained, shipped])
+    assert read_metadata(shipped)["clip"]["spec"]["checkpoint"] == "../clip.safetensors"
+    assert {k: v.tolist() for k, v in load_checkpoint(shipped).tensors.items()} == \
+        {k: v.tolist() for k, v in load_checkpoint(trained).tensors.items()}
+    assert Captioner.from_pretrained(shipped).caption(_img(1), samples=4).to_dict()["candidates"] == \
+        cap.caption(_img(1), samples=4).to_dict()["candidates"]
+    os.remove(str(tmp_path / "clip.safetensors"))  # a source whose CLIP is gone is refused, not shipped broken
+    with pytest.raises(CheckpointError, match="does not exist"):
+        ship([trained, str(tmp_path / "other.safetensors")])
 
 
 def test_checkpoint_round_trip_is_self_describing(tmp_path):

@@ -104,6 +104,24 @@ def save_checkpoint(
     return path
 
 
+def copy_checkpoint(src: str, dst: str) -> str:
+    """Copy a checkpoint to ``dst`` with the CLIP path it records re-based on ``dst``'s folder.
+
+    An adaptor stores its CLIP checkpoint's path relative to its own folder, so a plain ``cp`` of one trained in
+    ``runs/x/`` into ``checkpoints/`` points nowhere. Tensors are copied bit for bit (no dtype change)."""
+    ck = load_checkpoint(src)
+    clip = dict(ck.clip) if ck.clip else None
+    spec = dict((clip or {}).get("spec") or {})
+    if spec.get("checkpoint") and not os.path.isabs(spec["checkpoint"]):
+        target = os.path.join(os.path.dirname(os.path.abspath(src)), spec["checkpoint"])
+        if not os.path.isfile(target):
+            raise CheckpointError(f"{src} names a CLIP checkpoint that does not exist: {target}")
+        spec["checkpoint"] = os.path.relpath(target, os.path.dirname(os.path.abspath(dst)))
+        clip["spec"] = spec
+    return save_checkpoint(dst, ck.tensors, kind=ck.kind, config=ck.config, clip=clip, lm=ck.lm, extra=ck.extra,
+                           dtype=None)
+
+
 def read_metadata(path: str) -> dict[str, Any]:
     """The metadata document of a checkpoint, without reading its tensors."""
     if not os.path.isfile(path):
