@@ -159,6 +159,40 @@ def test_tipcap_settings_train_and_load(tmp_path, tiny_lm, setting):
     assert res.candidates and len(res.regions) == 10  # subregions are shown for every kind (N_cr = 10)
 
 
+def test_init_continues_from_an_exported_checkpoint_and_refuses_a_foreign_one(tmp_path, tiny_lm):
+    """``init=`` (every trainer, train/loop.py) starts a new run from an export's weights; a checkpoint of another
+    kind or adaptor config is refused with a one-line reason before any step."""
+    from train.train_tipcap import build
+    from train.train_tipcap import train as train_tipcap
+
+    first = _tipcap_cfg(tmp_path, "S4", steps=10)
+    clip = make_tiny_clip(0)
+    caps, feats = cached_text_features(clip, first.corpus, str(tmp_path / "f.safetensors"))
+    cap, stats = build(first, clip, tiny_lm, feats)
+    train_tipcap(first, cap, stats, caps, feats, RunLogger(str(tmp_path / "a.log")))
+    exported = load_checkpoint(first.out).tensors
+
+    # lr 0: the continuation's weights are exactly the ones it started from
+    more = _tipcap_cfg(tmp_path, "S4", steps=3, lr=0.0, seed=1, init=first.out, run_dir=str(tmp_path / "more"),
+                       out=str(tmp_path / "more" / "tipcap.safetensors"))
+    cap2, stats2 = build(more, clip, tiny_lm, feats)
+    assert any(not torch.equal(v.half(), exported[k]) for k, v in cap2.adaptor.state_dict().items())
+    losses = train_tipcap(more, cap2, stats2, caps, feats, RunLogger(str(tmp_path / "b.log")))
+    assert len(losses) == 3
+    assert all(torch.equal(v, exported[k]) for k, v in load_checkpoint(more.out).tensors.items())
+
+    maccap = str(tmp_path / "maccap.safetensors")
+    Captioner.build(clip, tiny_lm, MacCapConfig(n_queries=4, d_model=32, n_heads=8, ffn_dim=64, n_cr=4)).save(maccap)
+    for init, why, kw in ((maccap, "holds a 'maccap' model", {}),
+                          (first.out, "adaptor config differs", {"prefix_len": 4})):
+        cfg = _tipcap_cfg(tmp_path, "S4", steps=3, init=init, run_dir=str(tmp_path / "x"),
+                          out=str(tmp_path / "x" / "t.safetensors"), **kw)
+        wrong, st = build(cfg, clip, tiny_lm, feats)
+        with pytest.raises(SystemExit, match=why):
+            train_tipcap(cfg, wrong, st, caps, feats, RunLogger(str(tmp_path / "x.log")))
+        assert not os.path.exists(cfg.out)
+
+
 def test_tipcap_inference_skips_the_mapping_module(tiny_lm):
     from zsc_core.adaptor import TIPCapConfig
 
@@ -233,7 +267,7 @@ def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
     fresh = max((cont.tensors[k].float() - load_checkpoint(base).tensors[k].float()).abs().max().item()
                 for k in first.tensors)
     assert 0 < drift < fresh  # two small steps from the stage-2 weights, far from the stage-1 start
-    with pytest.raises(SystemExit, match="not a stage-2"):
+    with pytest.raises(SystemExit, match=r"an interactive-prompt \(stage-2\) checkpoint was expected"):
         train_prompts([f"base={base}", f"init={base}", "corpus=world:30", "n_captions=48", "steps=1",
                        "batch_size=16", "eval_n=0", f"run_dir={tmp_path / 'p2'}", f"out={more}"])
 

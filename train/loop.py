@@ -8,6 +8,7 @@ with exactly the weights of an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -53,6 +54,8 @@ class RunConfig:
     keep_evals: bool = True  # also keep each evaluation's export as run_dir/step-N.safetensors
     encoder_record: str = ""  # train without the encoder's weights: a JSON record of its identity (written by
     #                           `python -m train.features record=...`); needs the cached features, eval_n=0
+    init: str = ""  # continue training: start from this exported checkpoint's weights (same kind, config, CLIP and
+    #                 LM); a fresh optimiser and schedule. Pass another seed for another data order.
 
 
 def lr_at(cfg: RunConfig, step: int) -> float:
@@ -243,6 +246,26 @@ def _validate_and_export(cfg: RunConfig, cap: Captioner, done: int, log: RunLogg
 LossFn = Callable[[torch.Tensor, list, torch.Tensor], "tuple[torch.Tensor, dict[str, float]]"]
 
 
+def read_init(path: str, cap: Captioner) -> dict[str, torch.Tensor]:
+    """The weights of the exported checkpoint ``path`` for ``cap.adaptor`` (``init=``): refused, with a one-line
+    reason, unless it is the same kind of adaptor with the same config, for the same frozen CLIP and LM."""
+    from zsc_core.checkpoint import CheckpointError, check_compatible, load_checkpoint
+
+    try:
+        ck = load_checkpoint(path, expect_kind=cap.kind)
+        check_compatible(ck, cap.clip.identity(), cap.lm.identity())
+    except CheckpointError as e:
+        raise SystemExit(f"init={path}: {e}") from e
+    mine = json.loads(json.dumps(asdict(cap.adaptor.cfg)))  # as a checkpoint stores it (tuples become lists)
+    if ck.config["adaptor"] != mine:
+        diff = {k: (v, ck.config["adaptor"].get(k)) for k, v in mine.items() if ck.config["adaptor"].get(k) != v}
+        raise SystemExit(f"init={path}: its adaptor config differs from this run's (this run, it): {diff}")
+    if bool(ck.config.get("interactive", False)) != cap.interactive:
+        raise SystemExit(f"init={path}: {'an' if cap.interactive else 'no'} interactive-prompt (stage-2) "
+                         f"checkpoint was expected")
+    return ck.tensors
+
+
 def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch.Tensor, log: RunLogger,
                loss_fn: LossFn) -> list[float]:
     """Run (or resume) ``cfg.steps`` optimiser steps of ``cap.adaptor``; returns the losses of the steps run.
@@ -259,10 +282,14 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     os.makedirs(cfg.run_dir, exist_ok=True)
     state_path = os.path.join(cfg.run_dir, "state.pt")
+    init = read_init(cfg.init, cap) if cfg.init else None  # checked on resume too: a wrong init= is never silent
     start = load_state(state_path, model, opt)
     if start:
         log.info(f"resumed from {state_path} at step {start}")
-    elif d.main:
+    elif init is not None:
+        device = next(model.parameters()).device
+        model.load_state_dict({k: v.float().to(device) for k, v in init.items()})
+    if not start and d.main:
         log.info(f"new run: {asdict(cfg)}; {len(captions)} captions; "
                  f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters; {d.world} process(es)")
 

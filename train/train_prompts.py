@@ -35,7 +35,6 @@ class PromptTrainConfig(RunConfig):
     n_captions: int = 4000  # corpus captions used in stage 2 (each needs one rough caption)
     p_blank: float = 0.1  # probability of empty Reference/Prompt fields
     p_bare: float = 0.5  # probability that a prompt names bare head nouns ("star") instead of noun phrases
-    init: str = ""  # start from this stage-2 checkpoint's weights (continue training); rough captions stay base's
     rough_batch: int = 64  # captions per batched generate when writing the rough captions
     phrases: str = ""  # JSON {text: [[phrase, head lemma], ...]} from spaCy, for machines without spaCy
     phrases_out: str = ""  # write that table for the captions and their rough captions, then stop
@@ -116,10 +115,6 @@ def main(argv: list[str] | None = None) -> str:
     if cfg.phrases:
         with open(cfg.phrases) as f:
             table = json.load(f)
-    if cfg.init:
-        cap = Captioner.from_pretrained(cfg.init, device=cfg.device, clip=cap.clip, lm=cap.lm)
-        if not cap.interactive:
-            raise SystemExit(f"init={cfg.init} is not a stage-2 (interactive-prompt) checkpoint")
     train_loop(cfg, cap, captions, feats, log, prompt_loss(cfg, cap, captions, rough, table))
     log.info(f"wrote {cfg.out}")
     return cfg.out

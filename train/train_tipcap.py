@@ -5,6 +5,7 @@
     python -m train.train_tipcap setting=S2                    # web alt-text pairs + corpus correction
     python -m train.train_tipcap setting=S3                    # unpaired images, KL in whitened image space
     python -m train.train_tipcap setting=S4 covariance=isotropic use_reverse=false out=...   # ablations
+    python -m train.train_tipcap setting=S4 init=OLD.safetensors seed=1 run_dir=NEW ...      # train on from an export
 
 Training path: caption feature T -> mapping module M(T) = T + eps, eps ~ N(mu, L L^T) (reparameterised) ->
 reverse mapping R (one feed-forward layer) -> prefix projector (small transformer, L prefix tokens) -> frozen
