@@ -111,3 +111,19 @@ def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkey
     assert saved["rows"][0]["scores"] == {"CIDEr": 0.5}
     kept = {r["name"] for r in saved["earlier_rows"]}
     assert "CLS token only (no subregion aggregation)" in kept and saved["prompts"] == report["prompts"]
+
+
+def test_photo_report_states_prompt_rates_without_rounding_up_to_the_target(tmp_path):
+    """49.5% of 109 photos is 54 photos, one short of the 50% target: the report must not print it as 50%."""
+    from train.benchmark_photo import PhotoBenchConfig, write_report
+
+    cfg = PhotoBenchConfig(out=str(tmp_path / "bench"))
+    prompts = {"model": "prompts-photo.safetensors", "tried": 109, "n_images": 109, "followed_phrase": 54 / 109,
+               "followed_bare": 58 / 109, "rough_CIDEr": 0.408, "refined_CIDEr": 0.625,
+               "examples": [{"rough": "A dog", "prompt": "An image contains frisbee.", "refined": "A dog, a frisbee"}]}
+    write_report(cfg, {"n_images": 109, "rows": [], "prompts": prompts})
+    md = (tmp_path / "bench.md").read_text()
+    assert "**49.5% (54 of 109)** of noun-phrase prompts" in md
+    assert "**53.2% (58 of 109)** of bare-noun prompts" in md
+    assert "50%" not in md
+    assert json.loads((tmp_path / "bench.json").read_text())["prompts"]["followed_phrase"] == 54 / 109
