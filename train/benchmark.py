@@ -319,6 +319,12 @@ def write(cfg: BenchmarkConfig, results: list[dict], sections: dict, old: dict) 
 GROUNDING_P = 0.01  # the one bar of every shipped adaptor (tests/test_shipped_models.py uses it too)
 
 
+def rate(fraction: float, n: int) -> str:
+    """'49.5% (54 of 109)': one decimal and the count, so that a rate one item short of a target does not
+    round up to it."""
+    return f"{100 * fraction:.1f}% ({round(fraction * n)} of {n})"
+
+
 def row_grounding(captions: dict[str, str], n: int) -> dict | None:
     """Grounding of a row's stored captions (see zsc_core.evaluation.grounding): do they name an object kind of
     their own scene more often than of the next scene? ``grounded``: the sign test's p-value is under the bar."""
@@ -367,8 +373,9 @@ def markdown(report: dict) -> str:
     if report.get("following"):
         f = report["following"]
         lines.append(f"\nPrompt following ({f['tried']} scenes whose rough caption misses an object): the refined "
-                     f"caption names the prompted object for {f['followed_phrase']:.0%} of noun-phrase prompts "
-                     f"(\"An image contains a green star.\") and {f['followed_bare']:.0%} of bare-noun prompts "
+                     f"caption names the prompted object for {rate(f['followed_phrase'], f['tried'])} of noun-phrase "
+                     f"prompts (\"An image contains a green star.\") and {rate(f['followed_bare'], f['tried'])} of "
+                     f"bare-noun prompts "
                      f"(\"An image contains star.\").")
     if report.get("vqa"):
         lines += [f"\n## Zero-shot VQA (MacCap protocol; chance top-1 "

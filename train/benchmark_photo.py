@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from train.benchmark import AUTHORS_INFERENCE, OURS_INFERENCE
+from train.benchmark import AUTHORS_INFERENCE, OURS_INFERENCE, rate
 from train.common import parse_overrides, set_threads
 
 
@@ -90,12 +90,6 @@ def _table_row(name: str, scores: dict, examples: list[str], g: dict | None = No
     return f"| {name} | {f('BLEU-4')} | {f('METEOR')} | {f('ROUGE-L')} | {f('CIDEr')} | {gr} | {eg} |\n"
 
 
-def _share(fraction: float, n: int) -> str:
-    """'49.5% (54 of 109)': one decimal and the count, so that a rate one photo short of a target does not
-    round up to it."""
-    return f"{100 * fraction:.1f}% ({round(fraction * n)} of {n})"
-
-
 def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
     """Write the JSON and the Markdown report (atomically)."""
     os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
@@ -123,8 +117,8 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
         md.append(f"\n## Interactive prompts (`{p['model']}` refining the `photo` preset's rough caption)\n\n"
                   f"For each photo, the first reference noun that the rough caption does not name is prompted "
                   f"(\"An image contains motorcycle\"); {p['tried']} of {p['n_images']} photos had one. The refined "
-                  f"caption names it for **{_share(p['followed_phrase'], p['tried'])}** of noun-phrase prompts and "
-                  f"**{_share(p['followed_bare'], p['tried'])}** of bare-noun prompts (the rough caption: 0% by "
+                  f"caption names it for **{rate(p['followed_phrase'], p['tried'])}** of noun-phrase prompts and "
+                  f"**{rate(p['followed_bare'], p['tried'])}** of bare-noun prompts (the rough caption: 0% by "
                   "construction). "
                   f"CIDEr of the rough captions {p['rough_CIDEr']:.3f}, of the captions refined with the "
                   f"noun-phrase prompt {p['refined_CIDEr']:.3f}.\n\nExamples: "
