@@ -44,21 +44,13 @@ class Row:
 
 
 ROWS = [
-    Row("Captioner", "TIPCap S4, text only (the `photo` preset), caption-bank projection, S=20 + rerank", "photo",
-        {"samples": 20}),
-    Row("Captioner", "TIPCap S4, text only, caption-bank projection, one sample (S=1)", "photo", {"samples": 1}),
-    Row("Ablation", "TIPCap S4 without the caption-bank projection (the image feature as is), S=20 + CLIP rerank",
-        "photo", {"samples": 20, "project_tau": 0.0}),
-    Row("Ablation", "TIPCap S4 without the caption-bank projection, S=1", "photo", {"samples": 1, "project_tau": 0.0}),
+    Row("Captioner", "TIPCap S4, text only (the `photo` preset), S=20 + CLIP rerank", "photo", {"samples": 20}),
+    Row("Captioner", "TIPCap S4, text only, one sample (S=1)", "photo", {"samples": 1}),
     Row("Captioner", "MacCap (`photo-maccap`), S=20 + CLIP rerank", "photo-maccap", {"samples": 20}),
     Row("Captioner", "MacCap, one sample (S=1)", "photo-maccap", {"samples": 1}),
-    Row("Captioner", "TIPCap S1, N(mu, Sigma) from 80 paired photos (`photo-tipcap-s1`), caption-bank projection, "
-        "S=20 + rerank", "photo-tipcap-s1", {"samples": 20}),
-    Row("Captioner", "TIPCap S1, caption-bank projection, one sample (S=1)", "photo-tipcap-s1", {"samples": 1}),
-    Row("Ablation", "TIPCap S1 without the caption-bank projection, S=20 + CLIP rerank", "photo-tipcap-s1",
-        {"samples": 20, "project_tau": 0.0}),
-    Row("Ablation", "TIPCap S1 without the caption-bank projection, S=1", "photo-tipcap-s1",
-        {"samples": 1, "project_tau": 0.0}),
+    Row("Captioner", "TIPCap S1, N(mu, Sigma) from 80 paired photos (`photo-tipcap-s1`), S=20 + CLIP rerank",
+        "photo-tipcap-s1", {"samples": 20}),
+    Row("Captioner", "TIPCap S1, one sample (S=1)", "photo-tipcap-s1", {"samples": 1}),
     Row("Ablation", "MacCap without subregions (the global feature as every region token), S=20 + rerank",
         "photo-maccap", {"samples": 20, "use_regions": False}),
     Row("Ablation", "MacCap without subregions, S=1", "photo-maccap", {"samples": 1, "use_regions": False}),
@@ -74,16 +66,6 @@ ROWS = [
     Row("Fidelity", "the authors' adaptor + our inference, without subregions", "photo-maccap-authors",
         {**OURS_INFERENCE, "use_regions": False}),
 ]
-
-
-def model_fingerprint(path: str) -> str:
-    """The checkpoint's bytes, and its caption bank's where it names one: a row is scored again when either
-    changes."""
-    from zsc_core.checkpoint import file_fingerprint, read_metadata
-
-    fp = file_fingerprint(path)
-    bank = read_metadata(path)["config"].get("bank")
-    return fp + ("+" + file_fingerprint(os.path.join(os.path.dirname(os.path.abspath(path)), bank)) if bank else "")
 
 
 def photo_grounding(captions: list[str], refs: list[list[str]]) -> dict:
@@ -170,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     from train.loop import RunConfig, corpus_features
     from zsc_core.bridge import imagenet_categories
     from zsc_core.captioner import Captioner
+    from zsc_core.checkpoint import file_fingerprint
     from zsc_core.evaluation import coco_items, evaluate_prompt_following_coco, retrieval_captions
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
@@ -201,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
             entry["todo"] = PRESETS[row.preset].train_command + (f" (in training: {partial})" if partial else "")
             report["rows"].append(entry)
             continue
-        key = [model_fingerprint(PRESETS[row.preset].checkpoint_path()), json.dumps(row.overrides, sort_keys=True),
+        key = [file_fingerprint(PRESETS[row.preset].checkpoint_path()), json.dumps(row.overrides, sort_keys=True),
                cfg.split]
         entry["key"] = key
         if tuple(key) in old:
@@ -242,15 +225,6 @@ def main(argv: list[str] | None = None) -> dict:
             report["rows"].append({"group": "Baseline", "name": label,
                                    "scores": caption_metrics(refs, hyps, cfg.metrics), "examples": picks[:3],
                                    "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})
-        if base.bank is not None:  # the retrieval counterpart of the projection: the caption nearest the projected
-            tau = base.config.project_tau  # feature, i.e. the bank's consensus of the image's nearest captions
-            img = torch.cat([clip.encode_image(clip.pixels(images[i:i + 32])) for i in range(0, len(images), 32)])
-            picks = [caps[j] for j in (base.bank.project(img, tau) @ feats.float().T).argmax(1).tolist()]
-            report["rows"].append({"group": "Baseline", "name": f"nearest corpus caption to the caption-bank "
-                                   f"projection of the image feature (tau={tau})",
-                                   "scores": caption_metrics(refs, dict(enumerate(picks)), cfg.metrics),
-                                   "examples": picks[:3],
-                                   "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})
         top1 = [f"a photo of a {names[i]}" for i in logits.argmax(1).tolist()]
         report["rows"].append({"group": "Baseline", "name": "\"a photo of a <top-1 ImageNet class>\"",
                                "scores": caption_metrics(refs, dict(enumerate(top1)), cfg.metrics),
@@ -260,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = PRESETS["photo"]
     if cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()) \
             and not _in_training(p.prompt_checkpoint_path()):
-        pkey = [model_fingerprint(p.prompt_checkpoint_path()), model_fingerprint(p.checkpoint_path()), cfg.split]
+        pkey = [file_fingerprint(p.prompt_checkpoint_path()), file_fingerprint(p.checkpoint_path()), cfg.split]
         if old_prompts and old_prompts.get("key") == pkey:
             report["prompts"] = old_prompts
     if "prompts" not in report and cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()) \

@@ -22,7 +22,6 @@ from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_
 from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
-from .projection import CaptionBank, load_bank
 from .prompts import stage2_text
 from .sampling import Candidate, rerank
 
@@ -52,9 +51,6 @@ class CaptionConfig:
     normalize_tokens: bool = False
     noise_on_sum: bool = False  # add the sampling noise to normalize(I_s) + I_c before normalising (authors' code)
     noise_single: bool = False  # add the sampling noise at S=1 too (authors' code); else S=1 reads clean features
-    # Caption-bank projection (projection.py, DeCap's inference step) of what the adaptor reads, at this
-    # temperature, before the sampling noise; 0: off. Needs a model with a bank (checkpoint config "bank").
-    project_tau: float = 0.0
 
     def aggregation(self) -> regions.Aggregation:
         return regions.Aggregation(self.region_weights, self.cls_candidate, self.normalize_tokens)
@@ -101,12 +97,10 @@ class Captioner:
     """Frozen CLIP + trainable adaptor + frozen LM. Build with :meth:`from_pretrained` or :meth:`build`."""
 
     def __init__(self, clip: ClipEncoder, lm: LanguageModel, adaptor: nn.Module, kind: str = "maccap",
-                 config: CaptionConfig | None = None, name: str = "", interactive: bool = False,
-                 bank: CaptionBank | None = None):
+                 config: CaptionConfig | None = None, name: str = "", interactive: bool = False):
         if kind not in ADAPTOR_KINDS:
             raise ValueError(f"unknown adaptor kind {kind!r}; known: {ADAPTOR_KINDS}")
         self.clip, self.lm, self.adaptor, self.kind = clip, lm, adaptor, kind
-        self.bank = bank  # caption bank for CaptionConfig.project_tau (None: no projection possible)
         self.config = config or CaptionConfig()
         self.name = name or kind
         # Trained with interactive prompts (stage 2): the LM always reads the stage-2 template after the prefix.
@@ -151,13 +145,9 @@ class Captioner:
         adaptor = build_and_load(lambda: module_cls(cfg_cls(**ck.config["adaptor"])), ck.tensors, path)
         caption_cfg = CaptionConfig(**ck.config.get("caption", {}))
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
-        bank = None
-        if ck.config.get("bank"):  # a path relative to the adaptor checkpoint's folder
-            bank = load_bank(os.path.join(os.path.dirname(os.path.abspath(path)), ck.config["bank"]),
-                             clip.text_fingerprint)
         # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
         return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, caption_cfg, name=name,
-                   interactive=bool(ck.config.get("interactive", False)), bank=bank)
+                   interactive=bool(ck.config.get("interactive", False)))
 
     def save(self, path: str, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = torch.float16) -> str:
         """Save the adaptor (trainable weights only, fp16 by default) with everything needed to load it again."""
@@ -168,10 +158,7 @@ class Captioner:
         return save_checkpoint(
             path, self.adaptor.state_dict(), kind=self.kind,
             config={"adaptor": asdict(self.adaptor.cfg), "caption": asdict(self.config),
-                    "interactive": self.interactive,
-                    **({"bank": os.path.relpath(os.path.abspath(self.bank.path),
-                                                os.path.dirname(os.path.abspath(path)))}
-                       if self.bank is not None and self.bank.path else {})},
+                    "interactive": self.interactive},
             clip={**self.clip.identity(), "spec": clip_spec},
             lm={**self.lm.identity(), "spec": asdict(self.lm.spec)},
             extra=extra, dtype=dtype)
@@ -242,16 +229,6 @@ class Captioner:
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t1 = time.perf_counter()
         x = self.adaptor.image_input(feats.global_feat, memory)  # what this adaptor reads: (B, N_cr, D) or (B, D)
-        if cfg.project_tau > 0:
-            if self.bank is None:
-                raise ValueError(f"project_tau={cfg.project_tau} needs a caption bank, and the model {self.name!r} "
-                                 "has none (an adaptor checkpoint names one in its config, see projection.py)")
-            x = self.bank.project(x, cfg.project_tau)
-            # Candidates are ranked against the projected image feature: text against a point among captions
-            # (train-paired, S=20: CIDEr 0.522 against 0.460 ranked against the bridge's own image feature).
-            rank_feats = x if x.dim() == 2 else self.bank.project(feats.global_feat, cfg.project_tau)
-        else:
-            rank_feats = feats.global_feat
         x = x.repeat_interleave(s, dim=0)  # (B*S, ...), image-major
         if noisy:
             gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
@@ -261,11 +238,11 @@ class Captioner:
         gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
         t_rank = 0.0
         if rough is None:
-            ranked, t_rank = self._decode_and_rank(prefix, rank_feats, b, s, gen_cfg, [""] * b,
+            ranked, t_rank = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
                                                    "" if self.interactive else None)
             rough = [c[0].text for c in ranked] if prompt else None
         if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
-            ranked, t_rank2 = self._decode_and_rank(prefix, rank_feats, b, s, gen_cfg, rough,
+            ranked, t_rank2 = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
                                                     prompt[:MAX_PROMPT_CHARS])
             t_rank += t_rank2
         t2 = time.perf_counter()
