@@ -25,7 +25,7 @@ from zsc_core.presets import default_preset
 from zsc_core.service import CaptionService, UserError
 
 MAX_UPLOAD = "20mb"
-CAND_HEADERS = ["chosen", "candidate", "CLIP score", "count"]
+CAND_HEADERS = ["chosen", "candidate", "CLIP score", "consensus", "count"]  # ranked by consensus where shown
 
 ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 service = CaptionService(device="cuda" if ZERO_GPU else "auto")
@@ -118,7 +118,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                     scene_btn = gr.Button("Random offline-world scene (for the offline-world models)")
                     scene_refs = gr.Textbox(label="That scene's reference captions", lines=3, interactive=False)
                     with gr.Accordion("Sampling settings", open=False):
-                        samples = gr.Slider(1, 64, value=DEFAULT_SAMPLES, step=1, label="Samples S (reranked by CLIP)")
+                        samples = gr.Slider(1, 64, value=DEFAULT_SAMPLES, step=1, label="Samples S (reranked)")
                         sigma2 = gr.Number(value=None, label="Inference noise σ² (blank: the model's own)",
                                            minimum=0, maximum=1)
                         n_cr = gr.Number(value=None, precision=0, label="Subregions N_cr (blank: the model's own)",
@@ -130,7 +130,8 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                     out_regions = gr.Image(label="Top attention subregions (numbered by CLS attention)", type="pil",
                                            elem_id="regions")
                     out_cands = gr.Dataframe(headers=CAND_HEADERS, label="Sampled candidates", interactive=False,
-                                             elem_id="candidates", wrap=True, column_widths=["8%", "62%", "18%", "12%"])
+                                             elem_id="candidates", wrap=True,
+                                             column_widths=["8%", "54%", "14%", "14%", "10%"])
                     out_info = gr.Markdown()
             with gr.Row():
                 prompt = gr.Textbox(label="Prompt", placeholder="An image contains motorcycle", scale=3)

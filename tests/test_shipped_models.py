@@ -174,3 +174,31 @@ def test_photo_prompt_model_names_the_prompted_noun_in_most_cases(photo_promptin
     base, two, items = photo_prompting
     res = evaluate_prompt_following_coco(two, base, items)
     assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.5, res
+
+
+@pytest.mark.slow
+def test_the_photo_preset_ranks_by_consensus_with_a_bank_of_its_training_captions():
+    """The default photo model names its caption bank (relative to checkpoints/) and ranks by consensus with it;
+    the bank's rows are its own text encoder's embeddings of the COCO caption corpus it was trained on
+    (re-embedding captions gives their rows back), and consensus-ranked captions of held-out photos are real
+    sentences, best consensus first."""
+    import torch
+
+    from train.features import filter_captions, read_corpus
+    from zsc_core.evaluation import coco_items
+    from zsc_core.images import load_image
+
+    meta = read_metadata(PRESETS["photo"].checkpoint_path())
+    assert meta["config"]["caption"]["rerank"] == "consensus" and not os.path.isabs(meta["config"]["bank"])
+    cap = Captioner.from_pretrained("photo")
+    bank = cap.bank
+    corpus = filter_captions(read_corpus("coco"), bank.cfg.max_words)
+    assert len(bank) == len(corpus) == bank.cfg.size
+    idx = torch.randperm(len(corpus), generator=torch.Generator().manual_seed(0))[:64]
+    feats = cap.clip.encode_text([corpus[i] for i in idx.tolist()]).float()
+    cos = (bank.feats(idx) * feats).sum(-1) / bank.feats(idx).norm(dim=-1)
+    assert cos.min() > 0.995, cos.min()
+    images = [load_image(p) for p, _ in coco_items("val-dev")[:16]]
+    for r in cap.caption(images, samples=8):
+        cons = [c.consensus for c in r.candidates]
+        assert r.caption and None not in cons and cons == sorted(cons, reverse=True)

@@ -18,12 +18,13 @@ from PIL import Image
 
 from . import regions
 from .adaptor import MacCapAdaptor, MacCapConfig, TIPCapAdaptor, TIPCapConfig
+from .bank import CaptionBank, load_bank
 from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
-from .sampling import Candidate, rerank
+from .sampling import RERANKERS, Candidate, rerank
 
 MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
 MAX_PROMPT_TOKENS = 96
@@ -38,7 +39,7 @@ ADAPTOR_KINDS = tuple(ADAPTORS)
 class CaptionConfig:
     """Inference settings; every field can be overridden per call of :meth:`Captioner.caption`."""
 
-    samples: int = 20  # S noisy copies decoded in one batch and reranked by CLIP; 1: one noise-free caption
+    samples: int = 20  # S noisy copies decoded in one batch and reranked (see rerank); 1: one noise-free caption
     sigma2: float | None = None  # inference noise variance; None: the adaptor's training sigma2
     n_cr: int | None = None  # subregions N_cr (MacCap's adaptor input; shown for every kind); None: adaptor's
     use_regions: bool = True  # subregion aggregation; False: the CLS feature repeated N_cr times (ablation)
@@ -51,6 +52,10 @@ class CaptionConfig:
     normalize_tokens: bool = False
     noise_on_sum: bool = False  # add the sampling noise to normalize(I_s) + I_c before normalising (authors' code)
     noise_single: bool = False  # add the sampling noise at S=1 too (authors' code); else S=1 reads clean features
+    # How the S candidates are ranked (sampling.py): "clip", MacCap's cosine with the image; "consensus", the mean
+    # cosine with the image's consensus_k nearest captions of the model's caption bank (bank.py; needs one).
+    rerank: str = "clip"
+    consensus_k: int = 20  # chosen on coco/train-paired (train/build_bank.py)
 
     def aggregation(self) -> regions.Aggregation:
         return regions.Aggregation(self.region_weights, self.cls_candidate, self.normalize_tokens)
@@ -85,7 +90,8 @@ class CaptionResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "caption": self.caption,
-            "candidates": [{"text": c.text, "clip_score": round(c.clip_score, 6), "count": c.count}
+            "candidates": [{"text": c.text, "clip_score": round(c.clip_score, 6), "count": c.count,
+                            **({"consensus": round(c.consensus, 6)} if c.consensus is not None else {})}
                            for c in self.candidates],
             "regions": [{"box": [round(v, 2) for v in r.box], "weight": round(r.weight, 6)} for r in self.regions],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
@@ -97,10 +103,13 @@ class Captioner:
     """Frozen CLIP + trainable adaptor + frozen LM. Build with :meth:`from_pretrained` or :meth:`build`."""
 
     def __init__(self, clip: ClipEncoder, lm: LanguageModel, adaptor: nn.Module, kind: str = "maccap",
-                 config: CaptionConfig | None = None, name: str = "", interactive: bool = False):
+                 config: CaptionConfig | None = None, name: str = "", interactive: bool = False,
+                 bank: CaptionBank | str | None = None):
         if kind not in ADAPTOR_KINDS:
             raise ValueError(f"unknown adaptor kind {kind!r}; known: {ADAPTOR_KINDS}")
         self.clip, self.lm, self.adaptor, self.kind = clip, lm, adaptor, kind
+        # The caption bank for consensus ranking: loaded, or a path loaded on first use (start-up stays fast).
+        self._bank = bank
         self.config = config or CaptionConfig()
         self.name = name or kind
         # Trained with interactive prompts (stage 2): the LM always reads the stage-2 template after the prefix.
@@ -145,9 +154,23 @@ class Captioner:
         adaptor = build_and_load(lambda: module_cls(cfg_cls(**ck.config["adaptor"])), ck.tensors, path)
         caption_cfg = CaptionConfig(**ck.config.get("caption", {}))
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
+        bank = ck.config.get("bank")  # a path relative to the adaptor checkpoint's folder, like its CLIP's
+        if bank and not os.path.isabs(bank):
+            bank = os.path.join(os.path.dirname(os.path.abspath(path)), bank)
         # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
         return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, caption_cfg, name=name,
-                   interactive=bool(ck.config.get("interactive", False)))
+                   interactive=bool(ck.config.get("interactive", False)), bank=bank or None)
+
+    @property
+    def bank(self) -> CaptionBank | None:
+        """The caption bank (loaded on first access, checked against this CLIP's text encoder), or None."""
+        if isinstance(self._bank, str):
+            self._bank = load_bank(self._bank, self.clip.text_fingerprint)
+        return self._bank
+
+    @bank.setter
+    def bank(self, bank: CaptionBank | str | None) -> None:
+        self._bank = bank
 
     def save(self, path: str, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = torch.float16) -> str:
         """Save the adaptor (trainable weights only, fp16 by default) with everything needed to load it again."""
@@ -158,10 +181,17 @@ class Captioner:
         return save_checkpoint(
             path, self.adaptor.state_dict(), kind=self.kind,
             config={"adaptor": asdict(self.adaptor.cfg), "caption": asdict(self.config),
-                    "interactive": self.interactive},
+                    "interactive": self.interactive, **self._bank_entry(path)},
             clip={**self.clip.identity(), "spec": clip_spec},
             lm={**self.lm.identity(), "spec": asdict(self.lm.spec)},
             extra=extra, dtype=dtype)
+
+    def _bank_entry(self, path: str) -> dict[str, str]:
+        """The checkpoint's "bank" entry: the bank's path relative to the checkpoint at ``path`` (none: {})."""
+        bank = self._bank.path if isinstance(self._bank, CaptionBank) else self._bank
+        if not bank:
+            return {}
+        return {"bank": os.path.relpath(os.path.abspath(bank), os.path.dirname(os.path.abspath(path)))}
 
     # -- training path ------------------------------------------------------------------------------------
     def text_prefix(self, text_feats: torch.Tensor) -> torch.Tensor:
@@ -221,6 +251,11 @@ class Captioner:
         cfg = replace(self.config, **{k: v for k, v in overrides.items() if v is not None})
         if cfg.samples < 1:
             raise ValueError(f"samples must be >= 1, got {cfg.samples}")
+        if cfg.rerank not in RERANKERS:
+            raise ValueError(f"unknown rerank {cfg.rerank!r}; known: {RERANKERS}")
+        if cfg.rerank == "consensus" and self._bank is None:
+            raise ValueError(f"consensus ranking needs a caption bank, and the model {self.name!r} has none (an "
+                             "adaptor checkpoint names one in its config: train/build_bank.py attach=...)")
         t0 = time.perf_counter()
         pixels = self.clip.pixels(batch)
         feats = self.clip.image_features(pixels)
@@ -236,15 +271,20 @@ class Captioner:
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(x)  # (B*S, N_q, H)
         gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
-        t_rank = 0.0
+        t_rank = time.perf_counter()
+        neighbours = None
+        if cfg.rerank == "consensus":  # the k bank captions nearest each image: (B, k, D)
+            neighbours = self.bank.feats(self.bank.neighbours(feats.global_feat.float(), cfg.consensus_k))
+        t_rank = time.perf_counter() - t_rank
         if rough is None:
-            ranked, t_rank = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
-                                                   "" if self.interactive else None)
+            ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
+                                              "" if self.interactive else None, neighbours)
+            t_rank += t
             rough = [c[0].text for c in ranked] if prompt else None
         if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
-            ranked, t_rank2 = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
-                                                    prompt[:MAX_PROMPT_CHARS])
-            t_rank += t_rank2
+            ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
+                                              prompt[:MAX_PROMPT_CHARS], neighbours)
+            t_rank += t
         t2 = time.perf_counter()
         results = []
         for i, im in enumerate(batch):
@@ -270,10 +310,11 @@ class Captioner:
         return answer(self, image, question, answers, use_caption, samples)
 
     def _decode_and_rank(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int,
-                         gen_cfg: GenerationCfg, rough: list[str], prompt: str | None
-                         ) -> tuple[list[list[Candidate]], float]:
+                         gen_cfg: GenerationCfg, rough: list[str], prompt: str | None,
+                         neighbours: torch.Tensor | None = None) -> tuple[list[list[Candidate]], float]:
         """One batched generate over B*S prefixes (with the stage-2 template when ``prompt`` is not None),
-        all candidates CLIP-encoded in one batch, ranked per image. Also returns the seconds spent ranking."""
+        all candidates CLIP-encoded in one batch, ranked per image (by consensus with ``neighbours`` (B, k, D)
+        when given, else by CLIP score). Also returns the seconds spent ranking."""
         prompts = None
         if prompt is not None:
             ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
@@ -282,5 +323,6 @@ class Captioner:
             texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg)
         t = time.perf_counter()
         text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S, D)
-        ranked = [rerank(texts[i * s:(i + 1) * s], text_feats[i], image_feats[i]) for i in range(b)]
+        ranked = [rerank(texts[i * s:(i + 1) * s], text_feats[i], image_feats[i],
+                         neighbours[i].to(text_feats.device) if neighbours is not None else None) for i in range(b)]
         return ranked, time.perf_counter() - t

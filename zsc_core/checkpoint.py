@@ -105,7 +105,7 @@ def save_checkpoint(
 
 
 def copy_checkpoint(src: str, dst: str) -> str:
-    """Copy a checkpoint to ``dst`` with the CLIP path it records re-based on ``dst``'s folder.
+    """Copy a checkpoint to ``dst`` with the CLIP (and caption bank) paths it records re-based on ``dst``'s folder.
 
     An adaptor stores its CLIP checkpoint's path relative to its own folder, so a plain ``cp`` of one trained in
     ``runs/x/`` into ``checkpoints/`` points nowhere. Tensors are copied bit for bit (no dtype change)."""
@@ -118,7 +118,13 @@ def copy_checkpoint(src: str, dst: str) -> str:
             raise CheckpointError(f"{src} names a CLIP checkpoint that does not exist: {target}")
         spec["checkpoint"] = os.path.relpath(target, os.path.dirname(os.path.abspath(dst)))
         clip["spec"] = spec
-    return save_checkpoint(dst, ck.tensors, kind=ck.kind, config=ck.config, clip=clip, lm=ck.lm, extra=ck.extra,
+    config = dict(ck.config)
+    if config.get("bank") and not os.path.isabs(config["bank"]):  # its caption bank (bank.py), the same rule
+        target = os.path.join(os.path.dirname(os.path.abspath(src)), config["bank"])
+        if not os.path.isfile(target):
+            raise CheckpointError(f"{src} names a caption bank that does not exist: {target}")
+        config["bank"] = os.path.relpath(target, os.path.dirname(os.path.abspath(dst)))
+    return save_checkpoint(dst, ck.tensors, kind=ck.kind, config=config, clip=clip, lm=ck.lm, extra=ck.extra,
                            dtype=None)
 
 

@@ -1,6 +1,7 @@
 """Command line: ``python -m zsc_core {caption,world,presets} ...``.
 
-    python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT] [--json]
+    python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT]
+                               [--rerank clip|consensus] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
     python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
@@ -42,7 +43,8 @@ def _caption(args: argparse.Namespace) -> int:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     try:
-        results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed)
+        results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed,
+                              rerank=args.rerank)
     except (NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -186,9 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("caption", help="caption images")
     c.add_argument("images", nargs="+", metavar="IMAGE")
     c.add_argument("--model", default=None, help=f"preset name or adaptor checkpoint path (default: {DEFAULT_PRESET})")
-    c.add_argument("--samples", type=int, default=None, help="S sampled candidates reranked by CLIP")
+    c.add_argument("--samples", type=int, default=None, help="S sampled candidates, reranked")
     c.add_argument("--prompt", default=None, help='e.g. "An image contains motorcycle"')
     c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--rerank", default=None, choices=("clip", "consensus"),  # sampling.RERANKERS (no torch here)
+                   help="rank candidates by CLIP score or by consensus with the caption bank (default: the model's)")
     c.add_argument("--device", default="auto")
     c.add_argument("--dtype", default="auto", choices=DTYPES, help="the LM's runtime dtype (auto: bf16 on CUDA)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")

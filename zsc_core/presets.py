@@ -88,7 +88,8 @@ PRESETS: dict[str, Preset] = {
     "photo": _photo_preset(
         "photo", "tipcap-s4-photo.safetensors", "train.train_tipcap setting=S4",
         "Real photos, offline (default): TIPCap S4 trained on 83k COCO caption texts, on a CLIP-shaped bridge of an "
-        "ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M"),
+        "ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M; its sampled captions are "
+        "ranked by consensus with the 20 corpus captions nearest the photo (a caption bank of that same text)"),
     "photo-maccap": _photo_preset(
         "photo-maccap", "maccap-photo.safetensors", "train.train_maccap steps=400 eval_every=100",
         "Real photos, offline: MacCap (region noise, subregions of the CNN's class activation maps) on the same "

@@ -1,0 +1,199 @@
+"""The caption bank and consensus reranking: the maths on hand-computed tensors, the bank file, and the facade."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zsc_core import world
+from zsc_core.bank import BankConfig, CaptionBank, attach_bank, dequantize_rows, load_bank, quantize_rows, save_bank
+from zsc_core.captioner import Captioner
+from zsc_core.checkpoint import CheckpointError, copy_checkpoint, load_checkpoint, read_metadata, save_checkpoint
+from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
+from zsc_core.lm import LMSpec, load_lm
+from zsc_core.sampling import consensus_scores, rerank
+
+from .test_captioner import SMALL, TINY_CLIP_CFG, make_tiny_clip
+
+
+def _img(i=0, size=64):
+    return world.render(world.make_scene(0, "eval", i), size)
+
+
+def test_consensus_is_the_mean_cosine_with_the_neighbours():
+    texts = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    nb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+    # by hand: candidate 0 -> (1 + 0 + 0.8) / 3 = 0.6; candidate 1 -> (0.6 + 0.8 + 0.96) / 3 = 0.78666...
+    assert consensus_scores(texts, nb).tolist() == pytest.approx([0.6, 2.36 / 3])
+
+
+def test_consensus_ranking_overrules_the_clip_score_and_keeps_it_for_display():
+    img = torch.tensor([1.0, 0.0])
+    feats = F.normalize(torch.tensor([[1.0, 0.1], [0.3, 1.0], [0.3, 1.0]]), dim=-1)
+    nb = torch.tensor([[0.0, 1.0], [0.6, 0.8]])  # the neighbours agree with the second text
+    by_clip = rerank(["near", "agreed", "agreed"], feats, img)
+    by_consensus = rerank(["near", "agreed", "agreed"], feats, img, nb)
+    assert [c.text for c in by_clip] == ["near", "agreed"] and by_clip[0].consensus is None
+    assert [c.text for c in by_consensus] == ["agreed", "near"]
+    top = by_consensus[0]
+    assert top.count == 2 and top.score == top.consensus
+    assert top.consensus == pytest.approx(float(feats[1] @ nb.mean(0)))
+    assert top.clip_score == pytest.approx(float(feats[1] @ img))  # still reported
+    # equal consensus: the CLIP score decides (not the alphabet, which would put "a" first)
+    tie = rerank(["a", "b"], F.normalize(torch.tensor([[1.0, -1.0], [1.0, 1.0]]), dim=-1), torch.tensor([0.0, 1.0]),
+                 torch.tensor([[1.0, 0.0]]))
+    assert tie[0].consensus == pytest.approx(tie[1].consensus) and [c.text for c in tie] == ["b", "a"]
+
+
+def test_int8_rows_round_trip_within_half_a_step():
+    x = F.normalize(torch.randn(50, 24, generator=torch.Generator().manual_seed(0)), dim=-1)
+    codes, scale = quantize_rows(x)
+    assert codes.dtype == torch.int8 and scale.shape == (50,)
+    assert (dequantize_rows(codes, scale) - x).abs().max() <= scale.max() / 2 + 1e-7
+    assert codes.abs().amax(dim=1).tolist() == [127] * 50  # each row uses the full range
+
+
+def test_neighbours_are_the_nearest_rows_and_bf16_codes_agree_with_float_rows():
+    g = torch.Generator().manual_seed(1)
+    rows = F.normalize(torch.randn(200, 16, generator=g), dim=-1)
+    x = F.normalize(rows[[3, 77]] + 0.05 * torch.randn(2, 16, generator=g), dim=-1)
+    exact = CaptionBank(BankConfig(size=200), "fp", feats=rows)
+    codes, scale = quantize_rows(rows)
+    packed = CaptionBank(BankConfig(size=200), "fp", codes=codes, scale=scale)
+    assert packed.rows.dtype == torch.bfloat16 and len(packed) == 200 and packed.dim == 16
+    for bank in (exact, packed):
+        nn = bank.neighbours(x, 5)
+        assert nn.shape == (2, 5) and nn[:, 0].tolist() == [3, 77]
+    assert exact.neighbours(x, 5).tolist() == (x @ rows.T).topk(5).indices.tolist()
+    assert (packed.feats(torch.tensor([[3, 4]])) - rows[[3, 4]][None]).abs().max() < 0.01
+    with pytest.raises(ValueError, match="between 1 and"):
+        exact.neighbours(x, 0)
+    with pytest.raises(ValueError, match="width"):
+        exact.neighbours(torch.ones(1, 8), 2)
+
+
+def test_bank_file_is_self_describing_and_refuses_another_text_encoder(tmp_path):
+    rows = F.normalize(torch.randn(30, 8), dim=-1)
+    path = str(tmp_path / "bank.safetensors")
+    save_bank(path, rows, BankConfig("coco", 30, 15), {"name": "enc (text)", "text_fingerprint": "abc"})
+    meta = read_metadata(path)
+    assert meta["kind"] == "bank" and meta["config"] == {"corpus": "coco", "size": 30, "max_words": 15}
+    bank = load_bank(path, "abc")
+    assert bank.neighbours(rows[7:8], 1).item() == 7 and load_bank(path) is bank  # read once, shared
+    with pytest.raises(CheckpointError, match="fingerprint abc"):
+        load_bank(path, "other")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_bank(str(tmp_path / "none.safetensors"))
+
+
+def _captioner_with_bank(tmp_path, n_rows=40):
+    """A tiny captioner saved next to its CLIP, and a bank embedded by that CLIP's text tower."""
+    clip_path = str(tmp_path / "clip.safetensors")
+    save_clip(clip_path, make_tiny_clip(0).model, TINY_CLIP_CFG, PreprocessCfg(image_size=32), "tiny-clip")
+    clip = load_clip(ClipSpec(checkpoint=clip_path))
+    cap = Captioner.build(clip, load_lm(LMSpec("tiny")), SMALL)
+    path = str(tmp_path / "adaptor.safetensors")
+    cap.save(path, dtype=None)
+    texts = [world.make_scene(0, "corpus", i).captions[0] for i in range(n_rows)]
+    bank_path = str(tmp_path / "bank.safetensors")
+    save_bank(bank_path, clip.encode_text(texts).float(), BankConfig("world", n_rows),
+              {"name": "tiny (text)", "text_fingerprint": clip.text_fingerprint})
+    return cap, path, bank_path
+
+
+def test_attached_bank_ranks_by_consensus_and_loads_on_first_use(tmp_path):
+    cap, path, bank_path = _captioner_with_bank(tmp_path)
+    before = load_checkpoint(path).tensors
+    attach_bank(path, bank_path, k=6)
+    assert {k: v.tolist() for k, v in load_checkpoint(path).tensors.items()} == \
+        {k: v.tolist() for k, v in before.items()}  # metadata only
+    meta = read_metadata(path)
+    assert meta["config"]["bank"] == "bank.safetensors"  # relative to the adaptor's folder
+    assert meta["config"]["caption"]["rerank"] == "consensus" and meta["config"]["caption"]["consensus_k"] == 6
+    loaded = Captioner.from_pretrained(path)
+    assert isinstance(loaded._bank, str)  # not read at load time (the app's start-up)
+    r = loaded.caption(_img(1), samples=8, max_new_tokens=5)
+    assert isinstance(loaded._bank, CaptionBank)
+    assert all(c.consensus is not None for c in r.candidates)
+    cons = [c.consensus for c in r.candidates]
+    assert cons == sorted(cons, reverse=True) and r.caption == r.candidates[0].text
+    # the consensus is the mean cosine with the image's 6 nearest bank rows, recomputed here by hand
+    img = loaded.clip.image_features(loaded.clip.pixels([_img(1)])).global_feat.float()
+    bank = load_bank(bank_path)
+    nb = bank.feats(bank.neighbours(img, 6))[0]
+    text = loaded.clip.encode_text([r.caption]).float()[0]
+    assert r.candidates[0].consensus == pytest.approx(float((nb @ text).mean()), abs=1e-5)
+    assert r.to_dict()["candidates"][0]["consensus"] == pytest.approx(r.candidates[0].consensus, abs=1e-6)
+    # the same candidates by CLIP score: same texts (same noise), no consensus
+    c = loaded.caption(_img(1), samples=8, max_new_tokens=5, rerank="clip")
+    assert {x.text for x in c.candidates} == {x.text for x in r.candidates}
+    assert all(x.consensus is None for x in c.candidates)
+    # saving keeps the bank, relative to the new file; detaching goes back to CLIP ranking
+    again = str(tmp_path / "sub" / "again.safetensors")
+    loaded.save(again)
+    assert read_metadata(again)["config"]["bank"] == "../bank.safetensors"
+    attach_bank(path, None)
+    assert "bank" not in read_metadata(path)["config"]
+    assert Captioner.from_pretrained(path).caption(_img(1), samples=3, max_new_tokens=4).candidates[0].consensus \
+        is None
+
+
+def test_consensus_without_a_bank_or_an_unknown_ranking_is_a_clear_error(tiny_clip, tiny_lm):
+    cap = Captioner.build(tiny_clip, tiny_lm, SMALL)
+    with pytest.raises(ValueError, match="needs a caption bank"):
+        cap.caption(_img(0), samples=2, rerank="consensus")
+    with pytest.raises(ValueError, match="unknown rerank"):
+        cap.caption(_img(0), samples=2, rerank="loudest")
+
+
+def test_a_bank_of_another_text_encoder_is_refused_when_first_used(tmp_path):
+    cap, path, _ = _captioner_with_bank(tmp_path)
+    other = str(tmp_path / "other-bank.safetensors")
+    save_bank(other, F.normalize(torch.randn(10, cap.clip.embed_dim), dim=-1), BankConfig("x", 10),
+              {"name": "another (text)", "text_fingerprint": "0123456789abcdef"})
+    attach_bank(path, other, k=3)
+    loaded = Captioner.from_pretrained(path)
+    with pytest.raises(CheckpointError, match="another text encoder|fingerprint"):
+        loaded.caption(_img(0), samples=2)
+
+
+def test_attach_refuses_a_file_that_is_not_a_bank(tmp_path):
+    cap, path, _ = _captioner_with_bank(tmp_path)
+    not_bank = str(tmp_path / "x.safetensors")
+    save_checkpoint(not_bank, {"w": torch.zeros(1)}, kind="clip", config={})
+    with pytest.raises(CheckpointError, match="not a caption bank"):
+        attach_bank(path, not_bank)
+    with pytest.raises(ValueError, match=">= 1"):
+        attach_bank(path, str(tmp_path / "bank.safetensors"), k=0)
+
+
+def test_shipping_re_bases_the_bank_path_and_refuses_a_missing_bank(tmp_path):
+    cap, path, bank_path = _captioner_with_bank(tmp_path)
+    attach_bank(path, bank_path, k=4)
+    shipped = str(tmp_path / "out" / "deep" / "model.safetensors")
+    copy_checkpoint(path, shipped)
+    assert read_metadata(shipped)["config"]["bank"] == "../../bank.safetensors"
+    assert Captioner.from_pretrained(shipped).caption(_img(2), samples=3, max_new_tokens=4).candidates[0].consensus \
+        is not None
+    os.remove(bank_path)
+    with pytest.raises(CheckpointError, match="caption bank that does not exist"):
+        copy_checkpoint(path, str(tmp_path / "other.safetensors"))
+
+
+def test_cli_rerank_choices_are_the_rerankers():
+    from zsc_core.cli import build_parser
+    from zsc_core.sampling import RERANKERS
+
+    action = next(a for a in build_parser()._subparsers._group_actions[0].choices["caption"]._actions
+                  if a.dest == "rerank")
+    assert tuple(action.choices) == RERANKERS
+
+
+def test_consensus_caption_baseline_picks_the_most_agreed_neighbour():
+    from train.build_bank import consensus_caption
+
+    rows = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.5], [0.8, 0.7], [-1.0, 0.0]]), dim=-1)
+    bank = CaptionBank(BankConfig(size=4), "fp", feats=rows)
+    # image nearest rows 0, 1, 2 (k=3): row 1 sits between the other two, so it agrees most
+    assert consensus_caption(bank, ["a", "b", "c", "d"], F.normalize(torch.tensor([[1.0, 0.2]]), dim=-1), 3) == ["b"]
