@@ -25,7 +25,7 @@ from zsc_core.presets import default_preset
 from zsc_core.service import CaptionService, UserError
 
 MAX_UPLOAD = "20mb"
-CAND_HEADERS = ["chosen", "candidate", "CLIP score", "consensus", "count"]  # ranked by consensus where shown
+CAND_HEADERS = ["chosen", "candidate", "CLIP score", "ranking score", "count"]  # the info line says what ranks
 
 ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 service = CaptionService(device="cuda" if ZERO_GPU else "auto")

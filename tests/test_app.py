@@ -48,8 +48,8 @@ def test_caption_endpoint(client, tmp_path):
     rows = cands["data"]
     assert rows and rows[0][0] == "✔" and rows[0][1] == cap
     assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)  # offline-world: CLIP ranking
-    assert all(r[3] == "" for r in rows)  # no caption bank, so no consensus column
-    assert "S=5" in info
+    assert all(r[3] == r[2] for r in rows)  # no caption bank: the ranking score is the CLIP score
+    assert "S=5" in info and "ranked by CLIP score" in info
     # Blank noise and N_cr (the UI's defaults) mean the model's own settings, not the app's.
     cap2, _, cands2, info2 = client.predict(img, "offline-world", 3, None, None, 1, 0, api_name="/caption")
     assert isinstance(cap2, str) and cands2["data"] and "S=3" in info2

@@ -197,3 +197,55 @@ def test_consensus_caption_baseline_picks_the_most_agreed_neighbour():
     bank = CaptionBank(BankConfig(size=4), "fp", feats=rows)
     # image nearest rows 0, 1, 2 (k=3): row 1 sits between the other two, so it agrees most
     assert consensus_caption(bank, ["a", "b", "c", "d"], F.normalize(torch.tensor([[1.0, 0.2]]), dim=-1), 3) == ["b"]
+
+
+# -- the prompt term of the ranking (the prompted pass) --------------------------------------------------------
+
+def test_prompt_weight_adds_the_cosine_with_the_prompt_to_the_ranking_score():
+    img = torch.tensor([1.0, 0.0])
+    feats = F.normalize(torch.tensor([[1.0, 0.2], [0.6, 0.8]]), dim=-1)  # "rough" is nearer the image
+    prompt = torch.tensor([0.0, 1.0])  # the prompt says what "named" names
+    plain = rerank(["rough", "named"], feats, img, prompt_feat=prompt, prompt_weight=0.0)
+    assert [c.text for c in plain] == ["rough", "named"] and plain[0].prompt_score is None
+    ranked = rerank(["rough", "named"], feats, img, prompt_feat=prompt, prompt_weight=1.0)
+    assert [c.text for c in ranked] == ["named", "rough"]
+    # by hand: named 0.6 + 1.0 * 0.8 = 1.4; rough 1/sqrt(1.04) + 0.2/sqrt(1.04) = 1.2/sqrt(1.04) ~ 1.1767
+    assert ranked[0].score == pytest.approx(1.4) and ranked[0].prompt_score == pytest.approx(0.8)
+    assert ranked[1].score == pytest.approx(1.2 / 1.04 ** 0.5)
+    # on top of consensus, not instead of it
+    nb = torch.tensor([[1.0, 0.0]])
+    both = rerank(["rough", "named"], feats, img, nb, prompt, 0.5)
+    assert both[0].score == pytest.approx(both[0].consensus + 0.5 * both[0].prompt_score)
+
+
+def test_prompted_pass_ranks_with_the_prompt_weight_and_only_there(tiny_clip, tiny_lm):
+    cap = Captioner.build(tiny_clip, tiny_lm, SMALL, seed=1)
+    cap.interactive = True
+    prompt = "An image contains red circle."
+    plain = cap.caption(_img(3), prompt=prompt, rough="a blue square", samples=10, max_new_tokens=5)
+    weighted = cap.caption(_img(3), prompt=prompt, rough="a blue square", samples=10, max_new_tokens=5,
+                           prompt_weight=2.0)
+    assert {c.text for c in plain.candidates} == {c.text for c in weighted.candidates}  # same samples
+    p = cap.clip.encode_text([prompt]).float()[0]
+    feats = cap.clip.encode_text([c.text for c in weighted.candidates]).float()
+    expected = [c.clip_score + 2.0 * float(f @ p) for c, f in zip(weighted.candidates, feats)]
+    assert [c.score for c in weighted.candidates] == pytest.approx(expected, abs=1e-5)
+    assert [c.score for c in weighted.candidates] == sorted((c.score for c in weighted.candidates), reverse=True)
+    assert all(c.prompt_score is None and c.score == c.clip_score for c in plain.candidates)
+    # the weight means nothing without a prompt
+    no_prompt = cap.caption(_img(3), samples=10, max_new_tokens=5, prompt_weight=2.0)
+    assert all(c.prompt_score is None for c in no_prompt.candidates)
+
+
+def test_set_defaults_changes_the_inference_settings_only(tmp_path, capsys):
+    from train.set_defaults import main as set_defaults
+
+    cap, path, _ = _captioner_with_bank(tmp_path)
+    before = load_checkpoint(path).tensors
+    assert set_defaults([path, "prompt_weight=1.5", "samples=6"]) == {"prompt_weight": 1.5, "samples": 6}
+    assert {k: v.tolist() for k, v in load_checkpoint(path).tensors.items()} == \
+        {k: v.tolist() for k, v in before.items()}
+    loaded = Captioner.from_pretrained(path)
+    assert loaded.config.prompt_weight == 1.5 and loaded.config.samples == 6
+    with pytest.raises(SystemExit, match="loudness"):  # an unknown setting is refused, as by every train/ script
+        set_defaults([path, "loudness=3"])

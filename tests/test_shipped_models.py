@@ -163,16 +163,30 @@ def test_photo_prompts_improve_the_caption(photo_prompting):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue target not met yet: the refined caption names the prompted noun for "
-                                      "49.5% / 53% of val-dev photos (target >= 50% for both)")
-def test_photo_prompt_model_names_the_prompted_noun_in_most_cases(photo_prompting):
-    """The issue's target for the photo prompt model, kept as a strict expected failure until a longer-trained
-    model meets it (it then passes unexpectedly, and this mark must go). Judged on all 109 val-dev photos, as the
-    issue and the benchmark report it."""
+@pytest.mark.xfail(strict=True, reason="at S=1 (one caption per pass, nothing to rank) the refined caption names the "
+                                      "prompted noun for 49.5% / 53% of val-dev photos (target >= 50% for both)")
+def test_photo_prompt_model_names_the_prompted_noun_in_most_cases_at_one_sample(photo_prompting):
+    """The issue's target at S=1, where the prompt model alone decides: a strict expected failure until a
+    longer-trained model meets it (it then passes unexpectedly, and this mark must go). Judged on all 109 val-dev
+    photos, as the issue and the benchmark report it."""
     from zsc_core.evaluation import evaluate_prompt_following_coco
 
     base, two, items = photo_prompting
     res = evaluate_prompt_following_coco(two, base, items)
+    assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.5, res
+
+
+@pytest.mark.slow
+def test_photo_prompt_model_names_the_prompted_noun_in_most_cases_as_the_app_runs_it(photo_prompting):
+    """The issue's target as the app serves a prompt on CPU: S=8 samples per pass (service.CPU_SAMPLES), the rough
+    caption ranked by the preset's consensus, the refined candidates by CLIP score + the prompt model's
+    prompt_weight x their cosine with the prompt. All 109 val-dev photos, as the benchmark reports it."""
+    from zsc_core.evaluation import evaluate_prompt_following_coco
+    from zsc_core.service import CPU_SAMPLES
+
+    base, two, items = photo_prompting
+    assert two.config.prompt_weight > 0
+    res = evaluate_prompt_following_coco(two, base, items, samples=CPU_SAMPLES)
     assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.5, res
 
 

@@ -31,6 +31,9 @@ class PhotoBenchConfig:
     out: str = "results/benchmark_photo"
     fresh: bool = False  # score every row again
     prompts: bool = True  # the interactive-prompt protocol
+    # ...at these S: 1 (one noise-free caption per pass) and the app's S on CPU (service.CPU_SAMPLES), where the
+    # prompted candidates are ranked with the prompt model's prompt_weight
+    prompt_samples: tuple[int, ...] = (1, 8)
     gap: bool = True  # the bridge's modality-gap analysis (Table-1 numbers, histograms, t-SNE)
     threads: int = 0
 
@@ -83,6 +86,11 @@ def bank_path(preset: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), bank)) if bank else ""
 
 
+def prompt_key(samples: int) -> str:
+    """Where the report keeps the prompt protocol at ``samples``: "prompts" at S=1 (as before), "prompts_S8"..."""
+    return "prompts" if samples == 1 else f"prompts_S{samples}"
+
+
 def photo_grounding(captions: list[str], refs: list[list[str]]) -> dict:
     """The shipped-model rule on real photos: do captions name a noun (spaCy head lemma) of their own photo's
     references more often than of the next photo's? (sign test; see zsc_core.evaluation.grounding)"""
@@ -127,9 +135,15 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
                 md.append(_table_row(r["name"], r["scores"], r.get("examples", []), r.get("grounding")))
             else:
                 md.append(f"| {r['name']} | not trained: `{r['todo']}` | | | | | |\n")
-    p = report.get("prompts")
-    if p:
-        md.append(f"\n## Interactive prompts (`{p['model']}` refining the `photo` preset's rough caption)\n\n"
+    for name in sorted(k for k in report if k.startswith("prompts")):
+        p = report[name]
+        s = p.get("samples", 1)
+        how = ("one noise-free caption per pass" if s == 1 else
+               f"S={s} samples per pass, the app's default on CPU; rough caption ranked by "
+               f"{p.get('rough_rerank', 'clip')}, refined candidates by CLIP score + {p.get('prompt_weight', 0):g} x "
+               "their text cosine with the prompt")
+        md.append(f"\n## Interactive prompts at S={s} (`{p['model']}` refining the `photo` preset's rough caption; "
+                  f"{how})\n\n"
                   f"For each photo, the first reference noun that the rough caption does not name is prompted "
                   f"(\"An image contains motorcycle\"); {p['tried']} of {p['n_images']} photos had one. The refined "
                   f"caption names it for **{rate(p['followed_phrase'], p['tried'])}** of noun-phrase prompts and "
@@ -167,18 +181,18 @@ def main(argv: list[str] | None = None) -> dict:
     from train.loop import RunConfig, corpus_features
     from zsc_core.bridge import imagenet_categories
     from zsc_core.captioner import Captioner
-    from zsc_core.checkpoint import file_fingerprint
+    from zsc_core.checkpoint import file_fingerprint, read_metadata
     from zsc_core.evaluation import coco_items, evaluate_prompt_following_coco, retrieval_captions
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
     from zsc_core.presets import PRESETS, preset_status
 
-    old, old_prompts = {}, None
+    old, previous_prompts = {}, {}
     if os.path.isfile(cfg.out + ".json") and not cfg.fresh:
         with open(cfg.out + ".json") as f:
             previous = json.load(f)
         old = {tuple(r["key"]): r for r in previous.get("rows", []) if "key" in r}
-        old_prompts = previous.get("prompts")
+        previous_prompts = {k: v for k, v in previous.items() if k.startswith("prompts")}
     items = coco_items(cfg.split)
     images = [load_image(p) for p, _ in items]
     refs = {i: caps for i, (_, caps) in enumerate(items)}
@@ -204,7 +218,10 @@ def main(argv: list[str] | None = None) -> dict:
             report["rows"].append(entry)
             continue
         key = [file_fingerprint(PRESETS[row.preset].checkpoint_path()), json.dumps(row.overrides, sort_keys=True),
-               cfg.split, file_fingerprint(photo_bank) if photo_bank else ""]
+               cfg.split]
+        if row.overrides.get("rerank", read_metadata(PRESETS[row.preset].checkpoint_path())["config"]
+                             .get("caption", {}).get("rerank")) == "consensus":
+            key.append(file_fingerprint(photo_bank))  # the row's captions depend on the bank's bytes too
         entry["key"] = key
         if tuple(key) in old:
             entry.update({k: old[tuple(key)][k] for k in ("scores", "captions", "examples")})
@@ -266,20 +283,24 @@ def main(argv: list[str] | None = None) -> dict:
         write_report(cfg, report)
 
     p = PRESETS["photo"]
-    if cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()) \
-            and not _in_training(p.prompt_checkpoint_path()):
+    ready = cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()) \
+        and not _in_training(p.prompt_checkpoint_path())
+    for samples in cfg.prompt_samples if ready else ():
+        name = prompt_key(samples)
         pkey = [file_fingerprint(p.prompt_checkpoint_path()), file_fingerprint(p.checkpoint_path()), cfg.split]
-        if old_prompts and old_prompts.get("key") == pkey:
-            report["prompts"] = old_prompts
-    if "prompts" not in report and cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()) \
-            and not _in_training(p.prompt_checkpoint_path()):
+        if samples != 1:
+            pkey.append(samples)
+        if (previous_prompts.get(name) or {}).get("key") == pkey:
+            report[name] = previous_prompts[name]
+            continue
         two = Captioner.from_pretrained(p.prompt_checkpoint_path(), clip=base.clip, lm=base.lm)
-        pr = evaluate_prompt_following_coco(two, base, list(zip(images, [refs[i] for i in range(len(images))])))
+        pr = evaluate_prompt_following_coco(two, base, list(zip(images, [refs[i] for i in range(len(images))])),
+                                            samples=samples)
         for which in ("rough", "refined"):
             pr[f"{which}_CIDEr"] = float(caption_metrics(refs, dict(enumerate(pr[which])), ("cider",))["CIDEr"])
-        pr["model"] = p.prompt_checkpoint
-        pr["key"] = pkey
-        report["prompts"] = pr
+        pr.update(model=p.prompt_checkpoint, key=pkey, samples=samples, prompt_weight=two.config.prompt_weight,
+                  rough_rerank=base.config.rerank)
+        report[name] = pr
         write_report(cfg, report)
 
     if cfg.gap and base is not None:

@@ -56,6 +56,9 @@ class CaptionConfig:
     # cosine with the image's consensus_k nearest captions of the model's caption bank (bank.py; needs one).
     rerank: str = "clip"
     consensus_k: int = 20  # chosen on coco/train-paired (train/build_bank.py)
+    # With a prompt: add prompt_weight x each refined candidate's text cosine with the prompt to its ranking score
+    # (0: rank as without a prompt). Only the prompted pass reads it.
+    prompt_weight: float = 0.0
 
     def aggregation(self) -> regions.Aggregation:
         return regions.Aggregation(self.region_weights, self.cls_candidate, self.normalize_tokens)
@@ -91,7 +94,9 @@ class CaptionResult:
         return {
             "caption": self.caption,
             "candidates": [{"text": c.text, "clip_score": round(c.clip_score, 6), "count": c.count,
-                            **({"consensus": round(c.consensus, 6)} if c.consensus is not None else {})}
+                            "score": round(c.score, 6),
+                            **({"consensus": round(c.consensus, 6)} if c.consensus is not None else {}),
+                            **({"prompt_score": round(c.prompt_score, 6)} if c.prompt_score is not None else {})}
                            for c in self.candidates],
             "regions": [{"box": [round(v, 2) for v in r.box], "weight": round(r.weight, 6)} for r in self.regions],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
@@ -283,7 +288,7 @@ class Captioner:
             rough = [c[0].text for c in ranked] if prompt else None
         if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
             ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
-                                              prompt[:MAX_PROMPT_CHARS], neighbours)
+                                              prompt[:MAX_PROMPT_CHARS], neighbours, cfg.prompt_weight)
             t_rank += t
         t2 = time.perf_counter()
         results = []
@@ -311,10 +316,12 @@ class Captioner:
 
     def _decode_and_rank(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int,
                          gen_cfg: GenerationCfg, rough: list[str], prompt: str | None,
-                         neighbours: torch.Tensor | None = None) -> tuple[list[list[Candidate]], float]:
+                         neighbours: torch.Tensor | None = None, prompt_weight: float = 0.0
+                         ) -> tuple[list[list[Candidate]], float]:
         """One batched generate over B*S prefixes (with the stage-2 template when ``prompt`` is not None),
         all candidates CLIP-encoded in one batch, ranked per image (by consensus with ``neighbours`` (B, k, D)
-        when given, else by CLIP score). Also returns the seconds spent ranking."""
+        when given, else by CLIP score; plus ``prompt_weight`` x the cosine with a non-empty ``prompt``). Also
+        returns the seconds spent ranking."""
         prompts = None
         if prompt is not None:
             ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
@@ -323,6 +330,8 @@ class Captioner:
             texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg)
         t = time.perf_counter()
         text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S, D)
+        prompt_feat = self.clip.encode_text([prompt])[0] if prompt and prompt_weight else None  # (D,)
         ranked = [rerank(texts[i * s:(i + 1) * s], text_feats[i], image_feats[i],
-                         neighbours[i].to(text_feats.device) if neighbours is not None else None) for i in range(b)]
+                         neighbours[i].to(text_feats.device) if neighbours is not None else None,
+                         prompt_feat, prompt_weight) for i in range(b)]
         return ranked, time.perf_counter() - t

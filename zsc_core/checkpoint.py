@@ -128,6 +128,20 @@ def copy_checkpoint(src: str, dst: str) -> str:
                            dtype=None)
 
 
+def set_caption_defaults(path: str, **fields: Any) -> str:
+    """Change a saved adaptor's default inference settings (its ``config["caption"]``, the fields of
+    :class:`zsc_core.captioner.CaptionConfig`) in place: metadata only, tensors rewritten bit for bit."""
+    from .captioner import CaptionConfig
+
+    unknown = sorted(set(fields) - set(CaptionConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"not inference settings (CaptionConfig fields): {unknown}")
+    ck = load_checkpoint(path, expect_kind=("maccap", "tipcap"))
+    config = {**ck.config, "caption": {**(ck.config.get("caption") or {}), **fields}}
+    return save_checkpoint(path, ck.tensors, kind=ck.kind, config=config, clip=ck.clip, lm=ck.lm, extra=ck.extra,
+                           dtype=None)
+
+
 def read_metadata(path: str) -> dict[str, Any]:
     """The metadata document of a checkpoint, without reading its tensors."""
     if not os.path.isfile(path):

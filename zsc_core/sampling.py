@@ -4,6 +4,8 @@ S noisy copies of the image's region features are decoded in one batched ``gener
 that); here the candidates are merged and ranked. MacCap ranks by the cosine between a candidate's CLIP text
 feature and the global image feature I_c. With a caption bank (:mod:`zsc_core.bank`) a candidate can instead be
 ranked by its *consensus* with the k corpus captions nearest the image: its mean text-text cosine with them.
+When the user typed a prompt (TIPCap's interactive captioning), ``prompt_weight`` x the candidate's text cosine
+with the prompt is added, so that of the refined candidates those that take the prompt up come first.
 """
 
 from __future__ import annotations
@@ -17,17 +19,14 @@ RERANKERS = ("clip", "consensus")
 
 @dataclass
 class Candidate:
-    """One sampled caption, its CLIP score (cosine with I_c) and, under consensus ranking, its consensus."""
+    """One sampled caption and the scores it was ranked by."""
 
     text: str
-    clip_score: float
+    clip_score: float  # cosine with I_c (MacCap's ranking)
     count: int = 1  # how many of the S samples produced this text
     consensus: float | None = None  # mean cosine with the image's k nearest bank captions (consensus ranking)
-
-    @property
-    def score(self) -> float:
-        """What the candidates were ranked by."""
-        return self.clip_score if self.consensus is None else self.consensus
+    prompt_score: float | None = None  # text cosine with the user's prompt (prompted pass with a prompt weight)
+    score: float = 0.0  # what the candidates were ranked by: clip_score or consensus, + weight x prompt_score
 
 
 def consensus_scores(text_feats: torch.Tensor, neighbour_feats: torch.Tensor) -> torch.Tensor:
@@ -37,22 +36,28 @@ def consensus_scores(text_feats: torch.Tensor, neighbour_feats: torch.Tensor) ->
 
 
 def rerank(texts: list[str], text_feats: torch.Tensor, image_feat: torch.Tensor,
-           neighbour_feats: torch.Tensor | None = None) -> list[Candidate]:
-    """Merge duplicate texts and sort best first: by CLIP score, or with ``neighbour_feats`` (k, D) by consensus
-    (ties by CLIP score).
+           neighbour_feats: torch.Tensor | None = None, prompt_feat: torch.Tensor | None = None,
+           prompt_weight: float = 0.0) -> list[Candidate]:
+    """Merge duplicate texts and sort best first: by CLIP score, or with ``neighbour_feats`` (k, D) by consensus;
+    with ``prompt_feat`` (D,) and a ``prompt_weight``, plus that weight x the cosine with the prompt. Ties go
+    to the higher CLIP score.
 
     texts: S candidates; text_feats: (S, D) L2-normalised; image_feat: (D,) L2-normalised. Empty texts are
     kept only if nothing else was produced (scored like any other).
     """
     scores = (text_feats.float() @ image_feat.float()).tolist()  # (S,)
-    cons = ([None] * len(texts) if neighbour_feats is None
-            else consensus_scores(text_feats, neighbour_feats).tolist())  # (S,)
+    none = [None] * len(texts)
+    cons = none if neighbour_feats is None else consensus_scores(text_feats, neighbour_feats).tolist()  # (S,)
+    use_prompt = prompt_feat is not None and prompt_weight != 0
+    prompt = (text_feats.float() @ prompt_feat.float()).tolist() if use_prompt else none  # (S,)
     merged: dict[str, Candidate] = {}
-    for t, s, c in zip(texts, scores, cons):
+    for t, s, c, p in zip(texts, scores, cons, prompt):
         if t in merged:
             merged[t].count += 1
         else:
-            merged[t] = Candidate(t, float(s), consensus=c)
+            base = s if c is None else c
+            merged[t] = Candidate(t, float(s), consensus=c, prompt_score=p,
+                                  score=base + (prompt_weight * p if p is not None else 0.0))
     out = sorted(merged.values(), key=lambda c: (-c.score, -c.clip_score, c.text))
     non_empty = [c for c in out if c.text]
     return non_empty or out

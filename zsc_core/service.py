@@ -30,7 +30,7 @@ class UserError(ValueError):
 class CaptionView:
     caption: str
     regions_image: Image.Image
-    candidates: list[list[Any]]  # rows: [chosen mark, text, clip score, consensus ("" under CLIP ranking), count]
+    candidates: list[list[Any]]  # rows: [chosen mark, text, clip score, ranking score, count]
     info: str  # timings and settings, one line
     rough_caption: str = ""  # with a prompt: the first-pass caption
 
@@ -182,9 +182,12 @@ class CaptionService:
             r = cap.caption(image, prompt=prompt, rough=rough, **settings)
         else:
             r = cap.caption(image, **settings)
-        rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4),
-                 round(c.consensus, 4) if c.consensus is not None else "", c.count] for i, c in enumerate(r.candidates)]
-        info = (f"{len(r.candidates)} distinct candidates from S={samples}; "
+        rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
+                for i, c in enumerate(r.candidates)]
+        ranked = "consensus with the caption bank" if cap.config.rerank == "consensus" else "CLIP score"
+        if prompt and cap.config.prompt_weight:
+            ranked += f" + {cap.config.prompt_weight:g} x similarity to the prompt"
+        info = (f"{len(r.candidates)} distinct candidates from S={samples}, ranked by {ranked}; "
                 f"{r.timings['total_s']:.2f} s (encode {r.timings['encode_s']:.2f}, "
                 f"generate {r.timings['generate_s']:.2f}, rerank {r.timings['rerank_s']:.2f})")
         return CaptionView(r.caption, draw_regions(image, r.regions), rows, info, r.rough_caption or "")
