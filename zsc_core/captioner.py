@@ -55,7 +55,7 @@ class CaptionConfig:
     # How the S candidates are ranked (sampling.py): "clip", MacCap's cosine with the image; "consensus", the mean
     # cosine with the image's consensus_k nearest captions of the model's caption bank (bank.py; needs one).
     rerank: str = "clip"
-    consensus_k: int = 20  # chosen on coco/train-paired (train/build_bank.py)
+    consensus_k: int = 20  # k neighbours; a bank-attached checkpoint stores its own (photo: 50, train/build_bank.py)
     # With a prompt: add prompt_weight x each refined candidate's text cosine with the prompt to its ranking score
     # (0: rank as without a prompt). Only the prompted pass reads it.
     prompt_weight: float = 0.0
