@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"preset": args.preset, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch "
            f"{torch.__version__}, {torch.get_num_threads()} threads", "load_s": round(load_s, 2)}
     settings = {"S=1": {"samples": 1}, "S=20": {"samples": 20}}
-    if cap._bank is not None:  # the caption bank is read on first use (not at load): its one-off cost
+    if cap.has_bank:  # the caption bank is read on first use (not at load): its one-off cost
         t = time.perf_counter()
         _ = cap.bank
         out["bank_load_s"] = round(time.perf_counter() - t, 3)

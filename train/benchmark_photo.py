@@ -74,18 +74,6 @@ ROWS = [
 ]
 
 
-def bank_path(preset: str) -> str:
-    """The caption bank a preset's checkpoint names (absolute path), or "" when it has none."""
-    from zsc_core.checkpoint import read_metadata
-    from zsc_core.presets import PRESETS, preset_status
-
-    if not preset_status(preset).ready:
-        return ""
-    path = PRESETS[preset].checkpoint_path()
-    bank = read_metadata(path)["config"].get("bank")
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), bank)) if bank else ""
-
-
 def prompt_key(samples: int) -> str:
     """Where the report keeps the prompt protocol at ``samples``: "prompts" at S=1 (as before), "prompts_S8"..."""
     return "prompts" if samples == 1 else f"prompts_S{samples}"
@@ -179,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     from train.benchmark import _in_training
     from train.build_bridge import TEMPLATES
     from train.loop import RunConfig, corpus_features
+    from zsc_core.bank import recorded_bank
     from zsc_core.bridge import imagenet_categories
     from zsc_core.captioner import Captioner
     from zsc_core.checkpoint import file_fingerprint, read_metadata
@@ -198,17 +187,16 @@ def main(argv: list[str] | None = None) -> dict:
     refs = {i: caps for i, (_, caps) in enumerate(items)}
     report: dict = {"split": cfg.split, "n_images": len(items), "rows": []}
     models: dict[str, Captioner] = {}
+    photo_bank = recorded_bank(PRESETS["photo"].checkpoint_path()) if preset_status("photo").ready else ""
 
     def model(preset: str) -> Captioner:
         if preset not in models:
             shared = next(iter(models.values()), None)
             models[preset] = Captioner.from_pretrained(preset, clip=shared.clip if shared else None,
                                                        lm=shared.lm if shared else None)
-            if models[preset]._bank is None and photo_bank:  # consensus rows of models shipped without a bank
+            if not models[preset].has_bank and photo_bank:  # consensus rows of models shipped without a bank
                 models[preset].bank = photo_bank
         return models[preset]
-
-    photo_bank = bank_path("photo")
 
     for row in ROWS:
         entry = {"group": row.group, "name": row.name, "preset": row.preset, "overrides": row.overrides}

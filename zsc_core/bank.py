@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_metadata, rewrite_adaptor_config, save_checkpoint
 
 KIND = "bank"
 
@@ -135,19 +135,32 @@ def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20) -> str:
 
     Only the metadata changes (the bank's path relative to the adaptor's folder, and the default ranking); the
     tensors are rewritten bit for bit. The bank's text encoder is checked when the captioner first uses it."""
-    ck = load_checkpoint(adaptor_path, expect_kind=("maccap", "tipcap"))
-    config = dict(ck.config)
-    caption = dict(config.get("caption") or {})
-    if bank_path is None:
-        config.pop("bank", None)
-        caption.update(rerank="clip")
-    else:
+    if bank_path is not None:
         if k < 1:
             raise ValueError(f"the number of neighbours must be >= 1, got {k}")
         if read_metadata(bank_path)["kind"] != KIND:  # refuse a non-bank file before touching the adaptor
             raise CheckpointError(f"{bank_path} is not a caption bank")
-        config["bank"] = os.path.relpath(os.path.abspath(bank_path), os.path.dirname(os.path.abspath(adaptor_path)))
-        caption.update(rerank="consensus", consensus_k=int(k))
-    config["caption"] = caption
-    return save_checkpoint(adaptor_path, ck.tensors, kind=ck.kind, config=config, clip=ck.clip, lm=ck.lm,
-                           extra=ck.extra, dtype=None)
+
+    def edit(config: dict[str, Any]) -> dict[str, Any]:
+        caption = dict(config.get("caption") or {})
+        if bank_path is None:
+            config.pop("bank", None)
+            caption.update(rerank="clip")
+        else:
+            config["bank"] = os.path.relpath(os.path.abspath(bank_path),
+                                             os.path.dirname(os.path.abspath(adaptor_path)))
+            caption.update(rerank="consensus", consensus_k=int(k))
+        return {**config, "caption": caption}
+
+    return rewrite_adaptor_config(adaptor_path, edit)
+
+
+def recorded_bank(adaptor_path: str, config: dict[str, Any] | None = None) -> str:
+    """The absolute path of the caption bank an adaptor checkpoint names (``config["bank"]``, relative to the
+    checkpoint's folder), or "" when it names none; ``config``: the checkpoint's, when already read."""
+    if config is None:
+        config = read_metadata(adaptor_path)["config"]
+    bank = config.get("bank")
+    if not bank:
+        return ""
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(adaptor_path)), bank))

@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import regions
 from .adaptor import MacCapAdaptor, MacCapConfig, TIPCapAdaptor, TIPCapConfig
-from .bank import CaptionBank, load_bank
+from .bank import CaptionBank, load_bank, recorded_bank
 from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
@@ -159,12 +159,15 @@ class Captioner:
         adaptor = build_and_load(lambda: module_cls(cfg_cls(**ck.config["adaptor"])), ck.tensors, path)
         caption_cfg = CaptionConfig(**ck.config.get("caption", {}))
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
-        bank = ck.config.get("bank")  # a path relative to the adaptor checkpoint's folder, like its CLIP's
-        if bank and not os.path.isabs(bank):
-            bank = os.path.join(os.path.dirname(os.path.abspath(path)), bank)
+        bank = recorded_bank(path, ck.config)  # relative to the adaptor checkpoint's folder, like its CLIP's
         # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
         return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, caption_cfg, name=name,
                    interactive=bool(ck.config.get("interactive", False)), bank=bank or None)
+
+    @property
+    def has_bank(self) -> bool:
+        """Whether this model has a caption bank (loaded or not yet), i.e. can rank by consensus."""
+        return self._bank is not None
 
     @property
     def bank(self) -> CaptionBank | None:
@@ -258,7 +261,7 @@ class Captioner:
             raise ValueError(f"samples must be >= 1, got {cfg.samples}")
         if cfg.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {cfg.rerank!r}; known: {RERANKERS}")
-        if cfg.rerank == "consensus" and self._bank is None:
+        if cfg.rerank == "consensus" and not self.has_bank:
             raise ValueError(f"consensus ranking needs a caption bank, and the model {self.name!r} has none (an "
                              "adaptor checkpoint names one in its config: train/build_bank.py attach=...)")
         t0 = time.perf_counter()

@@ -128,6 +128,14 @@ def copy_checkpoint(src: str, dst: str) -> str:
                            dtype=None)
 
 
+def rewrite_adaptor_config(path: str, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+    """Replace a saved adaptor's config by ``edit(config)`` in place: metadata only, tensors rewritten bit for
+    bit (how inference defaults and a caption bank are attached to a trained model)."""
+    ck = load_checkpoint(path, expect_kind=("maccap", "tipcap"))
+    return save_checkpoint(path, ck.tensors, kind=ck.kind, config=edit(dict(ck.config)), clip=ck.clip, lm=ck.lm,
+                           extra=ck.extra, dtype=None)
+
+
 def set_caption_defaults(path: str, **fields: Any) -> str:
     """Change a saved adaptor's default inference settings (its ``config["caption"]``, the fields of
     :class:`zsc_core.captioner.CaptionConfig`) in place: metadata only, tensors rewritten bit for bit."""
@@ -136,10 +144,7 @@ def set_caption_defaults(path: str, **fields: Any) -> str:
     unknown = sorted(set(fields) - set(CaptionConfig.__dataclass_fields__))
     if unknown:
         raise ValueError(f"not inference settings (CaptionConfig fields): {unknown}")
-    ck = load_checkpoint(path, expect_kind=("maccap", "tipcap"))
-    config = {**ck.config, "caption": {**(ck.config.get("caption") or {}), **fields}}
-    return save_checkpoint(path, ck.tensors, kind=ck.kind, config=config, clip=ck.clip, lm=ck.lm, extra=ck.extra,
-                           dtype=None)
+    return rewrite_adaptor_config(path, lambda c: {**c, "caption": {**(c.get("caption") or {}), **fields}})
 
 
 def read_metadata(path: str) -> dict[str, Any]:

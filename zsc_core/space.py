@@ -31,8 +31,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bank import recorded_bank
 from .bridge import MINILM_FILES, MINILM_REPO
-from .checkpoint import read_metadata
 from .lm import SMOLLM2_GGUF, SMOLLM2_GGUF_REPO
 from .presets import PRESETS, data_dir
 
@@ -92,10 +92,7 @@ def space_files() -> list[tuple[str, str]]:
             ck.add(p.prompt_checkpoint_path())
         if p.clip.checkpoint:
             ck.add(p.clip_spec().checkpoint or "")
-    for c in [c for c in ck if os.path.isfile(c)]:  # the caption bank an adaptor ranks with (bank.py)
-        bank = read_metadata(c)["config"].get("bank")
-        if bank:
-            ck.add(os.path.normpath(os.path.join(os.path.dirname(c), bank)))
+    ck |= {b for b in (recorded_bank(c) for c in ck if os.path.isfile(c)) if b}  # caption banks (bank.py)
     out += [(c, f"checkpoints/{os.path.basename(c)}") for c in sorted(ck)]
     val = Path(data_dir()) / "coco" / "val-dev"
     out += [(str(f), f"data/coco/val-dev/{f.relative_to(val).as_posix()}") for f in sorted(val.rglob("*"))
