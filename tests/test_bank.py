@@ -1,5 +1,6 @@
 """The caption bank and consensus reranking: the maths on hand-computed tensors, the bank file, and the facade."""
 
+import json
 import os
 
 import pytest
@@ -12,7 +13,7 @@ from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import CheckpointError, copy_checkpoint, load_checkpoint, read_metadata, save_checkpoint
 from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
 from zsc_core.lm import LMSpec, load_lm
-from zsc_core.sampling import consensus_scores, rerank
+from zsc_core.sampling import consensus_scores, mix_features, rerank
 
 from .test_captioner import SMALL, TINY_CLIP_CFG, make_tiny_clip
 
@@ -141,7 +142,7 @@ def test_attached_bank_ranks_by_consensus_and_loads_on_first_use(tmp_path):
 
 def test_consensus_without_a_bank_or_an_unknown_ranking_is_a_clear_error(tiny_clip, tiny_lm):
     cap = Captioner.build(tiny_clip, tiny_lm, SMALL)
-    with pytest.raises(ValueError, match="needs a caption bank"):
+    with pytest.raises(ValueError, match="need a caption bank"):
         cap.caption(_img(0), samples=2, rerank="consensus")
     with pytest.raises(ValueError, match="unknown rerank"):
         cap.caption(_img(0), samples=2, rerank="loudest")
@@ -249,3 +250,87 @@ def test_set_defaults_changes_the_inference_settings_only(tmp_path, capsys):
     assert loaded.config.prompt_weight == 1.5 and loaded.config.samples == 6
     with pytest.raises(SystemExit, match="loudness"):  # an unknown setting is refused, as by every train/ script
         set_defaults([path, "loudness=3"])
+
+
+def test_mix_features_walks_the_arc_from_the_feature_to_the_anchor():
+    x, a = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert mix_features(x, a, 0.0).tolist() == [[1.0, 0.0]] and mix_features(x, a, 1.0).tolist() == [[0.0, 1.0]]
+    half = 2 ** -0.5  # by hand: normalize(0.5 x + 0.5 a) = (1, 1) / sqrt(2)
+    assert mix_features(x, a, 0.5).tolist() == [[pytest.approx(half), pytest.approx(half)]]
+    quarter = mix_features(x, a, 0.25)[0]  # normalize(0.75, 0.25)
+    assert quarter.tolist() == pytest.approx([0.75 / 0.625 ** 0.5, 0.25 / 0.625 ** 0.5])
+    # the anchor broadcasts over region tokens: (B, N, D) with (B, 1, D)
+    regions = F.normalize(torch.randn(2, 3, 2), dim=-1)
+    assert torch.allclose(mix_features(regions, a[None].expand(2, 1, 2), 1.0), a.expand(2, 3, 2))
+
+
+def _adaptor_inputs(cap):
+    seen = []
+    cap.adaptor.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def test_bank_mix_feeds_the_adaptor_the_mean_of_the_nearest_bank_captions(tmp_path):
+    cap, path, bank_path = _captioner_with_bank(tmp_path)
+    attach_bank(path, bank_path, k=4)
+    loaded = Captioner.from_pretrained(path)
+    seen = _adaptor_inputs(loaded)
+    img = loaded.clip.image_features(loaded.clip.pixels([_img(2)])).global_feat.float()
+    bank = load_bank(bank_path)
+    anchor = F.normalize(bank.feats(bank.neighbours(img, 4))[0].mean(0), dim=-1)
+    full = loaded.caption(_img(2), samples=1, bank_mix=1.0, max_new_tokens=4)
+    # MacCap reads N_cr region tokens; at bank_mix=1 (no noise at S=1) every one of them is the anchor
+    assert seen[-1].shape == (1, SMALL.n_cr, cap.clip.embed_dim)
+    assert torch.allclose(seen[-1][0], anchor.expand(SMALL.n_cr, -1), atol=1e-5)
+    loaded.caption(_img(2), samples=1, bank_mix=0.0, max_new_tokens=4)
+    plain = seen[-1][0]
+    assert not torch.allclose(plain, anchor.expand(SMALL.n_cr, -1), atol=1e-3)  # the image's own regions
+    loaded.caption(_img(2), samples=1, bank_mix=0.5, max_new_tokens=4)
+    assert torch.allclose(seen[-1][0], mix_features(plain, anchor, 0.5), atol=1e-5)
+    # the candidates are still ranked as the checkpoint says: by consensus with the same neighbours
+    assert full.candidates[0].consensus is not None
+    # mixing with the bank keeps CLIP ranking when asked for it
+    assert loaded.caption(_img(2), samples=2, bank_mix=0.5, rerank="clip",
+                          max_new_tokens=4).candidates[0].consensus is None
+
+
+def test_bank_mix_needs_a_bank_and_a_weight_between_0_and_1(tmp_path, tiny_clip, tiny_lm):
+    with pytest.raises(ValueError, match="need a caption bank"):
+        Captioner.build(tiny_clip, tiny_lm, SMALL).caption(_img(0), samples=1, bank_mix=0.5)
+    cap, path, bank_path = _captioner_with_bank(tmp_path)
+    attach_bank(path, bank_path, k=2)
+    loaded = Captioner.from_pretrained(path)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            loaded.caption(_img(0), samples=1, bank_mix=bad)
+
+
+def test_cli_bank_mix_reaches_the_captioner_and_bad_values_are_one_line_errors(tmp_path):
+    from .test_captioner import _cli
+
+    cap, path, bank_path = _captioner_with_bank(tmp_path)
+    img = tmp_path / "scene.png"
+    _img(3).save(img)
+    no_bank = _cli("caption", str(img), "--model", path, "--samples", "1", "--bank-mix", "0.5")
+    assert no_bank.returncode == 2 and "need a caption bank" in no_bank.stderr and "Traceback" not in no_bank.stderr
+    attach_bank(path, bank_path, k=3)
+    bad = _cli("caption", str(img), "--model", path, "--samples", "1", "--bank-mix", "2")
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
+    ok = _cli("caption", str(img), "--model", path, "--samples", "2", "--bank-mix", "1", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert "consensus" in json.loads(ok.stdout.strip().splitlines()[0])["candidates"][0]
+
+
+def test_build_bank_keeps_a_bank_file_whose_rows_are_unchanged(tmp_path):
+    from train.build_bank import same_rows
+
+    rows = F.normalize(torch.randn(12, 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    path = str(tmp_path / "bank.safetensors")
+    assert not same_rows(path, CaptionBank(BankConfig(size=12), "fp", feats=rows))  # no file yet
+    save_bank(path, rows, BankConfig("c", 12), {"name": "enc (text)", "text_fingerprint": "fp"})
+    codes, scale = quantize_rows(rows)
+    assert same_rows(path, CaptionBank(BankConfig(size=12), "fp", codes=codes, scale=scale))
+    assert not same_rows(path, CaptionBank(BankConfig(size=12), "other", codes=codes, scale=scale))
+    moved = codes.clone()
+    moved[0, 0] += 1
+    assert not same_rows(path, CaptionBank(BankConfig(size=12), "fp", codes=moved, scale=scale))

@@ -47,16 +47,21 @@ class Row:
 
 
 ROWS = [
-    Row("Captioner", "TIPCap S4, text only (the `photo` preset), S=20 + consensus rerank with the caption bank",
-        "photo", {"samples": 20}),
-    Row("Captioner", "TIPCap S4, text only, one sample (S=1)", "photo", {"samples": 1}),
+    Row("Captioner", "TIPCap S4, text only (the `photo` preset), S=20, input mixed with the nearest bank captions, "
+        "consensus rerank", "photo", {"samples": 20}),
+    Row("Captioner", "TIPCap S4, text only, input mixed with the nearest bank captions, one sample (S=1)", "photo",
+        {"samples": 1}),
     Row("Captioner", "MacCap (`photo-maccap`), S=20 + CLIP rerank", "photo-maccap", {"samples": 20}),
     Row("Captioner", "MacCap, one sample (S=1)", "photo-maccap", {"samples": 1}),
     Row("Captioner", "TIPCap S1, N(mu, Sigma) from 80 paired photos (`photo-tipcap-s1`), S=20 + CLIP rerank",
         "photo-tipcap-s1", {"samples": 20}),
     Row("Captioner", "TIPCap S1, one sample (S=1)", "photo-tipcap-s1", {"samples": 1}),
-    Row("Ablation", "TIPCap S4, S=20 + CLIP rerank (MacCap's ranking; the `photo` preset before the caption bank)",
-        "photo", {"samples": 20, "rerank": "clip"}),
+    Row("Ablation", "TIPCap S4, S=20 + consensus rerank, the image feature alone as input (bank_mix=0)", "photo",
+        {"samples": 20, "bank_mix": 0.0}),
+    Row("Ablation", "TIPCap S4, S=1, the image feature alone as input (bank_mix=0)", "photo",
+        {"samples": 1, "bank_mix": 0.0}),
+    Row("Ablation", "TIPCap S4, S=20 + CLIP rerank, image feature alone (MacCap's ranking; the `photo` preset "
+        "before the caption bank)", "photo", {"samples": 20, "rerank": "clip", "bank_mix": 0.0}),
     Row("Ablation", "MacCap without subregions (the global feature as every region token), S=20 + rerank",
         "photo-maccap", {"samples": 20, "use_regions": False}),
     Row("Ablation", "MacCap without subregions, S=1", "photo-maccap", {"samples": 1, "use_regions": False}),
@@ -207,8 +212,9 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         key = [file_fingerprint(PRESETS[row.preset].checkpoint_path()), json.dumps(row.overrides, sort_keys=True),
                cfg.split]
-        if row.overrides.get("rerank", read_metadata(PRESETS[row.preset].checkpoint_path())["config"]
-                             .get("caption", {}).get("rerank")) == "consensus":
+        defaults = read_metadata(PRESETS[row.preset].checkpoint_path())["config"].get("caption", {})
+        if row.overrides.get("rerank", defaults.get("rerank")) == "consensus" or \
+                row.overrides.get("bank_mix", defaults.get("bank_mix")):
             key.append(file_fingerprint(photo_bank))  # the row's captions depend on the bank's bytes too
         entry["key"] = key
         if tuple(key) in old:

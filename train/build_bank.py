@@ -8,8 +8,10 @@ The bank is the preset's text encoder's embeddings of the caption corpus (the sa
 never evaluated on): the preset's captioner samples S candidates per photo once per seed, with CLIP ranking, and
 every k reranks those same candidates by consensus with the photo's k nearest bank captions (k=0: CLIP ranking,
 MacCap's). The report also scores, for each k, the bank caption that agrees most with the other k-1 (a retrieval
-baseline of its own). ``coco/val-dev`` is not read here. ``attach=`` makes the listed adaptor checkpoints rank by
-consensus with the bank at the chosen k by default (metadata only, tensors bit for bit).
+baseline of its own). Then, at the chosen k, the input mix (CaptionConfig.bank_mix: the adaptor reads the image
+feature mixed with the mean of its k nearest bank captions) is chosen the same way, on fresh samples per mix and
+seed (mix 0: the k row). ``coco/val-dev`` is not read here. ``attach=`` makes the listed adaptor checkpoints rank
+by consensus with the bank at the chosen k and mix by default (metadata only, tensors bit for bit).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -31,6 +33,9 @@ class BankBuildConfig:
     corpus: str = "coco"
     max_words: int = 15
     ks: tuple[int, ...] = (5, 10, 20, 30, 50)  # numbers of neighbours tried
+    mixes: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # input mixes tried at the chosen k (0 is the k row)
+    # S-sampling noise variances tried at the chosen k and mix (the adaptor's training sigma2 is the first row)
+    sigma2s: tuple[float, ...] = ()
     samples: int = 20  # S candidates per photo, as the benchmark's S=20 rows
     # Sampling seeds; the choice is on their mean: on 80 photos one seed's CIDEr moves by up to 0.08 (k=20: 0.486
     # with seed 0, 0.408 with seed 1), more than any difference between the ks.
@@ -54,12 +59,23 @@ def consensus_caption(bank, corpus: list[str], image_feats: torch.Tensor, k: int
     return [corpus[int(idx[i, consensus_scores(feats[i], feats[i]).argmax()])] for i in range(len(idx))]
 
 
+def same_rows(path: str, bank) -> bool:
+    """Whether the bank file at ``path`` holds exactly ``bank``'s rows, scales and text encoder."""
+    from zsc_core.bank import load_bank
+
+    if not os.path.isfile(path):
+        return False
+    old = load_bank(path)
+    return (old.text_fingerprint == bank.text_fingerprint and old.rows.shape == bank.rows.shape
+            and torch.equal(old.rows, bank.rows) and torch.equal(old.scale, bank.scale))
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_overrides(BankBuildConfig(), sys.argv[1:] if argv is None else argv)
     set_threads(cfg.threads)
     from zsc_core.bank import BankConfig, CaptionBank, attach_bank, load_bank, quantize_rows, save_bank
     from zsc_core.captioner import Captioner
-    from zsc_core.checkpoint import state_fingerprint
+    from zsc_core.checkpoint import set_caption_defaults, state_fingerprint
     from zsc_core.evaluation import coco_items
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
@@ -84,36 +100,49 @@ def main(argv: list[str] | None = None) -> dict:
     def cider(hyps: list[str]) -> float:
         return float(caption_metrics(refs, dict(enumerate(hyps)), ("cider",))["CIDEr"])
 
-    pools = []  # per seed: each photo's candidate texts and their text features
     adaptor_fp = state_fingerprint(cap.adaptor.state_dict())
-    for seed in cfg.seeds:
-        # Sampled candidates are kept under runs/ by adaptor weights, split, S and seed: adding a seed or a k
-        # later samples only what is new.
-        cache = os.path.join(cfg.features_cache, "..", "bank-candidates",
-                             f"{adaptor_fp}-{cfg.split}-S{cfg.samples}-seed{seed}.json")
-        if os.path.isfile(cache):
-            with open(cache) as f:
-                texts_per_photo = json.load(f)
-        else:
-            texts_per_photo = [[c.text for c in r.candidates] for i in range(0, len(images), cfg.batch)
-                               for r in cap.caption(images[i:i + cfg.batch], samples=cfg.samples, seed=seed,
-                                                    rerank="clip")]
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            with open(cache + ".tmp", "w") as f:
-                json.dump(texts_per_photo, f)
-            os.replace(cache + ".tmp", cache)
-        with torch.no_grad():
-            pools.append([(texts, enc.encode_text(texts).float()) for texts in texts_per_photo])
-        print(f"seed {seed}: {len(texts_per_photo)} photos sampled at S={cfg.samples}", file=sys.stderr, flush=True)
+    cap.bank = bank
+    # Sample from the adaptor's own settings, not from what an earlier run attached (a None override is ignored).
+    cap.config = replace(cap.config, sigma2=None)
 
-    rows = []
-    for k in (0, *cfg.ks):
+    def pools(mix: float = 0.0, k: int = 0, sigma2: float | None = None
+              ) -> list[list[tuple[list[str], torch.Tensor]]]:
+        """Per seed: each photo's S candidate texts and their text features, sampled with the input ``mix`` of
+        the k nearest bank captions (0: the image feature alone, which does not depend on k) and the noise
+        ``sigma2`` (None: the adaptor's). Kept under runs/ by adaptor weights, split, S, seed, mix and sigma2:
+        adding a seed, a k, a mix or a sigma2 later samples only what is new."""
+        out = []
+        for seed in cfg.seeds:
+            tag = (f"-mix{mix:g}-k{k}" if mix else "") + (f"-sigma2{sigma2:g}" if sigma2 is not None else "")
+            cache = os.path.join(cfg.features_cache, "..", "bank-candidates",
+                                 f"{adaptor_fp}-{cfg.split}-S{cfg.samples}-seed{seed}{tag}.json")
+            if os.path.isfile(cache):
+                with open(cache) as f:
+                    texts_per_photo = json.load(f)
+            else:
+                texts_per_photo = [[c.text for c in r.candidates] for i in range(0, len(images), cfg.batch)
+                                   for r in cap.caption(images[i:i + cfg.batch], samples=cfg.samples, seed=seed,
+                                                        rerank="clip", bank_mix=mix, consensus_k=max(k, 1),
+                                                        sigma2=sigma2)]
+                os.makedirs(os.path.dirname(cache), exist_ok=True)
+                with open(cache + ".tmp", "w") as f:
+                    json.dump(texts_per_photo, f)
+                os.replace(cache + ".tmp", cache)
+            with torch.no_grad():
+                out.append([(texts, enc.encode_text(texts).float()) for texts in texts_per_photo])
+            print(f"seed {seed}{tag}: {len(texts_per_photo)} photos sampled at S={cfg.samples}", file=sys.stderr,
+                  flush=True)
+        return out
+
+    def scores(pool_list, k: int) -> list[float]:
+        """CIDEr per seed of the candidates ranked by consensus with the k nearest (k=0: by CLIP score)."""
         nb = bank.feats(bank.neighbours(image_feats, k)) if k else None  # (B, k, D)
-        per_seed = []
-        for pool in pools:
-            picks = [rerank(t, f, image_feats[i], nb[i] if nb is not None else None)[0].text
-                     for i, (t, f) in enumerate(pool)]
-            per_seed.append(cider(picks))
+        return [cider([rerank(t, f, image_feats[i], nb[i] if nb is not None else None)[0].text
+                       for i, (t, f) in enumerate(pool)]) for pool in pool_list]
+
+    rows, plain = [], pools()
+    for k in (0, *cfg.ks):
+        per_seed = scores(plain, k)
         row = {"k": k, "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed)}
         if k > 1:
             row["consensus_caption_CIDEr"] = cider(consensus_caption(bank, corpus, image_feats, k))
@@ -121,14 +150,36 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"k={k:<3} {cfg.split} S={cfg.samples} CIDEr {row['mean_CIDEr']:.3f} "
               f"(seeds {', '.join(f'{x:.3f}' for x in per_seed)})", file=sys.stderr, flush=True)
     best = max((r for r in rows if r["k"] > 0), key=lambda r: r["mean_CIDEr"])
-    save_bank(cfg.out, feats, bank_cfg, text_id,
-              extra={"chosen_on": f"coco/{cfg.split}", "k": best["k"], "rows": rows, "build": asdict(cfg)})
+    mix_rows = [{"mix": 0.0, "S_CIDEr": best["S_CIDEr"], "mean_CIDEr": best["mean_CIDEr"]}]
+    for mix in cfg.mixes:
+        per_seed = scores(pools(mix, best["k"]), best["k"])
+        mix_rows.append({"mix": mix, "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed)})
+        print(f"mix={mix:<4g} k={best['k']} {cfg.split} S={cfg.samples} CIDEr {mix_rows[-1]['mean_CIDEr']:.3f} "
+              f"(seeds {', '.join(f'{x:.3f}' for x in per_seed)})", file=sys.stderr, flush=True)
+    best_mix = max(mix_rows, key=lambda r: r["mean_CIDEr"])
+    sigma_rows = [{"sigma2": None, "S_CIDEr": best_mix["S_CIDEr"], "mean_CIDEr": best_mix["mean_CIDEr"]}]
+    for sigma2 in cfg.sigma2s:
+        per_seed = scores(pools(best_mix["mix"], best["k"], sigma2), best["k"])
+        sigma_rows.append({"sigma2": sigma2, "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed)})
+        print(f"sigma2={sigma2:g} mix={best_mix['mix']:g} k={best['k']} {cfg.split} S={cfg.samples} CIDEr "
+              f"{sigma_rows[-1]['mean_CIDEr']:.3f} (seeds {', '.join(f'{x:.3f}' for x in per_seed)})",
+              file=sys.stderr, flush=True)
+    best_sigma = max(sigma_rows, key=lambda r: r["mean_CIDEr"])
+    if same_rows(cfg.out, bank):  # a 32 MB file in git: rewritten only when its rows change (the report has it all)
+        print(f"{cfg.out}: rows unchanged, file kept", file=sys.stderr)
+    else:
+        save_bank(cfg.out, feats, bank_cfg, text_id,
+                  extra={"chosen_on": f"coco/{cfg.split}", "k": best["k"], "rows": rows, "build": asdict(cfg)})
     load_bank(cfg.out, enc.text_fingerprint)  # read back: the file is a bank of this text encoder
     for path in cfg.attach:
-        attach_bank(path, cfg.out, best["k"])
-        print(f"{path}: ranks by consensus with {cfg.out}, k={best['k']}", file=sys.stderr)
+        attach_bank(path, cfg.out, best["k"], best_mix["mix"])
+        set_caption_defaults(path, sigma2=best_sigma["sigma2"])  # None: the adaptor's training sigma2
+        print(f"{path}: ranks by consensus with {cfg.out}, k={best['k']}, input mix {best_mix['mix']:g}, "
+              f"sampling sigma2 {best_sigma['sigma2'] if best_sigma['sigma2'] is not None else 'the adaptor s'}",
+              file=sys.stderr)
     report = {"split": cfg.split, "samples": cfg.samples, "seeds": list(cfg.seeds), "chosen_k": best["k"],
-              "bank": cfg.out, "size": len(corpus), "rows": rows}
+              "chosen_mix": best_mix["mix"], "chosen_sigma2": best_sigma["sigma2"], "bank": cfg.out,
+              "size": len(corpus), "rows": rows, "mix_rows": mix_rows, "sigma2_rows": sigma_rows}
     os.makedirs(os.path.dirname(cfg.report) or ".", exist_ok=True)
     with open(cfg.report + ".json", "w") as f:
         json.dump(report, f, indent=1)
@@ -142,6 +193,19 @@ def main(argv: list[str] | None = None) -> dict:
         c = r.get("consensus_caption_CIDEr")
         md.append(f"| {r['k'] or '0 (CLIP)'}{' (chosen)' if r is best else ''} | {r['mean_CIDEr']:.3f} | "
                   f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} | {f'{c:.3f}' if c is not None else ''} |\n")
+    md.append(f"\nInput mix at k={best['k']} (CaptionConfig.bank_mix): the adaptor reads normalize((1 - mix) x image "
+              "feature + mix x the normalised mean of its k nearest bank captions); fresh S candidates per mix and "
+              "seed, ranked by consensus.\n\n| mix | CIDEr (mean of seeds) | per seed |\n| --- | --- | --- |\n")
+    for r in mix_rows:
+        md.append(f"| {r['mix']:g}{' (chosen)' if r is best_mix else ''} | {r['mean_CIDEr']:.3f} | "
+                  f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} |\n")
+    md.append(f"\nSampling noise at k={best['k']} and mix {best_mix['mix']:g}: the variance per dimension of the "
+              "noise on each of the S copies (the adaptor's training sigma2 by default).\n\n"
+              "| sigma2 | CIDEr (mean of seeds) | per seed |\n| --- | --- | --- |\n")
+    for r in sigma_rows:
+        name = "the adaptor's" if r["sigma2"] is None else f"{r['sigma2']:g}"
+        md.append(f"| {name}{' (chosen)' if r is best_sigma else ''} | {r['mean_CIDEr']:.3f} | "
+                  f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} |\n")
     with open(cfg.report + ".md", "w") as f:
         f.write("".join(md))
     return report

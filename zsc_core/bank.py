@@ -8,6 +8,13 @@ agrees with them (mean cosine, :func:`zsc_core.sampling.consensus_scores`) is pr
 and nothing here sees an image of the training data: the bank holds the same caption texts the adaptors were
 trained on (``train/build_bank.py``).
 
+The same neighbours can also steer the decoding (``CaptionConfig.bank_mix``, retrieval-augmented input): the
+adaptor was trained to write a caption from a caption's text feature, and the normalised mean of the k nearest
+bank captions is such a feature, in the text distribution the adaptor knows, where the bridge's image feature is
+not (the modality gap). Mixing it into the image feature moves the adaptor's input towards what it was trained on;
+the image still chooses the neighbours. This is DeCap's idea (project the image into a text memory) with a kNN
+mean instead of a softmax over the whole bank.
+
 Storage: int8 rows with one scale per row (83k x 384 COCO captions: 32 MB instead of 64 MB as fp16). The bank
 records the text encoder's fingerprint, so a bank embedded by another encoder is refused when it loads. An adaptor
 checkpoint names its bank (a path relative to its own folder) in ``config["bank"]``; the captioner loads it the
@@ -129,15 +136,18 @@ def load_bank(path: str, text_fingerprint: str | None = None) -> CaptionBank:
     return bank
 
 
-def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20) -> str:
+def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: float = 0.0) -> str:
     """Make an adaptor checkpoint rank its candidates by consensus with the ``k`` nearest captions of
-    ``bank_path`` by default (``None``: detach it, back to CLIP ranking).
+    ``bank_path`` by default, and read its input mixed with their mean by ``mix`` (CaptionConfig.bank_mix);
+    ``None``: detach it, back to CLIP ranking and the image feature alone.
 
     Only the metadata changes (the bank's path relative to the adaptor's folder, and the default ranking); the
     tensors are rewritten bit for bit. The bank's text encoder is checked when the captioner first uses it."""
     if bank_path is not None:
         if k < 1:
             raise ValueError(f"the number of neighbours must be >= 1, got {k}")
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"the bank mix must be between 0 and 1, got {mix}")
         if read_metadata(bank_path)["kind"] != KIND:  # refuse a non-bank file before touching the adaptor
             raise CheckpointError(f"{bank_path} is not a caption bank")
 
@@ -145,11 +155,11 @@ def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20) -> str:
         caption = dict(config.get("caption") or {})
         if bank_path is None:
             config.pop("bank", None)
-            caption.update(rerank="clip")
+            caption.update(rerank="clip", bank_mix=0.0)
         else:
             config["bank"] = os.path.relpath(os.path.abspath(bank_path),
                                              os.path.dirname(os.path.abspath(adaptor_path)))
-            caption.update(rerank="consensus", consensus_k=int(k))
+            caption.update(rerank="consensus", consensus_k=int(k), bank_mix=float(mix))
         return {**config, "caption": caption}
 
     return rewrite_adaptor_config(adaptor_path, edit)

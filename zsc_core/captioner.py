@@ -24,7 +24,7 @@ from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
-from .sampling import RERANKERS, Candidate, rerank
+from .sampling import RERANKERS, Candidate, mix_features, rerank
 
 MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
 MAX_PROMPT_TOKENS = 96
@@ -59,6 +59,9 @@ class CaptionConfig:
     # With a prompt: add prompt_weight x each refined candidate's text cosine with the prompt to its ranking score
     # (0: rank as without a prompt). Only the prompted pass reads it.
     prompt_weight: float = 0.0
+    # Retrieval-augmented input (bank.py): the adaptor reads normalize((1 - bank_mix) x + bank_mix x anchor), the
+    # anchor being the normalised mean of the image's consensus_k nearest bank captions; 0: the image alone.
+    bank_mix: float = 0.0
 
     def aggregation(self) -> regions.Aggregation:
         return regions.Aggregation(self.region_weights, self.cls_candidate, self.normalize_tokens)
@@ -261,9 +264,11 @@ class Captioner:
             raise ValueError(f"samples must be >= 1, got {cfg.samples}")
         if cfg.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {cfg.rerank!r}; known: {RERANKERS}")
-        if cfg.rerank == "consensus" and not self.has_bank:
-            raise ValueError(f"consensus ranking needs a caption bank, and the model {self.name!r} has none (an "
-                             "adaptor checkpoint names one in its config: train/build_bank.py attach=...)")
+        if not 0.0 <= cfg.bank_mix <= 1.0:
+            raise ValueError(f"bank_mix must be between 0 and 1, got {cfg.bank_mix}")
+        if (cfg.rerank == "consensus" or cfg.bank_mix) and not self.has_bank:
+            raise ValueError(f"consensus ranking and bank_mix need a caption bank, and the model {self.name!r} has "
+                             "none (an adaptor checkpoint names one in its config: train/build_bank.py attach=...)")
         t0 = time.perf_counter()
         pixels = self.clip.pixels(batch)
         feats = self.clip.image_features(pixels)
@@ -271,7 +276,17 @@ class Captioner:
         noisy = s > 1 or cfg.noise_single
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t1 = time.perf_counter()
-        x = self.adaptor.image_input(feats.global_feat, memory)  # what this adaptor reads: (B, N_cr, D) or (B, D)
+        neighbours = None
+        if cfg.rerank == "consensus" or cfg.bank_mix:  # the k bank captions nearest each image: (B, k, D)
+            neighbours = self.bank.feats(self.bank.neighbours(feats.global_feat.float(), cfg.consensus_k))
+            neighbours = neighbours.to(feats.global_feat.device)
+        t_rank = time.perf_counter() - t1
+        global_in = feats.global_feat
+        if cfg.bank_mix:
+            anchor = torch.nn.functional.normalize(neighbours.mean(1), dim=-1)  # (B, D)
+            global_in = mix_features(global_in, anchor, cfg.bank_mix)
+            memory = mix_features(memory, anchor[:, None], cfg.bank_mix)
+        x = self.adaptor.image_input(global_in, memory)  # what this adaptor reads: (B, N_cr, D) or (B, D)
         x = x.repeat_interleave(s, dim=0)  # (B*S, ...), image-major
         if noisy:
             gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
@@ -279,11 +294,8 @@ class Captioner:
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(x)  # (B*S, N_q, H)
         gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
-        t_rank = time.perf_counter()
-        neighbours = None
-        if cfg.rerank == "consensus":  # the k bank captions nearest each image: (B, k, D)
-            neighbours = self.bank.feats(self.bank.neighbours(feats.global_feat.float(), cfg.consensus_k))
-        t_rank = time.perf_counter() - t_rank
+        if cfg.rerank != "consensus":
+            neighbours = None  # read for the input mix only
         if rough is None:
             ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
                                               "" if self.interactive else None, neighbours)

@@ -1,7 +1,7 @@
 """Command line: ``python -m zsc_core {caption,world,presets} ...``.
 
     python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT]
-                               [--rerank clip|consensus] [--json]
+                               [--rerank clip|consensus] [--bank-mix W] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
     python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
@@ -44,7 +44,7 @@ def _caption(args: argparse.Namespace) -> int:
         return 2
     try:
         results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed,
-                              rerank=args.rerank)
+                              rerank=args.rerank, bank_mix=args.bank_mix)
     except (NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--rerank", default=None, choices=("clip", "consensus"),  # sampling.RERANKERS (no torch here)
                    help="rank candidates by CLIP score or by consensus with the caption bank (default: the model's)")
+    c.add_argument("--bank-mix", type=float, default=None, metavar="W",
+                   help="0-1: weight of the nearest bank captions' mean in the adaptor's input (default: the model's)")
     c.add_argument("--device", default="auto")
     c.add_argument("--dtype", default="auto", choices=DTYPES, help="the LM's runtime dtype (auto: bf16 on CUDA)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")

@@ -65,7 +65,9 @@ PHOTO_PROMPTS_CMD = ("python -m train.train_prompts preset=photo corpus=coco "
 PHOTO_TRAINED_ON = "83k real COCO captions (text only, no image), never the evaluation photos"
 PHOTO_LIMITS = ("the image side only knows ImageNet's 1,000 classes: there is no person, man, woman or child class, "
                 "few scene words (no 'kitchen', 'street' or 'beach' as such), so people and places are guessed "
-                "from the objects around them; counts, colours and relations are guesses of the language model")
+                "from the objects around them; counts, colours and relations are guesses of the language model; "
+                "the default model decodes from the COCO captions nearest the photo, so an unusual photo gets a "
+                "caption of the typical COCO scene with the same objects")
 WORLD_TRAINED_ON = "captions of procedurally generated scenes (text only)"
 WORLD_LIMITS = "only the offline world's 14 shapes, 9 colours and 6 backgrounds: real photos come out as shapes"
 
@@ -88,8 +90,9 @@ PRESETS: dict[str, Preset] = {
     "photo": _photo_preset(
         "photo", "tipcap-s4-photo.safetensors", "train.train_tipcap setting=S4",
         "Real photos, offline (default): TIPCap S4 trained on 83k COCO caption texts, on a CLIP-shaped bridge of an "
-        "ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M; its sampled captions are "
-        "ranked by consensus with the 20 corpus captions nearest the photo (a caption bank of that same text)"),
+        "ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M; it decodes from the mean "
+        "of the 50 corpus captions nearest the photo (a caption bank of that same text) and ranks its sampled "
+        "captions by consensus with them"),
     "photo-maccap": _photo_preset(
         "photo-maccap", "maccap-photo.safetensors", "train.train_maccap steps=400 eval_every=100",
         "Real photos, offline: MacCap (region noise, subregions of the CNN's class activation maps) on the same "

@@ -35,6 +35,12 @@ def consensus_scores(text_feats: torch.Tensor, neighbour_feats: torch.Tensor) ->
     return text_feats.float() @ neighbour_feats.float().mean(0)  # (S,)
 
 
+def mix_features(x: torch.Tensor, anchor: torch.Tensor, weight: float) -> torch.Tensor:
+    """normalize((1 - weight) x + weight anchor) along the last dim; ``anchor`` broadcasts against x (both
+    L2-normalised): weight 0 gives x, 1 the anchor, in between a point on the arc between them."""
+    return torch.nn.functional.normalize((1.0 - weight) * x.float() + weight * anchor.float(), dim=-1).to(x.dtype)
+
+
 def rerank(texts: list[str], text_feats: torch.Tensor, image_feat: torch.Tensor,
            neighbour_feats: torch.Tensor | None = None, prompt_feat: torch.Tensor | None = None,
            prompt_weight: float = 0.0) -> list[Candidate]:

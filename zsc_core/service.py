@@ -185,6 +185,9 @@ class CaptionService:
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
                 for i, c in enumerate(r.candidates)]
         ranked = "consensus with the caption bank" if cap.config.rerank == "consensus" else "CLIP score"
+        if cap.config.bank_mix:
+            ranked += (f"; decoded from the photo's feature mixed {cap.config.bank_mix:g} with its "
+                       f"{cap.config.consensus_k} nearest corpus captions")
         if prompt and cap.config.prompt_weight:
             ranked += f" + {cap.config.prompt_weight:g} x similarity to the prompt"
         info = (f"{len(r.candidates)} distinct candidates from S={samples}, ranked by {ranked}; "
