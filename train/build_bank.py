@@ -134,36 +134,34 @@ def main(argv: list[str] | None = None) -> dict:
                   flush=True)
         return out
 
-    def scores(pool_list, k: int) -> list[float]:
-        """CIDEr per seed of the candidates ranked by consensus with the k nearest (k=0: by CLIP score)."""
+    def scored(label: str, pool_list, k: int, /, **row) -> dict:
+        """A sweep row: ``row`` plus the CIDEr per seed (and their mean) of the candidates ranked by consensus with
+        the k nearest (k=0: by CLIP score); printed as it is scored."""
         nb = bank.feats(bank.neighbours(image_feats, k)) if k else None  # (B, k, D)
-        return [cider([rerank(t, f, image_feats[i], nb[i] if nb is not None else None)[0].text
-                       for i, (t, f) in enumerate(pool)]) for pool in pool_list]
+        per_seed = [cider([rerank(t, f, image_feats[i], nb[i] if nb is not None else None)[0].text
+                           for i, (t, f) in enumerate(pool)]) for pool in pool_list]
+        row.update(S_CIDEr=per_seed, mean_CIDEr=sum(per_seed) / len(per_seed))
+        print(f"{label} {cfg.split} S={cfg.samples} CIDEr {row['mean_CIDEr']:.3f} "
+              f"(seeds {', '.join(f'{x:.3f}' for x in per_seed)})", file=sys.stderr, flush=True)
+        return row
+
+    def carried(best_row: dict, **row) -> dict:
+        """The first row of the next sweep: the previous sweep's best, under the next sweep's setting."""
+        return {**row, "S_CIDEr": best_row["S_CIDEr"], "mean_CIDEr": best_row["mean_CIDEr"]}
 
     rows, plain = [], pools()
     for k in (0, *cfg.ks):
-        per_seed = scores(plain, k)
-        row = {"k": k, "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed)}
+        row = scored(f"k={k:<3}", plain, k, k=k)
         if k > 1:
             row["consensus_caption_CIDEr"] = cider(consensus_caption(bank, corpus, image_feats, k))
         rows.append(row)
-        print(f"k={k:<3} {cfg.split} S={cfg.samples} CIDEr {row['mean_CIDEr']:.3f} "
-              f"(seeds {', '.join(f'{x:.3f}' for x in per_seed)})", file=sys.stderr, flush=True)
     best = max((r for r in rows if r["k"] > 0), key=lambda r: r["mean_CIDEr"])
-    mix_rows = [{"mix": 0.0, "S_CIDEr": best["S_CIDEr"], "mean_CIDEr": best["mean_CIDEr"]}]
-    for mix in cfg.mixes:
-        per_seed = scores(pools(mix, best["k"]), best["k"])
-        mix_rows.append({"mix": mix, "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed)})
-        print(f"mix={mix:<4g} k={best['k']} {cfg.split} S={cfg.samples} CIDEr {mix_rows[-1]['mean_CIDEr']:.3f} "
-              f"(seeds {', '.join(f'{x:.3f}' for x in per_seed)})", file=sys.stderr, flush=True)
+    mix_rows = [carried(best, mix=0.0)] + [scored(f"mix={mix:<4g} k={best['k']}", pools(mix, best["k"]), best["k"],
+                                                  mix=mix) for mix in cfg.mixes]
     best_mix = max(mix_rows, key=lambda r: r["mean_CIDEr"])
-    sigma_rows = [{"sigma2": None, "S_CIDEr": best_mix["S_CIDEr"], "mean_CIDEr": best_mix["mean_CIDEr"]}]
-    for sigma2 in cfg.sigma2s:
-        per_seed = scores(pools(best_mix["mix"], best["k"], sigma2), best["k"])
-        sigma_rows.append({"sigma2": sigma2, "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed)})
-        print(f"sigma2={sigma2:g} mix={best_mix['mix']:g} k={best['k']} {cfg.split} S={cfg.samples} CIDEr "
-              f"{sigma_rows[-1]['mean_CIDEr']:.3f} (seeds {', '.join(f'{x:.3f}' for x in per_seed)})",
-              file=sys.stderr, flush=True)
+    sigma_rows = [carried(best_mix, sigma2=None)] + [
+        scored(f"sigma2={sigma2:g} mix={best_mix['mix']:g} k={best['k']}",
+               pools(best_mix["mix"], best["k"], sigma2), best["k"], sigma2=sigma2) for sigma2 in cfg.sigma2s]
     best_sigma = max(sigma_rows, key=lambda r: r["mean_CIDEr"])
     if same_rows(cfg.out, bank):  # a 32 MB file in git: rewritten only when its rows change (the report has it all)
         print(f"{cfg.out}: rows unchanged, file kept", file=sys.stderr)
@@ -175,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         attach_bank(path, cfg.out, best["k"], best_mix["mix"])
         set_caption_defaults(path, sigma2=best_sigma["sigma2"])  # None: the adaptor's training sigma2
         print(f"{path}: ranks by consensus with {cfg.out}, k={best['k']}, input mix {best_mix['mix']:g}, "
-              f"sampling sigma2 {best_sigma['sigma2'] if best_sigma['sigma2'] is not None else 'the adaptor s'}",
+              f"sampling sigma2 {best_sigma['sigma2'] if best_sigma['sigma2'] is not None else 'of its training'}",
               file=sys.stderr)
     report = {"split": cfg.split, "samples": cfg.samples, "seeds": list(cfg.seeds), "chosen_k": best["k"],
               "chosen_mix": best_mix["mix"], "chosen_sigma2": best_sigma["sigma2"], "bank": cfg.out,
@@ -193,19 +191,16 @@ def main(argv: list[str] | None = None) -> dict:
         c = r.get("consensus_caption_CIDEr")
         md.append(f"| {r['k'] or '0 (CLIP)'}{' (chosen)' if r is best else ''} | {r['mean_CIDEr']:.3f} | "
                   f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} | {f'{c:.3f}' if c is not None else ''} |\n")
-    md.append(f"\nInput mix at k={best['k']} (CaptionConfig.bank_mix): the adaptor reads normalize((1 - mix) x image "
-              "feature + mix x the normalised mean of its k nearest bank captions); fresh S candidates per mix and "
-              "seed, ranked by consensus.\n\n| mix | CIDEr (mean of seeds) | per seed |\n| --- | --- | --- |\n")
-    for r in mix_rows:
-        md.append(f"| {r['mix']:g}{' (chosen)' if r is best_mix else ''} | {r['mean_CIDEr']:.3f} | "
-                  f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} |\n")
-    md.append(f"\nSampling noise at k={best['k']} and mix {best_mix['mix']:g}: the variance per dimension of the "
-              "noise on each of the S copies (the adaptor's training sigma2 by default).\n\n"
-              "| sigma2 | CIDEr (mean of seeds) | per seed |\n| --- | --- | --- |\n")
-    for r in sigma_rows:
-        name = "the adaptor's" if r["sigma2"] is None else f"{r['sigma2']:g}"
-        md.append(f"| {name}{' (chosen)' if r is best_sigma else ''} | {r['mean_CIDEr']:.3f} | "
-                  f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} |\n")
+    for title, column, sweep, chosen, name in (
+            (f"Input mix at k={best['k']} (CaptionConfig.bank_mix): the adaptor reads normalize((1 - mix) x image "
+             "feature + mix x the normalised mean of its k nearest bank captions); fresh S candidates per mix and "
+             "seed, ranked by consensus.", "mix", mix_rows, best_mix, lambda r: f"{r['mix']:g}"),
+            (f"Sampling noise at k={best['k']} and mix {best_mix['mix']:g}: the variance per dimension of the "
+             "noise on each of the S copies (the adaptor's training sigma2 by default).", "sigma2", sigma_rows,
+             best_sigma, lambda r: "the adaptor's" if r["sigma2"] is None else f"{r['sigma2']:g}")):
+        md.append(f"\n{title}\n\n| {column} | CIDEr (mean of seeds) | per seed |\n| --- | --- | --- |\n")
+        md += [f"| {name(r)}{' (chosen)' if r is chosen else ''} | {r['mean_CIDEr']:.3f} | "
+               f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} |\n" for r in sweep]
     with open(cfg.report + ".md", "w") as f:
         f.write("".join(md))
     return report
