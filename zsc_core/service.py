@@ -186,8 +186,9 @@ class CaptionService:
                 for i, c in enumerate(r.candidates)]
         ranked = "consensus with the caption bank" if cap.config.rerank == "consensus" else "CLIP score"
         if cap.config.bank_mix:
-            ranked += (f"; decoded from the photo's feature mixed {cap.config.bank_mix:g} with its "
-                       f"{cap.config.consensus_k} nearest corpus captions")
+            mean = f"the mean of its {cap.config.consensus_k} nearest corpus captions"
+            ranked += ("; decoded from " + mean if cap.config.bank_mix == 1 else
+                       f"; decoded from the photo's feature mixed {cap.config.bank_mix:g} with {mean}")
         if prompt and cap.config.prompt_weight:
             ranked += f" + {cap.config.prompt_weight:g} x similarity to the prompt"
         info = (f"{len(r.candidates)} distinct candidates from S={samples}, ranked by {ranked}; "
