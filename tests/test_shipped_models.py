@@ -194,7 +194,8 @@ def test_photo_prompt_model_names_the_prompted_noun_in_most_cases_as_the_app_run
 
 @pytest.mark.slow
 def test_the_photo_preset_ranks_by_consensus_with_a_bank_of_its_training_captions():
-    """The default photo model names its caption bank (relative to checkpoints/) and ranks by consensus with it;
+    """The default photo model names its caption bank (relative to checkpoints/) and ranks by consensus with it
+    (embedding or CIDEr-D: what train.build_bank chose);
     the bank's rows are its own text encoder's embeddings of the COCO caption corpus it was trained on
     (re-embedding captions gives their rows back), and consensus-ranked captions of held-out photos are real
     sentences, best consensus first."""
@@ -205,15 +206,17 @@ def test_the_photo_preset_ranks_by_consensus_with_a_bank_of_its_training_caption
     from zsc_core.images import load_image
 
     meta = read_metadata(PRESETS["photo"].checkpoint_path())
-    assert meta["config"]["caption"]["rerank"] == "consensus" and not os.path.isabs(meta["config"]["bank"])
+    assert meta["config"]["caption"]["rerank"] in ("consensus", "cider") and not os.path.isabs(meta["config"]["bank"])
     with open(os.path.join(os.path.dirname(checkpoints_dir()), "results", "bank_photo.json")) as f:
         chosen = json.load(f)  # what train.build_bank chose on train-paired is what ships
-    assert meta["config"]["caption"]["consensus_k"] == chosen["chosen_k"]
-    assert meta["config"]["caption"]["bank_mix"] == chosen["chosen_mix"]
+    caption = meta["config"]["caption"]
+    assert caption["consensus_k"] == chosen["chosen_k"] and caption["bank_mix"] == chosen["chosen_mix"]
+    assert caption["rerank"] == chosen["chosen_rerank"] and caption["sigma2"] == chosen["chosen_sigma2"]
     cap = Captioner.from_pretrained("photo")
     bank = cap.bank
     corpus = filter_captions(read_corpus("coco"), bank.cfg.max_words)
     assert len(bank) == len(corpus) == bank.cfg.size
+    assert bank.captions().captions == corpus  # the captions file: the rows' texts, in row order
     idx = torch.randperm(len(corpus), generator=torch.Generator().manual_seed(0))[:64]
     feats = cap.clip.encode_text([corpus[i] for i in idx.tolist()]).float()
     cos = (bank.feats(idx) * feats).sum(-1) / bank.feats(idx).norm(dim=-1)
@@ -226,9 +229,10 @@ def test_the_photo_preset_ranks_by_consensus_with_a_bank_of_its_training_caption
 
 @pytest.mark.slow
 def test_the_photo_preset_writes_better_captions_than_the_nearest_corpus_caption():
-    """The issue's comparison on held-out val-dev at S=1: the default photo model's captions score higher CIDEr than
-    each photo's nearest corpus caption on the same bridge (the retrieval baseline; looked up in the caption bank,
-    which holds those corpus captions). Measured at shipping: 0.450 against 0.411."""
+    """The issue's comparison on held-out val-dev, at S=1 and at S=20 with the preset's ranking: the default photo
+    model's captions score higher CIDEr than each photo's nearest corpus caption on the same bridge (the retrieval
+    baseline; looked up in the caption bank, which holds those corpus captions). Measured at shipping: 0.450 (S=1)
+    and 0.502 (S=20) against 0.411."""
     from train.features import filter_captions, read_corpus
     from zsc_core.evaluation import coco_items
     from zsc_core.images import load_image
@@ -239,10 +243,11 @@ def test_the_photo_preset_writes_better_captions_than_the_nearest_corpus_caption
     refs = {i: r for i, (_, r) in enumerate(items)}
     cap = Captioner.from_pretrained("photo")
     corpus = filter_captions(read_corpus("coco"), cap.bank.cfg.max_words)
-    ours = [r.caption for i in range(0, len(images), 16) for r in cap.caption(images[i:i + 16], samples=1)]
+    ours = {s: [r.caption for i in range(0, len(images), 16) for r in cap.caption(images[i:i + 16], samples=s)]
+            for s in (1, 20)}
     feats = torch.cat([cap.clip.encode_image(cap.clip.pixels(images[i:i + 32])).float()
                        for i in range(0, len(images), 32)])
     nearest = [corpus[j] for j in cap.bank.neighbours(feats, 1)[:, 0].tolist()]
     cider = {name: caption_metrics(refs, dict(enumerate(hyps)), ("cider",))["CIDEr"]
-             for name, hyps in (("captioner", ours), ("nearest", nearest))}
-    assert cider["captioner"] > cider["nearest"], cider
+             for name, hyps in (("S=1", ours[1]), ("S=20", ours[20]), ("nearest", nearest))}
+    assert cider["S=1"] > cider["nearest"] and cider["S=20"] > cider["nearest"], cider

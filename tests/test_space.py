@@ -39,6 +39,7 @@ def test_staged_folder_holds_the_app_and_nothing_else(staged):
             assert f"checkpoints/{p.clip.checkpoint}" in files
     assert "checkpoints/prompts-photo.safetensors" in files
     assert "checkpoints/bank-coco-photo.safetensors" in files  # the caption bank the photo preset ranks with
+    assert "checkpoints/bank-coco-photo.captions.json.gz" in files  # its texts, for the CIDEr ranking
     assert sum(f.startswith("data/coco/val-dev/images/") for f in files) == 109  # examples + the gap tab
     assert not [f for f in files if f.split("/")[0] in ("tests", "train", "bench", "results", "runs")]
     assert not [f for f in files if "ablations" in f or "corpus" in f]

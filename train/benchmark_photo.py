@@ -47,16 +47,18 @@ class Row:
 
 
 ROWS = [
-    Row("Captioner", "TIPCap S4, text only (the `photo` preset), S=20, input mixed with the nearest bank captions, "
-        "consensus rerank", "photo", {"samples": 20}),
-    Row("Captioner", "TIPCap S4, text only, input mixed with the nearest bank captions, one sample (S=1)", "photo",
+    Row("Captioner", "TIPCap S4, text only (the `photo` preset), S=20, decoded from the nearest bank captions, "
+        "CIDEr-D rerank against them", "photo", {"samples": 20}),
+    Row("Captioner", "TIPCap S4, text only, decoded from the nearest bank captions, one sample (S=1)", "photo",
         {"samples": 1}),
     Row("Captioner", "MacCap (`photo-maccap`), S=20 + CLIP rerank", "photo-maccap", {"samples": 20}),
     Row("Captioner", "MacCap, one sample (S=1)", "photo-maccap", {"samples": 1}),
     Row("Captioner", "TIPCap S1, N(mu, Sigma) from 80 paired photos (`photo-tipcap-s1`), S=20 + CLIP rerank",
         "photo-tipcap-s1", {"samples": 20}),
     Row("Captioner", "TIPCap S1, one sample (S=1)", "photo-tipcap-s1", {"samples": 1}),
-    Row("Ablation", "TIPCap S4, S=20 + consensus rerank, the image feature alone as input (bank_mix=0)", "photo",
+    Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, embedding-consensus rerank (mean "
+        "cosine with them)", "photo", {"samples": 20, "rerank": "consensus"}),
+    Row("Ablation", "TIPCap S4, S=20 + CIDEr-D rerank, the image feature alone as input (bank_mix=0)", "photo",
         {"samples": 20, "bank_mix": 0.0}),
     Row("Ablation", "TIPCap S4, S=1, the image feature alone as input (bank_mix=0)", "photo",
         {"samples": 1, "bank_mix": 0.0}),
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     from train.benchmark import _in_training
     from train.build_bridge import TEMPLATES
     from train.loop import RunConfig, corpus_features
-    from zsc_core.bank import recorded_bank
+    from zsc_core.bank import captions_path, recorded_bank
     from zsc_core.bridge import imagenet_categories
     from zsc_core.captioner import Captioner
     from zsc_core.checkpoint import file_fingerprint, read_metadata
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
     from zsc_core.presets import PRESETS, preset_status
+    from zsc_core.sampling import BANK_RERANKERS
 
     old, previous_prompts = {}, {}
     if os.path.isfile(cfg.out + ".json") and not cfg.fresh:
@@ -213,9 +216,11 @@ def main(argv: list[str] | None = None) -> dict:
         key = [file_fingerprint(PRESETS[row.preset].checkpoint_path()), json.dumps(row.overrides, sort_keys=True),
                cfg.split]
         defaults = read_metadata(PRESETS[row.preset].checkpoint_path())["config"].get("caption", {})
-        if row.overrides.get("rerank", defaults.get("rerank")) == "consensus" or \
-                row.overrides.get("bank_mix", defaults.get("bank_mix")):
+        ranking = row.overrides.get("rerank", defaults.get("rerank"))
+        if ranking in BANK_RERANKERS or row.overrides.get("bank_mix", defaults.get("bank_mix")):
             key.append(file_fingerprint(photo_bank))  # the row's captions depend on the bank's bytes too
+        if ranking == "cider":
+            key.append(file_fingerprint(captions_path(photo_bank)))  # and on its texts
         entry["key"] = key
         if tuple(key) in old:
             entry.update({k: old[tuple(key)][k] for k in ("scores", "captions", "examples")})
@@ -255,8 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
             report["rows"].append({"group": "Baseline", "name": label,
                                    "scores": caption_metrics(refs, hyps, cfg.metrics), "examples": picks[:3],
                                    "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})
-        if photo_bank:  # the consensus ranking applied to retrieved captions instead of generated ones
-            from train.build_bank import consensus_caption
+        if photo_bank:  # the consensus rankings applied to retrieved captions instead of generated ones
+            from train.build_bank import cider_consensus_caption, consensus_caption
             from zsc_core.bank import load_bank
 
             bank, k = load_bank(photo_bank, clip.text_fingerprint), base.config.consensus_k
@@ -267,6 +272,13 @@ def main(argv: list[str] | None = None) -> dict:
             picks = consensus_caption(bank, caps, img, k)
             report["rows"].append({"group": "Baseline", "name": f"consensus corpus caption: of the {k} nearest, the "
                                    f"one closest to their mean (the ranking of the `photo` preset, on retrieved text)",
+                                   "scores": caption_metrics(refs, dict(enumerate(picks)), cfg.metrics),
+                                   "examples": picks[:3],
+                                   "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})
+            picks = cider_consensus_caption(bank, caps, img, k, bank.captions().idf)
+            report["rows"].append({"group": "Baseline", "name": f"CIDEr-consensus corpus caption: of the {k} nearest, "
+                                   "the one with the highest CIDEr-D against the other ones (the CIDEr ranking, on "
+                                   "retrieved text)",
                                    "scores": caption_metrics(refs, dict(enumerate(picks)), cfg.metrics),
                                    "examples": picks[:3],
                                    "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})

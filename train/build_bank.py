@@ -10,8 +10,11 @@ every k reranks those same candidates by consensus with the photo's k nearest ba
 MacCap's). The report also scores, for each k, the bank caption that agrees most with the other k-1 (a retrieval
 baseline of its own). Then, at the chosen k, the input mix (CaptionConfig.bank_mix: the adaptor reads the image
 feature mixed with the mean of its k nearest bank captions) is chosen the same way, on fresh samples per mix and
-seed (mix 0: the k row). ``coco/val-dev`` is not read here. ``attach=`` makes the listed adaptor checkpoints rank
-by consensus with the bank at the chosen k and mix by default (metadata only, tensors bit for bit).
+seed (mix 0: the k row), then the sampling noise (``sigma2s``), then the ranking: embedding consensus against
+CIDEr-D with the k neighbours' texts as references (``rerank="cider"``, zsc_core/cider.py). ``coco/val-dev`` is not
+read here. Beside the bank it writes its captions file (the rows' texts and n-gram document frequencies, which the
+CIDEr ranking reads). ``attach=`` makes the listed adaptor checkpoints use the bank at the chosen k, mix, noise
+and ranking by default (metadata only, tensors bit for bit).
 """
 
 from __future__ import annotations
@@ -59,6 +62,19 @@ def consensus_caption(bank, corpus: list[str], image_feats: torch.Tensor, k: int
     return [corpus[int(idx[i, consensus_scores(feats[i], feats[i]).argmax()])] for i in range(len(idx))]
 
 
+def cider_consensus_caption(bank, corpus: list[str], image_feats: torch.Tensor, k: int, idf) -> list[str]:
+    """Retrieval baseline of the CIDEr ranking: among each image's k nearest bank captions, the one with the
+    highest CIDEr-D against the other k-1 (Devlin et al.'s consensus caption, n-gram weights ``idf``)."""
+    from zsc_core.cider import cider_d
+
+    out = []
+    for row in bank.neighbours(image_feats, k).tolist():
+        texts = [corpus[j] for j in row]
+        scores = [cider_d([t], texts[:i] + texts[i + 1:], idf)[0] for i, t in enumerate(texts)]
+        out.append(texts[max(range(len(texts)), key=scores.__getitem__)])
+    return out
+
+
 def same_rows(path: str, bank) -> bool:
     """Whether the bank file at ``path`` holds exactly ``bank``'s rows, scales and text encoder."""
     from zsc_core.bank import load_bank
@@ -73,9 +89,18 @@ def same_rows(path: str, bank) -> bool:
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_overrides(BankBuildConfig(), sys.argv[1:] if argv is None else argv)
     set_threads(cfg.threads)
-    from zsc_core.bank import BankConfig, CaptionBank, attach_bank, load_bank, quantize_rows, save_bank
+    from zsc_core.bank import (
+        BankConfig,
+        CaptionBank,
+        attach_bank,
+        load_bank,
+        quantize_rows,
+        save_bank,
+        save_bank_captions,
+    )
     from zsc_core.captioner import Captioner
     from zsc_core.checkpoint import set_caption_defaults, state_fingerprint
+    from zsc_core.cider import Idf
     from zsc_core.evaluation import coco_items
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
@@ -134,11 +159,19 @@ def main(argv: list[str] | None = None) -> dict:
                   flush=True)
         return out
 
-    def scored(label: str, pool_list, k: int, /, **row) -> dict:
-        """A sweep row: ``row`` plus the CIDEr per seed (and their mean) of the candidates ranked by consensus with
-        the k nearest (k=0: by CLIP score); printed as it is scored."""
-        nb = bank.feats(bank.neighbours(image_feats, k)) if k else None  # (B, k, D)
-        per_seed = [cider([rerank(t, f, image_feats[i], nb[i] if nb is not None else None)[0].text
+    idf = None
+
+    def scored(label: str, pool_list, k: int, /, ranker: str = "consensus", **row) -> dict:
+        """A sweep row: ``row`` plus the CIDEr per seed (and their mean) of the candidates ranked by ``ranker``
+        with the k nearest (k=0: by CLIP score); printed as it is scored."""
+        nonlocal idf
+        index = bank.neighbours(image_feats, k) if k else None  # (B, k)
+        nb = bank.feats(index) if k and ranker == "consensus" else None  # (B, k, D)
+        refs = [None] * len(images)
+        if k and ranker == "cider":
+            idf = idf or Idf.from_documents([c] for c in corpus)
+            refs = [([corpus[j] for j in row_], idf) for row_ in index.tolist()]
+        per_seed = [cider([rerank(t, f, image_feats[i], nb[i] if nb is not None else None, cider_refs=refs[i])[0].text
                            for i, (t, f) in enumerate(pool)]) for pool in pool_list]
         row.update(S_CIDEr=per_seed, mean_CIDEr=sum(per_seed) / len(per_seed))
         print(f"{label} {cfg.split} S={cfg.samples} CIDEr {row['mean_CIDEr']:.3f} "
@@ -159,25 +192,33 @@ def main(argv: list[str] | None = None) -> dict:
     mix_rows = [carried(best, mix=0.0)] + [scored(f"mix={mix:<4g} k={best['k']}", pools(mix, best["k"]), best["k"],
                                                   mix=mix) for mix in cfg.mixes]
     best_mix = max(mix_rows, key=lambda r: r["mean_CIDEr"])
-    sigma_rows = [carried(best_mix, sigma2=None)] + [
-        scored(f"sigma2={sigma2:g} mix={best_mix['mix']:g} k={best['k']}",
-               pools(best_mix["mix"], best["k"], sigma2), best["k"], sigma2=sigma2) for sigma2 in cfg.sigma2s]
+    # The noise and the ranking are chosen together: which ranking wins depends on how diverse the candidates are.
+    sigma_rows = []
+    for sigma2 in (None, *cfg.sigma2s):
+        label = f"sigma2={sigma2 if sigma2 is not None else 'adaptor'} mix={best_mix['mix']:g} k={best['k']}"
+        sigma_rows += [carried(best_mix, sigma2=None, rerank=ranker) if sigma2 is None and ranker == "consensus" else
+                       scored(f"rerank={ranker} {label}", pools(best_mix["mix"], best["k"], sigma2), best["k"],
+                              ranker, sigma2=sigma2, rerank=ranker) for ranker in ("consensus", "cider")]
     best_sigma = max(sigma_rows, key=lambda r: r["mean_CIDEr"])
     if same_rows(cfg.out, bank):  # a 32 MB file in git: rewritten only when its rows change (the report has it all)
         print(f"{cfg.out}: rows unchanged, file kept", file=sys.stderr)
     else:
         save_bank(cfg.out, feats, bank_cfg, text_id,
                   extra={"chosen_on": f"coco/{cfg.split}", "k": best["k"], "rows": rows, "build": asdict(cfg)})
-    load_bank(cfg.out, enc.text_fingerprint)  # read back: the file is a bank of this text encoder
+    # read back: the file is a bank of this text encoder, and its captions file belongs to it
+    save_bank_captions(cfg.out, corpus, bank)
+    load_bank(cfg.out, enc.text_fingerprint).captions()
     for path in cfg.attach:
         attach_bank(path, cfg.out, best["k"], best_mix["mix"])
-        set_caption_defaults(path, sigma2=best_sigma["sigma2"])  # None: the adaptor's training sigma2
-        print(f"{path}: ranks by consensus with {cfg.out}, k={best['k']}, input mix {best_mix['mix']:g}, "
+        # sigma2 None: the adaptor's training sigma2
+        set_caption_defaults(path, sigma2=best_sigma["sigma2"], rerank=best_sigma["rerank"])
+        print(f"{path}: ranks by {best_sigma['rerank']} with {cfg.out}, k={best['k']}, input mix {best_mix['mix']:g}, "
               f"sampling sigma2 {best_sigma['sigma2'] if best_sigma['sigma2'] is not None else 'of its training'}",
               file=sys.stderr)
     report = {"split": cfg.split, "samples": cfg.samples, "seeds": list(cfg.seeds), "chosen_k": best["k"],
-              "chosen_mix": best_mix["mix"], "chosen_sigma2": best_sigma["sigma2"], "bank": cfg.out,
-              "size": len(corpus), "rows": rows, "mix_rows": mix_rows, "sigma2_rows": sigma_rows}
+              "chosen_mix": best_mix["mix"], "chosen_sigma2": best_sigma["sigma2"],
+              "chosen_rerank": best_sigma["rerank"], "bank": cfg.out, "size": len(corpus), "rows": rows,
+              "mix_rows": mix_rows, "sigma2_rows": sigma_rows}
     os.makedirs(os.path.dirname(cfg.report) or ".", exist_ok=True)
     with open(cfg.report + ".json", "w") as f:
         json.dump(report, f, indent=1)
@@ -195,9 +236,11 @@ def main(argv: list[str] | None = None) -> dict:
             (f"Input mix at k={best['k']} (CaptionConfig.bank_mix): the adaptor reads normalize((1 - mix) x image "
              "feature + mix x the normalised mean of its k nearest bank captions); fresh S candidates per mix and "
              "seed, ranked by consensus.", "mix", mix_rows, best_mix, lambda r: f"{r['mix']:g}"),
-            (f"Sampling noise at k={best['k']} and mix {best_mix['mix']:g}: the variance per dimension of the "
-             "noise on each of the S copies (the adaptor's training sigma2 by default).", "sigma2", sigma_rows,
-             best_sigma, lambda r: "the adaptor's" if r["sigma2"] is None else f"{r['sigma2']:g}")):
+            (f"Sampling noise and ranking at k={best['k']} and mix {best_mix['mix']:g}: the variance per dimension of "
+             "the noise on each of the S copies (the adaptor's training sigma2 by default); the same candidates "
+             "ranked by mean cosine with the k nearest bank captions (consensus), or by CIDEr-D with their texts as "
+             "references and n-gram weights from the whole bank (cider).", "sigma2, rerank", sigma_rows, best_sigma,
+             lambda r: f"{'the adaptor' if r['sigma2'] is None else format(r['sigma2'], 'g')}, {r['rerank']}")):
         md.append(f"\n{title}\n\n| {column} | CIDEr (mean of seeds) | per seed |\n| --- | --- | --- |\n")
         md += [f"| {name(r)}{' (chosen)' if r is chosen else ''} | {r['mean_CIDEr']:.3f} | "
                f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} |\n" for r in sweep]

@@ -15,6 +15,11 @@ not (the modality gap). Mixing it into the image feature moves the adaptor's inp
 the image still chooses the neighbours. This is DeCap's idea (project the image into a text memory) with a kNN
 mean instead of a softmax over the whole bank.
 
+The CIDEr-D reranking (``rerank="cider"``, :mod:`zsc_core.cider`) reads the neighbours' *texts* and the bank's
+n-gram document frequencies. They live beside the bank in ``<bank>.captions.json.gz`` (1.6 MB), which records the
+bank's row count, text encoder and a fingerprint of its rows, and is refused for another bank; it is read the first
+time a CIDEr ranking needs it.
+
 Storage: int8 rows with one scale per row (83k x 384 COCO captions: 32 MB instead of 64 MB as fp16). The bank
 records the text encoder's fingerprint, so a bank embedded by another encoder is refused when it loads. An adaptor
 checkpoint names its bank (a path relative to its own folder) in ``config["bank"]``; the captioner loads it the
@@ -23,6 +28,8 @@ first time a consensus ranking needs it (not at start-up: the app's warm start h
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -31,9 +38,18 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, read_metadata, rewrite_adaptor_config, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    rewrite_adaptor_config,
+    save_checkpoint,
+    state_fingerprint,
+)
+from .cider import Idf
 
 KIND = "bank"
+CAPTIONS_KIND = "bank-captions"
 
 
 @dataclass
@@ -73,6 +89,8 @@ class CaptionBank:
         else:
             self.rows, self.scale = codes.to(torch.bfloat16), scale.float()
         self.cfg, self.text_fingerprint, self.path = cfg, text_fingerprint, path
+        self._captions: BankCaptions | None = None
+        self._captions_lock = threading.Lock()
 
     def __len__(self) -> int:
         return self.rows.shape[0]
@@ -99,6 +117,74 @@ class CaptionBank:
         flat = index.reshape(-1).cpu()
         out = self.rows[flat].float() * self.scale[flat, None]
         return out.reshape(*index.shape, self.dim)
+
+    def rows_fingerprint(self) -> str:
+        """A content hash of the rows and scales (what a captions file is checked against)."""
+        return state_fingerprint({"rows": self.rows.float(), "scale": self.scale})
+
+    def captions(self) -> "BankCaptions":
+        """The rows' caption texts and n-gram document frequencies, read on first use from the captions file
+        beside the bank file (:func:`save_bank_captions`); refused when it belongs to another bank."""
+        with self._captions_lock:
+            if self._captions is None:
+                self._captions = load_bank_captions(captions_path(self.path), self)
+        return self._captions
+
+    def texts(self, index: torch.Tensor) -> list[list[str]]:
+        """The caption texts at ``index`` (B, k)."""
+        caps = self.captions().captions
+        return [[caps[int(j)] for j in row] for row in index.tolist()]
+
+
+@dataclass
+class BankCaptions:
+    """A bank's caption texts (row order) and their n-gram document frequencies (a caption is a document)."""
+
+    captions: list[str]
+    idf: Idf
+
+
+def captions_path(bank_path: str) -> str:
+    """Where a bank's captions file lives: beside it, ``<stem>.captions.json.gz``."""
+    stem = bank_path[:-len(".safetensors")] if bank_path.endswith(".safetensors") else bank_path
+    return stem + ".captions.json.gz"
+
+
+def save_bank_captions(bank_path: str, captions: list[str], bank: CaptionBank) -> str:
+    """Write the captions file of the bank at ``bank_path`` (rows: ``bank``'s, in the order of ``captions``), with
+    the document frequencies of their n-grams (those in >= 2 captions: the rest weigh as if in one). The bytes
+    depend on the content only, so an unchanged file stays unchanged in git."""
+    if len(captions) != len(bank):
+        raise ValueError(f"{len(captions)} captions for a bank of {len(bank)} rows")
+    idf = Idf.from_documents([c] for c in captions)
+    doc = {"kind": CAPTIONS_KIND, "rows": len(bank), "text_fingerprint": bank.text_fingerprint,
+           "rows_fingerprint": bank.rows_fingerprint(), "n_docs": idf.n_docs, "captions": captions,
+           "df": [dict(sorted(d.items())) for d in idf.df]}
+    path = captions_path(bank_path)
+    with open(path + ".tmp", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write(json.dumps(doc, separators=(",", ":")).encode())
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_bank_captions(path: str, bank: CaptionBank) -> BankCaptions:
+    """Read a captions file and check that it belongs to ``bank`` (rows, text encoder, row fingerprint)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"the caption bank {bank.path or '(in memory)'} has no captions file {path}, which "
+                              "CIDEr ranking needs (build it with `python -m train.build_bank`)")
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable captions file: {e}") from e
+    if doc.get("kind") != CAPTIONS_KIND:
+        raise CheckpointError(f"{path} is not a caption bank's captions file")
+    if (doc["rows"], doc["text_fingerprint"], doc["rows_fingerprint"]) != (
+            len(bank), bank.text_fingerprint, bank.rows_fingerprint()):
+        raise CheckpointError(f"{path} belongs to another caption bank ({doc['rows']} rows, text encoder "
+                              f"{doc['text_fingerprint']}) than {bank.path or 'this one'} ({len(bank)} rows, text "
+                              f"encoder {bank.text_fingerprint}); rebuild both with `python -m train.build_bank`")
+    return BankCaptions(doc["captions"], Idf(doc["df"], int(doc["n_docs"])))
 
 
 def save_bank(path: str, feats: torch.Tensor, cfg: BankConfig, text: dict[str, Any],

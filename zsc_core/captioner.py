@@ -24,7 +24,7 @@ from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec, load_clip
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
-from .sampling import RERANKERS, Candidate, mix_features, rerank
+from .sampling import BANK_RERANKERS, RERANKERS, Candidate, mix_features, rerank
 
 MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
 MAX_PROMPT_TOKENS = 96
@@ -53,7 +53,8 @@ class CaptionConfig:
     noise_on_sum: bool = False  # add the sampling noise to normalize(I_s) + I_c before normalising (authors' code)
     noise_single: bool = False  # add the sampling noise at S=1 too (authors' code); else S=1 reads clean features
     # How the S candidates are ranked (sampling.py): "clip", MacCap's cosine with the image; "consensus", the mean
-    # cosine with the image's consensus_k nearest captions of the model's caption bank (bank.py; needs one).
+    # cosine with the image's consensus_k nearest captions of the model's caption bank (bank.py; needs one);
+    # "cider", the CIDEr-D against those captions' texts, with n-gram weights from the whole bank (cider.py).
     rerank: str = "clip"
     consensus_k: int = 20  # k neighbours; a bank-attached checkpoint stores its own (photo: 50, train/build_bank.py)
     # With a prompt: add prompt_weight x each refined candidate's text cosine with the prompt to its ranking score
@@ -266,9 +267,11 @@ class Captioner:
             raise ValueError(f"unknown rerank {cfg.rerank!r}; known: {RERANKERS}")
         if not 0.0 <= cfg.bank_mix <= 1.0:
             raise ValueError(f"bank_mix must be between 0 and 1, got {cfg.bank_mix}")
-        if (cfg.rerank == "consensus" or cfg.bank_mix) and not self.has_bank:
-            raise ValueError(f"consensus ranking and bank_mix need a caption bank, and the model {self.name!r} has "
-                             "none (an adaptor checkpoint names one in its config: train/build_bank.py attach=...)")
+        use_bank = cfg.rerank in BANK_RERANKERS or bool(cfg.bank_mix)
+        if use_bank and not self.has_bank:
+            raise ValueError("consensus and cider ranking and bank_mix need a caption bank, and the model "
+                             f"{self.name!r} has none (an adaptor checkpoint names one in its config: "
+                             "train/build_bank.py attach=...)")
         t0 = time.perf_counter()
         pixels = self.clip.pixels(batch)
         feats = self.clip.image_features(pixels)
@@ -276,10 +279,13 @@ class Captioner:
         noisy = s > 1 or cfg.noise_single
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t1 = time.perf_counter()
-        neighbours = None
-        if cfg.rerank == "consensus" or cfg.bank_mix:  # the k bank captions nearest each image: (B, k, D)
-            neighbours = self.bank.feats(self.bank.neighbours(feats.global_feat.float(), cfg.consensus_k))
-            neighbours = neighbours.to(feats.global_feat.device)
+        neighbours = cider_refs = None
+        if use_bank:  # the k bank captions nearest each image: (B, k, D)
+            index = self.bank.neighbours(feats.global_feat.float(), cfg.consensus_k)
+            neighbours = self.bank.feats(index).to(feats.global_feat.device)
+            if cfg.rerank == "cider":  # their texts, as CIDEr-D references
+                idf = self.bank.captions().idf
+                cider_refs = [(texts, idf) for texts in self.bank.texts(index)]
         t_rank = time.perf_counter() - t1
         global_in = feats.global_feat
         if cfg.bank_mix:
@@ -298,12 +304,12 @@ class Captioner:
             neighbours = None  # read for the input mix only
         if rough is None:
             ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
-                                              "" if self.interactive else None, neighbours)
+                                              "" if self.interactive else None, neighbours, cider_refs=cider_refs)
             t_rank += t
             rough = [c[0].text for c in ranked] if prompt else None
         if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
             ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
-                                              prompt[:MAX_PROMPT_CHARS], neighbours, cfg.prompt_weight)
+                                              prompt[:MAX_PROMPT_CHARS], neighbours, cfg.prompt_weight, cider_refs)
             t_rank += t
         t2 = time.perf_counter()
         results = []
@@ -331,12 +337,12 @@ class Captioner:
 
     def _decode_and_rank(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int,
                          gen_cfg: GenerationCfg, rough: list[str], prompt: str | None,
-                         neighbours: torch.Tensor | None = None, prompt_weight: float = 0.0
-                         ) -> tuple[list[list[Candidate]], float]:
+                         neighbours: torch.Tensor | None = None, prompt_weight: float = 0.0,
+                         cider_refs: list | None = None) -> tuple[list[list[Candidate]], float]:
         """One batched generate over B*S prefixes (with the stage-2 template when ``prompt`` is not None),
-        all candidates CLIP-encoded in one batch, ranked per image (by consensus with ``neighbours`` (B, k, D)
-        when given, else by CLIP score; plus ``prompt_weight`` x the cosine with a non-empty ``prompt``). Also
-        returns the seconds spent ranking."""
+        all candidates CLIP-encoded in one batch, ranked per image (by CIDEr-D against ``cider_refs`` (per image:
+        texts, idf) when given, else by consensus with ``neighbours`` (B, k, D) when given, else by CLIP score;
+        plus ``prompt_weight`` x the cosine with a non-empty ``prompt``). Also returns the seconds spent ranking."""
         prompts = None
         if prompt is not None:
             ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
@@ -348,5 +354,6 @@ class Captioner:
         prompt_feat = self.clip.encode_text([prompt])[0] if prompt and prompt_weight else None  # (D,)
         ranked = [rerank(texts[i * s:(i + 1) * s], text_feats[i], image_feats[i],
                          neighbours[i].to(text_feats.device) if neighbours is not None else None,
-                         prompt_feat, prompt_weight) for i in range(b)]
+                         prompt_feat, prompt_weight, cider_refs[i] if cider_refs is not None else None)
+                  for i in range(b)]
         return ranked, time.perf_counter() - t

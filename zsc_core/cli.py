@@ -1,7 +1,7 @@
 """Command line: ``python -m zsc_core {caption,world,presets} ...``.
 
     python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT]
-                               [--rerank clip|consensus] [--bank-mix W] [--json]
+                               [--rerank clip|consensus|cider] [--bank-mix W] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
     python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--samples", type=int, default=None, help="S sampled candidates, reranked")
     c.add_argument("--prompt", default=None, help='e.g. "An image contains motorcycle"')
     c.add_argument("--seed", type=int, default=None)
-    c.add_argument("--rerank", default=None, choices=("clip", "consensus"),  # sampling.RERANKERS (no torch here)
-                   help="rank candidates by CLIP score or by consensus with the caption bank (default: the model's)")
+    c.add_argument("--rerank", default=None, choices=("clip", "consensus", "cider"),  # sampling.RERANKERS (no torch)
+                   help="rank candidates by CLIP score, by consensus with the caption bank's nearest captions, or by "
+                        "CIDEr-D against them (default: the model's)")
     c.add_argument("--bank-mix", type=float, default=None, metavar="W",
                    help="0-1: weight of the nearest bank captions' mean in the adaptor's input (default: the model's)")
     c.add_argument("--device", default="auto")

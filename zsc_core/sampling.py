@@ -3,7 +3,9 @@
 S noisy copies of the image's region features are decoded in one batched ``generate`` call (the captioner does
 that); here the candidates are merged and ranked. MacCap ranks by the cosine between a candidate's CLIP text
 feature and the global image feature I_c. With a caption bank (:mod:`zsc_core.bank`) a candidate can instead be
-ranked by its *consensus* with the k corpus captions nearest the image: its mean text-text cosine with them.
+ranked by its *consensus* with the k corpus captions nearest the image: its mean text-text cosine with them
+("consensus"), or its CIDEr-D with them as references ("cider", :mod:`zsc_core.cider`: shared words and phrases,
+weighted by how rare they are in the bank).
 When the user typed a prompt (TIPCap's interactive captioning), ``prompt_weight`` x the candidate's text cosine
 with the prompt is added, so that of the refined candidates those that take the prompt up come first.
 """
@@ -14,7 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-RERANKERS = ("clip", "consensus")
+from .cider import Idf, cider_d
+
+RERANKERS = ("clip", "consensus", "cider")
+BANK_RERANKERS = ("consensus", "cider")  # those that read the caption bank
 
 
 @dataclass
@@ -24,7 +29,8 @@ class Candidate:
     text: str
     clip_score: float  # cosine with I_c (MacCap's ranking)
     count: int = 1  # how many of the S samples produced this text
-    consensus: float | None = None  # mean cosine with the image's k nearest bank captions (consensus ranking)
+    # agreement with the image's k nearest bank captions: mean cosine ("consensus") or CIDEr-D ("cider")
+    consensus: float | None = None
     prompt_score: float | None = None  # text cosine with the user's prompt (prompted pass with a prompt weight)
     score: float = 0.0  # what the candidates were ranked by: clip_score or consensus, + weight x prompt_score
 
@@ -43,17 +49,21 @@ def mix_features(x: torch.Tensor, anchor: torch.Tensor, weight: float) -> torch.
 
 def rerank(texts: list[str], text_feats: torch.Tensor, image_feat: torch.Tensor,
            neighbour_feats: torch.Tensor | None = None, prompt_feat: torch.Tensor | None = None,
-           prompt_weight: float = 0.0) -> list[Candidate]:
-    """Merge duplicate texts and sort best first: by CLIP score, or with ``neighbour_feats`` (k, D) by consensus;
-    with ``prompt_feat`` (D,) and a ``prompt_weight``, plus that weight x the cosine with the prompt. Ties go
-    to the higher CLIP score.
+           prompt_weight: float = 0.0, cider_refs: tuple[list[str], Idf] | None = None) -> list[Candidate]:
+    """Merge duplicate texts and sort best first: by CLIP score, with ``neighbour_feats`` (k, D) by consensus,
+    or with ``cider_refs`` (the k neighbours' texts and the bank's idf) by CIDEr-D against them; with
+    ``prompt_feat`` (D,) and a ``prompt_weight``, plus that weight x the cosine with the prompt. Ties go to the
+    higher CLIP score.
 
     texts: S candidates; text_feats: (S, D) L2-normalised; image_feat: (D,) L2-normalised. Empty texts are
     kept only if nothing else was produced (scored like any other).
     """
     scores = (text_feats.float() @ image_feat.float()).tolist()  # (S,)
     none = [None] * len(texts)
-    cons = none if neighbour_feats is None else consensus_scores(text_feats, neighbour_feats).tolist()  # (S,)
+    if cider_refs is not None:
+        cons = cider_d(texts, *cider_refs)  # (S,)
+    else:
+        cons = none if neighbour_feats is None else consensus_scores(text_feats, neighbour_feats).tolist()  # (S,)
     use_prompt = prompt_feat is not None and prompt_weight != 0
     prompt = (text_feats.float() @ prompt_feat.float()).tolist() if use_prompt else none  # (S,)
     merged: dict[str, Candidate] = {}

@@ -184,7 +184,9 @@ class CaptionService:
             r = cap.caption(image, **settings)
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
                 for i, c in enumerate(r.candidates)]
-        ranked = "consensus with the caption bank" if cap.config.rerank == "consensus" else "CLIP score"
+        ranked = {"consensus": "consensus with the caption bank",
+                  "cider": f"CIDEr-D against the photo's {cap.config.consensus_k} nearest corpus captions"}.get(
+            cap.config.rerank, "CLIP score")
         if cap.config.bank_mix:
             mean = f"the mean of its {cap.config.consensus_k} nearest corpus captions"
             ranked += ("; decoded from " + mean if cap.config.bank_mix == 1 else
