@@ -239,6 +239,11 @@ def main(argv: list[str] | None = None) -> dict:
         write_report(cfg, report)
         print(json.dumps({k: v for k, v in entry.items() if k not in ("captions", "key")}), flush=True)
 
+    def retrieval_row(name: str, picks: list[str]) -> dict:
+        """A baseline row of retrieved captions, one per photo: scored and grounded like the captioners'."""
+        return {"group": "Baseline", "name": name, "scores": caption_metrics(refs, dict(enumerate(picks)), cfg.metrics),
+                "examples": picks[:3], "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])}
+
     # Baselines on the bridge itself: the nearest corpus caption, with the template prototypes and with the shipped
     # (corpus-grounded) ones, and "a photo of a <top-1 class>".
     base = model("photo") if preset_status("photo").ready else None
@@ -256,10 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
                 picks = retrieval_captions(clip, images, caps, feats)
             finally:
                 clip.model.prototypes.copy_(shipped)
-            hyps = dict(enumerate(picks))
-            report["rows"].append({"group": "Baseline", "name": label,
-                                   "scores": caption_metrics(refs, hyps, cfg.metrics), "examples": picks[:3],
-                                   "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})
+            report["rows"].append(retrieval_row(label, picks))
         if photo_bank:  # the consensus rankings applied to retrieved captions instead of generated ones
             from train.build_bank import cider_consensus_caption, consensus_caption
             from zsc_core.bank import load_bank
@@ -269,19 +271,13 @@ def main(argv: list[str] | None = None) -> dict:
                 raise SystemExit(f"{photo_bank} holds {len(bank)} captions, the corpus {len(caps)}: rebuild it")
             img = torch.cat([clip.encode_image(clip.pixels(images[i:i + 32])).float()
                              for i in range(0, len(images), 32)])
-            picks = consensus_caption(bank, caps, img, k)
-            report["rows"].append({"group": "Baseline", "name": f"consensus corpus caption: of the {k} nearest, the "
-                                   f"one closest to their mean (the ranking of the `photo` preset, on retrieved text)",
-                                   "scores": caption_metrics(refs, dict(enumerate(picks)), cfg.metrics),
-                                   "examples": picks[:3],
-                                   "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})
-            picks = cider_consensus_caption(bank, caps, img, k, bank.captions().idf)
-            report["rows"].append({"group": "Baseline", "name": f"CIDEr-consensus corpus caption: of the {k} nearest, "
-                                   "the one with the highest CIDEr-D against the other ones (the CIDEr ranking, on "
-                                   "retrieved text)",
-                                   "scores": caption_metrics(refs, dict(enumerate(picks)), cfg.metrics),
-                                   "examples": picks[:3],
-                                   "grounding": photo_grounding(picks, [refs[i] for i in range(len(images))])})
+            report["rows"].append(retrieval_row(
+                f"consensus corpus caption: of the {k} nearest, the one closest to their mean (the embedding-"
+                "consensus ranking, on retrieved text)", consensus_caption(bank, caps, img, k)))
+            report["rows"].append(retrieval_row(
+                f"CIDEr-consensus corpus caption: of the {k} nearest, the one with the highest CIDEr-D against the "
+                "other ones (the CIDEr ranking of the `photo` preset, on retrieved text)",
+                cider_consensus_caption(bank, caps, img, k, bank.captions().idf)))
         top1 = [f"a photo of a {names[i]}" for i in logits.argmax(1).tolist()]
         report["rows"].append({"group": "Baseline", "name": "\"a photo of a <top-1 ImageNet class>\"",
                                "scores": caption_metrics(refs, dict(enumerate(top1)), cfg.metrics),

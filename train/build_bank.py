@@ -159,17 +159,15 @@ def main(argv: list[str] | None = None) -> dict:
                   flush=True)
         return out
 
-    idf = None
+    idf = Idf.from_documents([c] for c in corpus)  # n-gram weights of the CIDEr ranking (and of the captions file)
 
     def scored(label: str, pool_list, k: int, /, ranker: str = "consensus", **row) -> dict:
         """A sweep row: ``row`` plus the CIDEr per seed (and their mean) of the candidates ranked by ``ranker``
         with the k nearest (k=0: by CLIP score); printed as it is scored."""
-        nonlocal idf
         index = bank.neighbours(image_feats, k) if k else None  # (B, k)
         nb = bank.feats(index) if k and ranker == "consensus" else None  # (B, k, D)
         refs = [None] * len(images)
         if k and ranker == "cider":
-            idf = idf or Idf.from_documents([c] for c in corpus)
             refs = [([corpus[j] for j in row_], idf) for row_ in index.tolist()]
         per_seed = [cider([rerank(t, f, image_feats[i], nb[i] if nb is not None else None, cider_refs=refs[i])[0].text
                            for i, (t, f) in enumerate(pool)]) for pool in pool_list]
@@ -206,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         save_bank(cfg.out, feats, bank_cfg, text_id,
                   extra={"chosen_on": f"coco/{cfg.split}", "k": best["k"], "rows": rows, "build": asdict(cfg)})
     # read back: the file is a bank of this text encoder, and its captions file belongs to it
-    save_bank_captions(cfg.out, corpus, bank)
+    save_bank_captions(cfg.out, corpus, bank, idf)
     load_bank(cfg.out, enc.text_fingerprint).captions()
     for path in cfg.attach:
         attach_bank(path, cfg.out, best["k"], best_mix["mix"])

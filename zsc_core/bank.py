@@ -16,7 +16,7 @@ the image still chooses the neighbours. This is DeCap's idea (project the image 
 mean instead of a softmax over the whole bank.
 
 The CIDEr-D reranking (``rerank="cider"``, :mod:`zsc_core.cider`) reads the neighbours' *texts* and the bank's
-n-gram document frequencies. They live beside the bank in ``<bank>.captions.json.gz`` (1.6 MB), which records the
+n-gram document frequencies. They live beside the bank in ``<bank>.captions.json.gz`` (2.0 MB), which records the
 bank's row count, text encoder and a fingerprint of its rows, and is refused for another bank; it is read the first
 time a CIDEr ranking needs it.
 
@@ -120,7 +120,7 @@ class CaptionBank:
 
     def rows_fingerprint(self) -> str:
         """A content hash of the rows and scales (what a captions file is checked against)."""
-        return state_fingerprint({"rows": self.rows.float(), "scale": self.scale})
+        return state_fingerprint({"rows": self.rows, "scale": self.scale})  # hashed as fp16: no float32 copy
 
     def captions(self) -> "BankCaptions":
         """The rows' caption texts and n-gram document frequencies, read on first use from the captions file
@@ -150,13 +150,14 @@ def captions_path(bank_path: str) -> str:
     return stem + ".captions.json.gz"
 
 
-def save_bank_captions(bank_path: str, captions: list[str], bank: CaptionBank) -> str:
+def save_bank_captions(bank_path: str, captions: list[str], bank: CaptionBank, idf: Idf | None = None) -> str:
     """Write the captions file of the bank at ``bank_path`` (rows: ``bank``'s, in the order of ``captions``), with
-    the document frequencies of their n-grams (those in >= 2 captions: the rest weigh as if in one). The bytes
-    depend on the content only, so an unchanged file stays unchanged in git."""
+    the document frequencies of their n-grams (those in >= 2 captions: the rest weigh as if in one; ``idf``: those
+    already counted, one document per caption). The bytes depend on the content only, so an unchanged file stays
+    unchanged in git."""
     if len(captions) != len(bank):
         raise ValueError(f"{len(captions)} captions for a bank of {len(bank)} rows")
-    idf = Idf.from_documents([c] for c in captions)
+    idf = idf or Idf.from_documents([c] for c in captions)
     doc = {"kind": CAPTIONS_KIND, "rows": len(bank), "text_fingerprint": bank.text_fingerprint,
            "rows_fingerprint": bank.rows_fingerprint(), "n_docs": idf.n_docs, "captions": captions,
            "df": [dict(sorted(d.items())) for d in idf.df]}
