@@ -316,7 +316,9 @@ def test_cli_bank_mix_reaches_the_captioner_and_bad_values_are_one_line_errors(t
     attach_bank(path, bank_path, k=3)
     bad = _cli("caption", str(img), "--model", path, "--samples", "1", "--bank-mix", "2")
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
-    ok = _cli("caption", str(img), "--model", path, "--samples", "2", "--bank-mix", "1", "--json")
+    bad_k = _cli("caption", str(img), "--model", path, "--samples", "1", "--rerank-k", "-2")
+    assert bad_k.returncode == 2 and "rerank_k >= 0" in bad_k.stderr and "Traceback" not in bad_k.stderr
+    ok = _cli("caption", str(img), "--model", path, "--samples", "2", "--bank-mix", "1", "--rerank-k", "5", "--json")
     assert ok.returncode == 0, ok.stderr
     assert "consensus" in json.loads(ok.stdout.strip().splitlines()[0])["candidates"][0]
 

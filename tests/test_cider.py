@@ -21,7 +21,7 @@ from zsc_core.bank import (
 )
 from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import CheckpointError, set_caption_defaults
-from zsc_core.cider import Idf, cider_d, ngram_counts, tokenize
+from zsc_core.cider import Idf, cider_d, leave_one_out_cider_d, ngram_counts, tokenize
 from zsc_core.sampling import rerank
 
 from .test_bank import _captioner_with_bank, _img
@@ -55,6 +55,16 @@ def test_cider_d_equals_pycocoevalcap_with_the_same_document_frequencies():
         ours = [cider_d([cand], refs, idf)[0] for cand, refs in ITEMS]
         assert ours == pytest.approx(list(theirs), abs=1e-9)
     assert min(theirs) >= 0 and theirs[0] > theirs[3]  # not a degenerate case: scores differ
+
+
+def test_leave_one_out_cider_d_equals_scoring_each_text_against_the_others():
+    texts = [c for _, refs in ITEMS for c in refs]
+    idf = Idf.from_documents([t] for t in texts)
+    expected = [cider_d([t], texts[:i] + texts[i + 1:], idf)[0] for i, t in enumerate(texts)]
+    assert leave_one_out_cider_d(texts, idf) == pytest.approx(expected, abs=1e-12)
+    assert len(set(round(x, 6) for x in expected)) > 3  # the scores differ: not a degenerate case
+    with pytest.raises(ValueError, match="at least two"):
+        leave_one_out_cider_d(texts[:1], idf)
 
 
 def test_cider_d_prefers_the_references_words_and_needs_references():
@@ -142,6 +152,41 @@ def test_captioner_ranks_by_cider_against_the_nearest_bank_captions(tmp_path):
     with pytest.raises(CheckpointError, match="has no captions file"):
         fresh.caption(_img(1), samples=2, max_new_tokens=4)
     assert fresh.caption(_img(1), samples=2, max_new_tokens=4, rerank="consensus").candidates[0].consensus is not None
+
+
+def test_rerank_k_gives_the_ranking_more_references_than_the_input_mix_averages(tmp_path):
+    from zsc_core import world
+    from zsc_core.sampling import consensus_scores
+
+    from .test_bank import _adaptor_inputs
+
+    cap, path, bank_path = _captioner_with_bank(tmp_path)
+    texts = [world.make_scene(0, "corpus", i).captions[0] for i in range(40)]
+    save_bank_captions(bank_path, texts, load_bank(bank_path))
+    attach_bank(path, bank_path, k=3, mix=1.0)
+    set_caption_defaults(path, rerank="cider", rerank_k=9)
+    loaded = Captioner.from_pretrained(path)
+    seen = _adaptor_inputs(loaded)
+    img = loaded.clip.image_features(loaded.clip.pixels([_img(1)])).global_feat.float()
+    bank = load_bank(bank_path)
+    order = bank.neighbours(img, 9)[0].tolist()
+    r = loaded.caption(_img(1), samples=1, max_new_tokens=5)
+    # the input is the mean of the 3 nearest (consensus_k); the ranking's references are the 9 nearest
+    anchor = F.normalize(bank.feats(torch.tensor(order[:3])).mean(0), dim=-1)
+    assert torch.allclose(seen[-1][0], anchor.expand_as(seen[-1][0]), atol=1e-5)
+    idf = Idf.from_documents([t] for t in texts)
+    refs = [texts[j] for j in order]
+    assert [c.consensus for c in r.candidates] == pytest.approx(cider_d([c.text for c in r.candidates], refs, idf))
+    assert r.candidates[0].consensus != pytest.approx(cider_d([r.caption], refs[:3], idf)[0])  # not the 3 nearest
+    # the embedding consensus reads the same 9; rerank_k=0 falls back to consensus_k
+    emb = loaded.caption(_img(1), samples=1, max_new_tokens=5, rerank="consensus")
+    text_feat = loaded.clip.encode_text([emb.caption]).float()
+    nine = consensus_scores(text_feat, bank.feats(torch.tensor(order)))[0]
+    assert emb.candidates[0].consensus == pytest.approx(float(nine), abs=1e-4)
+    three = loaded.caption(_img(1), samples=1, max_new_tokens=5, rerank_k=0)
+    assert three.candidates[0].consensus == pytest.approx(cider_d([three.caption], refs[:3], idf)[0])
+    with pytest.raises(ValueError, match="rerank_k >= 0"):
+        loaded.caption(_img(1), samples=1, rerank_k=-1)
 
 
 def test_cider_consensus_caption_baseline_picks_the_neighbour_that_shares_most_words():

@@ -10,8 +10,9 @@ every k reranks those same candidates by consensus with the photo's k nearest ba
 MacCap's). The report also scores, for each k, the bank caption that agrees most with the other k-1 (a retrieval
 baseline of its own). Then, at the chosen k, the input mix (CaptionConfig.bank_mix: the adaptor reads the image
 feature mixed with the mean of its k nearest bank captions) is chosen the same way, on fresh samples per mix and
-seed (mix 0: the k row), then the sampling noise (``sigma2s``), then the ranking: embedding consensus against
-CIDEr-D with the k neighbours' texts as references (``rerank="cider"``, zsc_core/cider.py). ``coco/val-dev`` is not
+seed (mix 0: the k row), then the sampling noise (``sigma2s``) and the ranking together: embedding consensus
+against CIDEr-D with the k neighbours' texts as references (``rerank="cider"``, zsc_core/cider.py), then how many
+neighbours that ranking reads (``rerank_ks``, CaptionConfig.rerank_k; the mix keeps its k). ``coco/val-dev`` is not
 read here. Beside the bank it writes its captions file (the rows' texts and n-gram document frequencies, which the
 CIDEr ranking reads). ``attach=`` makes the listed adaptor checkpoints use the bank at the chosen k, mix, noise
 and ranking by default (metadata only, tensors bit for bit).
@@ -39,6 +40,7 @@ class BankBuildConfig:
     mixes: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # input mixes tried at the chosen k (0 is the k row)
     # S-sampling noise variances tried at the chosen k and mix (the adaptor's training sigma2 is the first row)
     sigma2s: tuple[float, ...] = ()
+    rerank_ks: tuple[int, ...] = (100, 150, 200, 300)  # neighbours the chosen ranking reads, tried last
     samples: int = 20  # S candidates per photo, as the benchmark's S=20 rows
     # Sampling seeds; the choice is on their mean: on 80 photos one seed's CIDEr moves by up to 0.08 (k=20: 0.486
     # with seed 0, 0.408 with seed 1), more than any difference between the ks.
@@ -65,12 +67,12 @@ def consensus_caption(bank, corpus: list[str], image_feats: torch.Tensor, k: int
 def cider_consensus_caption(bank, corpus: list[str], image_feats: torch.Tensor, k: int, idf) -> list[str]:
     """Retrieval baseline of the CIDEr ranking: among each image's k nearest bank captions, the one with the
     highest CIDEr-D against the other k-1 (Devlin et al.'s consensus caption, n-gram weights ``idf``)."""
-    from zsc_core.cider import cider_d
+    from zsc_core.cider import leave_one_out_cider_d
 
     out = []
     for row in bank.neighbours(image_feats, k).tolist():
         texts = [corpus[j] for j in row]
-        scores = [cider_d([t], texts[:i] + texts[i + 1:], idf)[0] for i, t in enumerate(texts)]
+        scores = leave_one_out_cider_d(texts, idf)
         out.append(texts[max(range(len(texts)), key=scores.__getitem__)])
     return out
 
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     def scored(label: str, pool_list, k: int, /, ranker: str = "consensus", **row) -> dict:
         """A sweep row: ``row`` plus the CIDEr per seed (and their mean) of the candidates ranked by ``ranker``
         with the k nearest (k=0: by CLIP score); printed as it is scored."""
-        index = bank.neighbours(image_feats, k) if k else None  # (B, k)
+        index = bank.neighbours(image_feats, k) if k else None  # (B, k), nearest first
         nb = bank.feats(index) if k and ranker == "consensus" else None  # (B, k, D)
         refs = [None] * len(images)
         if k and ranker == "cider":
@@ -198,6 +200,17 @@ def main(argv: list[str] | None = None) -> dict:
                        scored(f"rerank={ranker} {label}", pools(best_mix["mix"], best["k"], sigma2), best["k"],
                               ranker, sigma2=sigma2, rerank=ranker) for ranker in ("consensus", "cider")]
     best_sigma = max(sigma_rows, key=lambda r: r["mean_CIDEr"])
+    # Then how many neighbours the ranking reads (CaptionConfig.rerank_k), on the same candidates: the input mix
+    # keeps its k; more references smooth the consensus (rerank_k 0: the mix's k, the previous row).
+    rank_pools = pools(best_mix["mix"], best["k"], best_sigma["sigma2"])
+    rerank_k_rows = [carried(best_sigma, rerank_k=0)] + [
+        scored(f"rerank={best_sigma['rerank']} rerank_k={rk}", rank_pools, rk, best_sigma["rerank"], rerank_k=rk)
+        for rk in cfg.rerank_ks if rk != best["k"]]
+    best_rerank_k = max(rerank_k_rows, key=lambda r: r["mean_CIDEr"])
+    for r in rerank_k_rows:  # the same neighbours, retrieved instead of generated: the baselines at each k
+        rk = r["rerank_k"] or best["k"]
+        r["consensus_caption_CIDEr"] = cider(consensus_caption(bank, corpus, image_feats, rk))
+        r["cider_consensus_caption_CIDEr"] = cider(cider_consensus_caption(bank, corpus, image_feats, rk, idf))
     if same_rows(cfg.out, bank):  # a 32 MB file in git: rewritten only when its rows change (the report has it all)
         print(f"{cfg.out}: rows unchanged, file kept", file=sys.stderr)
     else:
@@ -209,14 +222,17 @@ def main(argv: list[str] | None = None) -> dict:
     for path in cfg.attach:
         attach_bank(path, cfg.out, best["k"], best_mix["mix"])
         # sigma2 None: the adaptor's training sigma2
-        set_caption_defaults(path, sigma2=best_sigma["sigma2"], rerank=best_sigma["rerank"])
-        print(f"{path}: ranks by {best_sigma['rerank']} with {cfg.out}, k={best['k']}, input mix {best_mix['mix']:g}, "
+        set_caption_defaults(path, sigma2=best_sigma["sigma2"], rerank=best_sigma["rerank"],
+                             rerank_k=best_rerank_k["rerank_k"])
+        print(f"{path}: ranks by {best_sigma['rerank']} with {cfg.out} against the "
+              f"{best_rerank_k['rerank_k'] or best['k']} nearest, k={best['k']}, input mix {best_mix['mix']:g}, "
               f"sampling sigma2 {best_sigma['sigma2'] if best_sigma['sigma2'] is not None else 'of its training'}",
               file=sys.stderr)
     report = {"split": cfg.split, "samples": cfg.samples, "seeds": list(cfg.seeds), "chosen_k": best["k"],
               "chosen_mix": best_mix["mix"], "chosen_sigma2": best_sigma["sigma2"],
-              "chosen_rerank": best_sigma["rerank"], "bank": cfg.out, "size": len(corpus), "rows": rows,
-              "mix_rows": mix_rows, "sigma2_rows": sigma_rows}
+              "chosen_rerank": best_sigma["rerank"], "chosen_rerank_k": best_rerank_k["rerank_k"], "bank": cfg.out,
+              "size": len(corpus), "rows": rows, "mix_rows": mix_rows, "sigma2_rows": sigma_rows,
+              "rerank_k_rows": rerank_k_rows}
     os.makedirs(os.path.dirname(cfg.report) or ".", exist_ok=True)
     with open(cfg.report + ".json", "w") as f:
         json.dump(report, f, indent=1)
@@ -238,10 +254,20 @@ def main(argv: list[str] | None = None) -> dict:
              "the noise on each of the S copies (the adaptor's training sigma2 by default); the same candidates "
              "ranked by mean cosine with the k nearest bank captions (consensus), or by CIDEr-D with their texts as "
              "references and n-gram weights from the whole bank (cider).", "sigma2, rerank", sigma_rows, best_sigma,
-             lambda r: f"{'the adaptor' if r['sigma2'] is None else format(r['sigma2'], 'g')}, {r['rerank']}")):
-        md.append(f"\n{title}\n\n| {column} | CIDEr (mean of seeds) | per seed |\n| --- | --- | --- |\n")
+             lambda r: f"{'the adaptor' if r['sigma2'] is None else format(r['sigma2'], 'g')}, {r['rerank']}"),
+            (f"Number of neighbours the {best_sigma['rerank']} ranking reads (CaptionConfig.rerank_k; 0: the input "
+             f"mix's k={best['k']}), on the chosen candidates above; beside it, the two retrieval baselines at the "
+             "same k (the bank caption closest to the mean of the k; the one with the highest CIDEr-D against "
+             "the other k-1).", "rerank_k", rerank_k_rows, best_rerank_k,
+             lambda r: f"{r['rerank_k'] or best['k']}")):
+        base = "cider_consensus_caption_CIDEr" in sweep[0]  # the rerank_k sweep: retrieval baselines beside it
+        md.append(f"\n{title}\n\n| {column} | CIDEr (mean of seeds) | per seed |"
+                  + (" consensus bank caption | CIDEr-consensus bank caption |\n| --- | --- | --- | --- | --- |\n"
+                     if base else "\n| --- | --- | --- |\n"))
         md += [f"| {name(r)}{' (chosen)' if r is chosen else ''} | {r['mean_CIDEr']:.3f} | "
-               f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} |\n" for r in sweep]
+               f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} |"
+               + (f" {r['consensus_caption_CIDEr']:.3f} | {r['cider_consensus_caption_CIDEr']:.3f} |" if base else "")
+               + "\n" for r in sweep]
     with open(cfg.report + ".md", "w") as f:
         f.write("".join(md))
     return report

@@ -57,6 +57,9 @@ class CaptionConfig:
     # "cider", the CIDEr-D against those captions' texts, with n-gram weights from the whole bank (cider.py).
     rerank: str = "clip"
     consensus_k: int = 20  # k neighbours; a bank-attached checkpoint stores its own (photo: 50, train/build_bank.py)
+    # The ranking's own number of neighbours (0: consensus_k), so that the ranking can read more references than
+    # the bank mix averages (photo: 300, train/build_bank.py).
+    rerank_k: int = 0
     # With a prompt: add prompt_weight x each refined candidate's text cosine with the prompt to its ranking score
     # (0: rank as without a prompt). Only the prompted pass reads it.
     prompt_weight: float = 0.0
@@ -267,6 +270,8 @@ class Captioner:
             raise ValueError(f"unknown rerank {cfg.rerank!r}; known: {RERANKERS}")
         if not 0.0 <= cfg.bank_mix <= 1.0:
             raise ValueError(f"bank_mix must be between 0 and 1, got {cfg.bank_mix}")
+        if cfg.consensus_k < 1 or cfg.rerank_k < 0:
+            raise ValueError(f"consensus_k must be >= 1 and rerank_k >= 0, got {cfg.consensus_k} and {cfg.rerank_k}")
         use_bank = cfg.rerank in BANK_RERANKERS or bool(cfg.bank_mix)
         if use_bank and not self.has_bank:
             raise ValueError("consensus and cider ranking and bank_mix need a caption bank, and the model "
@@ -280,16 +285,17 @@ class Captioner:
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t1 = time.perf_counter()
         neighbours = cider_refs = None
-        if use_bank:  # the k bank captions nearest each image: (B, k, D)
-            index = self.bank.neighbours(feats.global_feat.float(), cfg.consensus_k)
-            neighbours = self.bank.feats(index).to(feats.global_feat.device)
-            if cfg.rerank == "cider":  # their texts, as CIDEr-D references
+        if use_bank:  # the bank captions nearest each image, nearest first: (B, k)
+            rank_k = cfg.rerank_k or cfg.consensus_k
+            index = self.bank.neighbours(feats.global_feat.float(), max(cfg.consensus_k, rank_k))
+            neighbours = self.bank.feats(index).to(feats.global_feat.device)  # (B, k, D)
+            if cfg.rerank == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
                 idf = self.bank.captions().idf
-                cider_refs = [(texts, idf) for texts in self.bank.texts(index)]
+                cider_refs = [(texts, idf) for texts in self.bank.texts(index[:, :rank_k])]
         t_rank = time.perf_counter() - t1
         global_in = feats.global_feat
         if cfg.bank_mix:
-            anchor = torch.nn.functional.normalize(neighbours.mean(1), dim=-1)  # (B, D)
+            anchor = torch.nn.functional.normalize(neighbours[:, :cfg.consensus_k].mean(1), dim=-1)  # (B, D)
             global_in = mix_features(global_in, anchor, cfg.bank_mix)
             memory = mix_features(memory, anchor[:, None], cfg.bank_mix)
         x = self.adaptor.image_input(global_in, memory)  # what this adaptor reads: (B, N_cr, D) or (B, D)
@@ -300,8 +306,8 @@ class Captioner:
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(x)  # (B*S, N_q, H)
         gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
-        if cfg.rerank != "consensus":
-            neighbours = None  # read for the input mix only
+        # the consensus ranking's rank_k nearest (the input mix read its consensus_k nearest)
+        neighbours = neighbours[:, :rank_k] if cfg.rerank == "consensus" else None
         if rough is None:
             ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
                                               "" if self.interactive else None, neighbours, cider_refs=cider_refs)

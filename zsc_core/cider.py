@@ -72,22 +72,39 @@ def _vector(counts: list[Counter], idf: Idf) -> tuple[list[dict[str, float]], li
     return vecs, norms, sum(counts[1].values()) if len(counts) > 1 else 0
 
 
+def _similarity(a: tuple, b: tuple) -> float:
+    """Sum over orders of the clipped TF-IDF cosine of two ``_vector``s, times their length penalty."""
+    (vec, norm, length), (rvec, rnorm, rlength) = a, b
+    penalty = math.exp(-((length - rlength) ** 2) / (2 * SIGMA ** 2))
+    total = 0.0
+    for n in range(len(vec)):
+        dot = sum(min(v, rvec[n][g]) * rvec[n][g] for g, v in vec[n].items() if g in rvec[n])
+        if norm[n] and rnorm[n]:
+            dot /= norm[n] * rnorm[n]
+        total += dot * penalty
+    return total
+
+
 def cider_d(candidates: Sequence[str], references: Sequence[str], idf: Idf) -> list[float]:
     """CIDEr-D of each candidate against all ``references`` (one score per candidate, same scale as the metric)."""
     if not references:
         raise ValueError("CIDEr-D needs at least one reference caption")
     orders = len(idf.df)
     refs = [_vector(ngram_counts(tokenize(r), orders), idf) for r in references]
-    out = []
-    for cand in candidates:
-        vec, norm, length = _vector(ngram_counts(tokenize(cand), orders), idf)
-        total = 0.0
-        for rvec, rnorm, rlength in refs:
-            penalty = math.exp(-((length - rlength) ** 2) / (2 * SIGMA ** 2))
-            for n in range(orders):
-                dot = sum(min(v, rvec[n][g]) * rvec[n][g] for g, v in vec[n].items() if g in rvec[n])
-                if norm[n] and rnorm[n]:
-                    dot /= norm[n] * rnorm[n]
-                total += dot * penalty
-        out.append(10.0 * total / orders / len(refs))
-    return out
+    cands = [_vector(ngram_counts(tokenize(c), orders), idf) for c in candidates]
+    return [10.0 * sum(_similarity(c, r) for r in refs) / orders / len(refs) for c in cands]
+
+
+def leave_one_out_cider_d(texts: Sequence[str], idf: Idf) -> list[float]:
+    """For each text, its CIDEr-D against all the others (``cider_d([t_i], texts without t_i)``), with every
+    text's vectors built once: k^2 / 2 similarities instead of k^2 vector builds."""
+    if len(texts) < 2:
+        raise ValueError("leave-one-out CIDEr-D needs at least two texts")
+    orders = len(idf.df)
+    vecs = [_vector(ngram_counts(tokenize(t), orders), idf) for t in texts]
+    totals = [0.0] * len(texts)
+    for i in range(len(vecs)):
+        for j in range(i + 1, len(vecs)):  # the clipped cosine is not symmetric: both directions
+            totals[i] += _similarity(vecs[i], vecs[j])
+            totals[j] += _similarity(vecs[j], vecs[i])
+    return [10.0 * t / orders / (len(texts) - 1) for t in totals]

@@ -1,7 +1,7 @@
 """Command line: ``python -m zsc_core {caption,world,presets} ...``.
 
     python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT]
-                               [--rerank clip|consensus|cider] [--bank-mix W] [--json]
+                               [--rerank clip|consensus|cider] [--rerank-k K] [--bank-mix W] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
     python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
@@ -44,7 +44,7 @@ def _caption(args: argparse.Namespace) -> int:
         return 2
     try:
         results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed,
-                              rerank=args.rerank, bank_mix=args.bank_mix)
+                              rerank=args.rerank, rerank_k=args.rerank_k, bank_mix=args.bank_mix)
     except (NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rerank", default=None, choices=("clip", "consensus", "cider"),  # sampling.RERANKERS (no torch)
                    help="rank candidates by CLIP score, by consensus with the caption bank's nearest captions, or by "
                         "CIDEr-D against them (default: the model's)")
+    c.add_argument("--rerank-k", type=int, default=None, metavar="K",
+                   help="how many nearest bank captions the consensus or CIDEr-D ranking compares against "
+                        "(0: as many as the bank mix averages; default: the model's)")
     c.add_argument("--bank-mix", type=float, default=None, metavar="W",
                    help="0-1: weight of the nearest bank captions' mean in the adaptor's input (default: the model's)")
     c.add_argument("--device", default="auto")

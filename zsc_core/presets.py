@@ -92,7 +92,7 @@ PRESETS: dict[str, Preset] = {
         "Real photos, offline (default): TIPCap S4 trained on 83k COCO caption texts, on a CLIP-shaped bridge of an "
         "ImageNet MobileNetV2 and the all-MiniLM-L6-v2 sentence encoder + SmolLM2-135M; it decodes from the mean "
         "of the 50 corpus captions nearest the photo (a caption bank of that same text) and ranks its sampled "
-        "captions by CIDEr-D against them"),
+        "captions by CIDEr-D against the 300 nearest"),
     "photo-maccap": _photo_preset(
         "photo-maccap", "maccap-photo.safetensors", "train.train_maccap steps=400 eval_every=100",
         "Real photos, offline: MacCap (region noise, subregions of the CNN's class activation maps) on the same "
