@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
             img = torch.cat([clip.encode_image(clip.pixels(images[i:i + 32])).float()
                              for i in range(0, len(images), 32)])
             # at the input mix's k and at the ranking's own k: more neighbours help retrieval as much as ranking
-            for k in sorted({base.config.consensus_k, base.config.rerank_k or base.config.consensus_k}):
+            for k in sorted({base.config.consensus_k, base.config.ranking_k}):
                 report["rows"].append(retrieval_row(
                     f"consensus corpus caption: of the {k} nearest, the one closest to their mean (the embedding-"
                     "consensus ranking, on retrieved text)", consensus_caption(bank, caps, img, k)))

@@ -67,6 +67,11 @@ class CaptionConfig:
     # anchor being the normalised mean of the image's consensus_k nearest bank captions; 0: the image alone.
     bank_mix: float = 0.0
 
+    @property
+    def ranking_k(self) -> int:
+        """How many nearest bank captions the consensus and CIDEr-D rankings read: rerank_k, else consensus_k."""
+        return self.rerank_k or self.consensus_k
+
     def aggregation(self) -> regions.Aggregation:
         return regions.Aggregation(self.region_weights, self.cls_candidate, self.normalize_tokens)
 
@@ -286,7 +291,7 @@ class Captioner:
         t1 = time.perf_counter()
         neighbours = cider_refs = None
         if use_bank:  # the bank captions nearest each image, nearest first: (B, k)
-            rank_k = cfg.rerank_k or cfg.consensus_k
+            rank_k = cfg.ranking_k
             index = self.bank.neighbours(feats.global_feat.float(), max(cfg.consensus_k, rank_k))
             neighbours = self.bank.feats(index).to(feats.global_feat.device)  # (B, k, D)
             if cfg.rerank == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references

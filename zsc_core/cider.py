@@ -97,7 +97,7 @@ def cider_d(candidates: Sequence[str], references: Sequence[str], idf: Idf) -> l
 
 def leave_one_out_cider_d(texts: Sequence[str], idf: Idf) -> list[float]:
     """For each text, its CIDEr-D against all the others (``cider_d([t_i], texts without t_i)``), with every
-    text's vectors built once: k^2 / 2 similarities instead of k^2 vector builds."""
+    text's vectors built once (k builds instead of k^2; the k(k-1) similarities are the same)."""
     if len(texts) < 2:
         raise ValueError("leave-one-out CIDEr-D needs at least two texts")
     orders = len(idf.df)

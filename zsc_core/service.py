@@ -185,8 +185,7 @@ class CaptionService:
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
                 for i, c in enumerate(r.candidates)]
         ranked = {"consensus": "consensus with the caption bank",
-                  "cider": f"CIDEr-D against the photo's {cap.config.rerank_k or cap.config.consensus_k} nearest "
-                           "corpus captions"}.get(
+                  "cider": f"CIDEr-D against the photo's {cap.config.ranking_k} nearest corpus captions"}.get(
             cap.config.rerank, "CLIP score")
         if cap.config.bank_mix:
             mean = f"the mean of its {cap.config.consensus_k} nearest corpus captions"
