@@ -336,3 +336,17 @@ def test_build_bank_keeps_a_bank_file_whose_rows_are_unchanged(tmp_path):
     moved = codes.clone()
     moved[0, 0] += 1
     assert not same_rows(path, CaptionBank(BankConfig(size=12), "fp", codes=moved, scale=scale))
+
+
+def test_a_later_bank_sweep_keeps_the_previous_setting_unless_most_seeds_prefer_its_best_row():
+    from train.build_bank import prevails
+
+    incumbent = {"mix_k": 50, "S_CIDEr": [0.544, 0.573, 0.562, 0.612]}
+    # the mix-k sweep of results/bank_photo.md: a higher mean (0.576 vs 0.573) from two seeds of four
+    split = {"mix_k": 300, "S_CIDEr": [0.543, 0.569, 0.570, 0.624]}
+    assert prevails(split, incumbent) is incumbent
+    most = {"mix_k": 300, "S_CIDEr": [0.545, 0.500, 0.563, 0.613]}  # ahead on 3 of 4 (the rule reads no mean)
+    assert prevails(most, incumbent) is most
+    assert prevails(incumbent, incumbent) is incumbent  # a tie is no win
+    with pytest.raises(ValueError):  # rows scored on different numbers of seeds are not compared
+        prevails({"S_CIDEr": [0.6, 0.6]}, incumbent)

@@ -60,6 +60,10 @@ ROWS = [
         "cosine with them)", "photo", {"samples": 20, "rerank": "consensus"}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, CIDEr-D rerank against only the "
         "ones the input mix averages (rerank_k=0)", "photo", {"samples": 20, "rerank_k": 0}),
+    Row("Ablation", "TIPCap S4, S=20, decoded from the mean of the 300 nearest bank captions (consensus_k=300; "
+        "not chosen, train.build_bank), CIDEr-D rerank against them", "photo", {"samples": 20, "consensus_k": 300}),
+    Row("Ablation", "TIPCap S4, S=1, decoded from the mean of the 300 nearest bank captions (consensus_k=300)",
+        "photo", {"samples": 1, "consensus_k": 300}),
     Row("Ablation", "TIPCap S4, S=20 + CIDEr-D rerank, the image feature alone as input (bank_mix=0)", "photo",
         {"samples": 20, "bank_mix": 0.0}),
     Row("Ablation", "TIPCap S4, S=1, the image feature alone as input (bank_mix=0)", "photo",
