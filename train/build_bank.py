@@ -221,10 +221,12 @@ def main(argv: list[str] | None = None) -> dict:
     best_rerank_k = prevails(max(rerank_k_rows, key=lambda r: r["mean_CIDEr"]), rerank_k_rows[0])
     rank_k = best_rerank_k["rerank_k"] or best["k"]
     # Last, how many neighbours the input mix averages (the mix's consensus_k), on fresh samples, ranked as chosen.
+    # (with no mix, the input does not read the neighbours and there is nothing to sweep)
+    mix_ks = [mk for mk in cfg.mix_ks if mk != best["k"]] if best_mix["mix"] else []
     mix_k_rows = [carried(best_rerank_k, mix_k=best["k"])] + [
         scored(f"mix_k={mk} rerank={best_sigma['rerank']} rerank_k={rank_k}",
                pools(best_mix["mix"], mk, best_sigma["sigma2"]), rank_k, best_sigma["rerank"], mix_k=mk)
-        for mk in cfg.mix_ks if mk != best["k"]] if best_mix["mix"] else [carried(best_rerank_k, mix_k=best["k"])]
+        for mk in mix_ks]
     best_mix_k = prevails(max(mix_k_rows, key=lambda r: r["mean_CIDEr"]), mix_k_rows[0])
     for r in rerank_k_rows:  # the same neighbours, retrieved instead of generated: the baselines at each k
         rk = r["rerank_k"] or best["k"]
