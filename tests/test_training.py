@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from train.train_maccap import MacCapTrainConfig, adaptor_config, train
 from zsc_core import world
 from zsc_core.adaptor import MacCapConfig
 from zsc_core.captioner import Captioner
-from zsc_core.checkpoint import load_checkpoint
+from zsc_core.checkpoint import file_fingerprint, load_checkpoint
 
 from .conftest import make_tiny_clip
 
@@ -180,6 +181,15 @@ def test_init_continues_from_an_exported_checkpoint_and_refuses_a_foreign_one(tm
     losses = train_tipcap(more, cap2, stats2, caps, feats, RunLogger(str(tmp_path / "b.log")))
     assert len(losses) == 3
     assert all(torch.equal(v, exported[k]) for k, v in load_checkpoint(more.out).tensors.items())
+    # the export names the bytes it started from, and keeps naming them after init= is shipped over (resume)
+    started = {"path": first.out, "fingerprint": file_fingerprint(first.out)}
+    assert load_checkpoint(more.out).extra["init"] == started
+    shutil.copyfile(more.out, first.out)
+    cap3, stats3 = build(dataclasses.replace(more, steps=5), clip, tiny_lm, feats)
+    assert len(train_tipcap(dataclasses.replace(more, steps=5), cap3, stats3, caps, feats,
+                            RunLogger(str(tmp_path / "c.log")))) == 2  # resumed at step 3
+    assert file_fingerprint(first.out) != started["fingerprint"]
+    assert load_checkpoint(more.out).extra["init"] == started and load_checkpoint(more.out).extra["step"] == 5
 
     maccap = str(tmp_path / "maccap.safetensors")
     Captioner.build(clip, tiny_lm, MacCapConfig(n_queries=4, d_model=32, n_heads=8, ffn_dim=64, n_cr=4)).save(maccap)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from train.common import parse_overrides, set_threads
+from train.common import parse_overrides, set_threads, write_json
 from train.features import cached_text_features
 
 
@@ -164,9 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                         rerank="clip", bank_mix=mix, consensus_k=max(k, 1),
                                                         sigma2=sigma2)]
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
-                with open(cache + ".tmp", "w") as f:
-                    json.dump(texts_per_photo, f)
-                os.replace(cache + ".tmp", cache)
+                write_json(cache, texts_per_photo)
             with torch.no_grad():
                 out.append([(texts, enc.encode_text(texts).float()) for texts in texts_per_photo])
             print(f"seed {seed}{tag}: {len(texts_per_photo)} photos sampled at S={cfg.samples}", file=sys.stderr,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -89,6 +90,13 @@ def load_state(path: str, model: torch.nn.Module, opt: torch.optim.Optimizer) ->
 def save_state(path: str, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int) -> None:
     """Write a run's resumable state atomically (a kill mid-write leaves the previous state intact)."""
     torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (a kill mid-write leaves the previous file intact)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f)
     os.replace(path + ".tmp", path)
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from train.common import RunLogger, load_state, save_state
+from train.common import RunLogger, load_state, save_state, write_json
 from train.features import cached_text_features
 from zsc_core.captioner import Captioner
 from zsc_core.device import autocast, resolve_device, resolve_dtype
@@ -184,13 +184,12 @@ def corpus_features(cfg: RunConfig, clip: ClipEncoder) -> tuple[list[str], torch
     return cached_text_features(clip, cfg.corpus, cache, cfg.max_words)
 
 
-def export(cfg: RunConfig, cap: Captioner, step: int, scores: dict) -> str:
+def export(cfg: RunConfig, cap: Captioner, step: int, scores: dict, init: dict | None = None) -> str:
     """Write ``run_dir/last.safetensors`` always, and ``out`` when this step has the best validation CIDEr so far
-    (or, without validation, always). Each export records which one it is under ``extra["selected"]``.
+    (or, without validation, always). Each export records which one it is under ``extra["selected"]``, and the
+    weights the run started from under ``extra["init"]`` (:func:`init_record`).
     The best score survives a resume (``run_dir/best.json``). Returns what ``out`` now holds."""
-    import json
-
-    extra = {"step": step, "val": scores, "train": asdict(cfg)}
+    extra = {"step": step, "val": scores, "train": asdict(cfg), **({"init": init} if init else {})}
     cap.save(os.path.join(cfg.run_dir, "last.safetensors"), extra={**extra, "selected": "last"})
     if cfg.keep_evals:
         cap.save(os.path.join(cfg.run_dir, f"step-{step}.safetensors"), extra={**extra, "selected": "last"})
@@ -206,9 +205,7 @@ def export(cfg: RunConfig, cap: Captioner, step: int, scores: dict) -> str:
     if best is None or score > best["CIDEr"]:
         best = {"step": step, "CIDEr": score}
         cap.save(cfg.out, extra={**extra, "selected": f"best validation CIDEr of the steps evaluated ({cfg.eval_set})"})
-        with open(best_path + ".tmp", "w") as f:
-            json.dump(best, f)
-        os.replace(best_path + ".tmp", best_path)
+        write_json(best_path, best)
     return f"best (step {best['step']})"
 
 
@@ -233,13 +230,30 @@ def _last_export_step(cfg: RunConfig) -> int | None:
     return load_checkpoint(path).extra.get("step") if os.path.isfile(path) else None
 
 
-def _validate_and_export(cfg: RunConfig, cap: Captioner, done: int, log: RunLogger) -> None:
+def _validate_and_export(cfg: RunConfig, cap: Captioner, done: int, log: RunLogger, init: dict | None) -> None:
     scores = {}
     if cfg.eval_n > 0:
         scores, examples = validate(cfg, cap)
         log.info(f"step {done} val ({cfg.eval_set}, {cfg.eval_n}) {scores}; e.g. {examples}")
     cap.adaptor.train()
-    export(cfg, cap, done, scores)
+    export(cfg, cap, done, scores, init)
+
+
+def init_record(cfg: RunConfig, fresh: bool) -> dict | None:
+    """What ``init=`` held when the run began: its path and file fingerprint, written to ``run_dir/init.json`` by
+    a fresh run and read back on resume. A continuation is often shipped over its own init (``init=`` the
+    shipped file, then ``train.ship`` onto it), so the path alone would name the wrong bytes afterwards."""
+    from zsc_core.checkpoint import file_fingerprint
+
+    if not cfg.init:
+        return None
+    path = os.path.join(cfg.run_dir, "init.json")
+    if not fresh and os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    record = {"path": cfg.init, "fingerprint": file_fingerprint(cfg.init)}
+    write_json(path, record)
+    return record
 
 
 # loss_fn(text features (B, D), target token ids per row, corpus indices (B,)) -> (loss, numbers to log)
@@ -284,6 +298,7 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
     state_path = os.path.join(cfg.run_dir, "state.pt")
     init = read_init(cfg.init, cap) if cfg.init else None  # checked on resume too: a wrong init= is never silent
     start = load_state(state_path, model, opt)
+    started_from = init_record(cfg, fresh=not start) if d.main else None
     if start:
         log.info(f"resumed from {state_path} at step {start}")
     elif init is not None:
@@ -302,7 +317,7 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
     pending = start > 0 and d.main and _eval_due(cfg, start) and _last_export_step(cfg) != start
     if pending:  # killed between saving this step's state and exporting it: validate and export it now
         log.info(f"step {start} was saved but not validated before the run stopped: validating it now")
-        _validate_and_export(cfg, cap, start, log)
+        _validate_and_export(cfg, cap, start, log, started_from)
     model.train()
     losses: list[float] = []
     bar = log.progress(total=cfg.steps, initial=start, desc=cap.kind, disable=not d.main)
@@ -338,7 +353,7 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
         if (done % cfg.save_every == 0 or done == cfg.steps) and d.main:
             save_state(state_path, model, opt, done)
         if _eval_due(cfg, done) and d.main:
-            _validate_and_export(cfg, cap, done, log)
+            _validate_and_export(cfg, cap, done, log, started_from)
     bar.close()
     if d.main and (start < cfg.steps or pending) and os.path.isfile(cfg.out):
         finish(cfg.out, cfg.steps)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from train.common import RunLogger, parse_overrides, set_threads
+from train.common import RunLogger, parse_overrides, set_threads, write_json
 from train.loop import RecordedEncoder, RunConfig, corpus_features, train_loop
 from zsc_core.captioner import Captioner
 from zsc_core.lm import GenerationCfg
@@ -73,9 +73,7 @@ def rough_captions(cap: Captioner, feats: torch.Tensor, path: str, batch: int, s
         rough += cap.lm.generate(prefix, cfg=GenerationCfg(max_new_tokens=20))
         bar.update(len(prefix))
     bar.close()
-    with open(path + ".tmp", "w") as f:
-        json.dump({"key": key, "rough": rough}, f)
-    os.replace(path + ".tmp", path)
+    write_json(path, {"key": key, "rough": rough})
     return rough
 
 
