@@ -260,9 +260,9 @@ def init_record(cfg: RunConfig, fresh: bool) -> dict | None:
 LossFn = Callable[[torch.Tensor, list, torch.Tensor], "tuple[torch.Tensor, dict[str, float]]"]
 
 
-def read_init(path: str, cap: Captioner) -> dict[str, torch.Tensor]:
-    """The weights of the exported checkpoint ``path`` for ``cap.adaptor`` (``init=``): refused, with a one-line
-    reason, unless it is the same kind of adaptor with the same config, for the same frozen CLIP and LM."""
+def read_init(path: str, cap: Captioner):
+    """The exported checkpoint ``path`` (``init=``) whose weights ``cap.adaptor`` starts from: refused, with a
+    one-line reason, unless it is the same kind of adaptor with the same config, for the same frozen CLIP and LM."""
     from zsc_core.checkpoint import CheckpointError, check_compatible, load_checkpoint
 
     try:
@@ -277,7 +277,22 @@ def read_init(path: str, cap: Captioner) -> dict[str, torch.Tensor]:
     if bool(ck.config.get("interactive", False)) != cap.interactive:
         raise SystemExit(f"init={path}: {'an' if cap.interactive else 'no'} interactive-prompt (stage-2) "
                          f"checkpoint was expected")
-    return ck.tensors
+    return ck
+
+
+def continue_settings(cap: Captioner, path: str, config: dict) -> None:
+    """A continuation serves as the model it continues: ``cap`` takes the inference defaults
+    (``config["caption"]``) and the caption bank of the init checkpoint at ``path`` (``config``: its config), so
+    validation and every export use them, not those of the model the run was built from (a stage-2 run is built
+    from its base, whose defaults are a stage-1 model's)."""
+    from dataclasses import fields
+
+    from zsc_core.bank import recorded_bank
+    from zsc_core.captioner import CaptionConfig
+
+    known = {f.name for f in fields(CaptionConfig)}
+    cap.config = CaptionConfig(**{k: v for k, v in (config.get("caption") or {}).items() if k in known})
+    cap.bank = recorded_bank(path, config) or None
 
 
 def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch.Tensor, log: RunLogger,
@@ -297,13 +312,15 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
     os.makedirs(cfg.run_dir, exist_ok=True)
     state_path = os.path.join(cfg.run_dir, "state.pt")
     init = read_init(cfg.init, cap) if cfg.init else None  # checked on resume too: a wrong init= is never silent
+    if init is not None:
+        continue_settings(cap, cfg.init, init.config)
     start = load_state(state_path, model, opt)
     started_from = init_record(cfg, fresh=not start) if d.main else None
     if start:
         log.info(f"resumed from {state_path} at step {start}")
     elif init is not None:
         device = next(model.parameters()).device
-        model.load_state_dict({k: v.float().to(device) for k, v in init.items()})
+        model.load_state_dict({k: v.float().to(device) for k, v in init.tensors.items()})
     if not start and d.main:
         log.info(f"new run: {asdict(cfg)}; {len(captions)} captions; "
                  f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters; {d.world} process(es)")
