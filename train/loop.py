@@ -19,7 +19,8 @@ import torch
 
 from train.common import RunLogger, load_state, save_state, write_json
 from train.features import cached_text_features
-from zsc_core.captioner import Captioner
+from zsc_core.captioner import Captioner, served_settings
+from zsc_core.checkpoint import Checkpoint
 from zsc_core.device import autocast, resolve_device, resolve_dtype
 from zsc_core.encode import ClipEncoder, load_clip
 from zsc_core.evaluation import evaluate_world
@@ -260,7 +261,7 @@ def init_record(cfg: RunConfig, fresh: bool) -> dict | None:
 LossFn = Callable[[torch.Tensor, list, torch.Tensor], "tuple[torch.Tensor, dict[str, float]]"]
 
 
-def read_init(path: str, cap: Captioner):
+def read_init(path: str, cap: Captioner) -> Checkpoint:
     """The exported checkpoint ``path`` (``init=``) whose weights ``cap.adaptor`` starts from: refused, with a
     one-line reason, unless it is the same kind of adaptor with the same config, for the same frozen CLIP and LM."""
     from zsc_core.checkpoint import CheckpointError, check_compatible, load_checkpoint
@@ -285,14 +286,7 @@ def continue_settings(cap: Captioner, path: str, config: dict) -> None:
     (``config["caption"]``) and the caption bank of the init checkpoint at ``path`` (``config``: its config), so
     validation and every export use them, not those of the model the run was built from (a stage-2 run is built
     from its base, whose defaults are a stage-1 model's)."""
-    from dataclasses import fields
-
-    from zsc_core.bank import recorded_bank
-    from zsc_core.captioner import CaptionConfig
-
-    known = {f.name for f in fields(CaptionConfig)}
-    cap.config = CaptionConfig(**{k: v for k, v in (config.get("caption") or {}).items() if k in known})
-    cap.bank = recorded_bank(path, config) or None
+    cap.config, cap.bank = served_settings(path, config)
 
 
 def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch.Tensor, log: RunLogger,

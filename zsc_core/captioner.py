@@ -83,6 +83,12 @@ AUTHORS_INFERENCE = CaptionConfig(samples=4, num_beams=4, region_weights="softma
                                   normalize_tokens=True, noise_on_sum=True, noise_single=True)
 
 
+def served_settings(path: str, config: dict[str, Any]) -> tuple[CaptionConfig, str | None]:
+    """The inference defaults and the caption bank (its absolute path, stored relative to the checkpoint's folder
+    like its CLIP's; None without one) that the adaptor checkpoint at ``path`` records (``config``: its config)."""
+    return CaptionConfig(**(config.get("caption") or {})), recorded_bank(path, config) or None
+
+
 @dataclass
 class RegionBox:
     """A subregion centre as a box in the original image's pixels, with its CLS attention weight."""
@@ -169,12 +175,11 @@ class Captioner:
         check_compatible(ck, clip.identity(), lm.identity())
         cfg_cls, module_cls = ADAPTORS[ck.kind]
         adaptor = build_and_load(lambda: module_cls(cfg_cls(**ck.config["adaptor"])), ck.tensors, path)
-        caption_cfg = CaptionConfig(**ck.config.get("caption", {}))
+        caption_cfg, bank = served_settings(path, ck.config)
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
-        bank = recorded_bank(path, ck.config)  # relative to the adaptor checkpoint's folder, like its CLIP's
         # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
         return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, caption_cfg, name=name,
-                   interactive=bool(ck.config.get("interactive", False)), bank=bank or None)
+                   interactive=bool(ck.config.get("interactive", False)), bank=bank)
 
     @property
     def has_bank(self) -> bool:
