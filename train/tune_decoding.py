@@ -41,26 +41,24 @@ def main(argv: list[str] | None = None) -> dict:
     set_threads(cfg.threads)
     from zsc_core.captioner import Captioner
     from zsc_core.checkpoint import set_caption_defaults
-    from zsc_core.evaluation import coco_items
-    from zsc_core.images import load_image
-    from zsc_core.metrics import caption_metrics
+    from zsc_core.evaluation import evaluate_coco
+    from zsc_core.presets import data_dir
 
     cap = Captioner.from_pretrained(cfg.preset)
-    items = coco_items(cfg.split)
-    refs = dict(enumerate(c for _, c in items))
-    images = [load_image(p) for p, _ in items]
-    rows = []
+    split_dir = os.path.join(data_dir(), "coco", cfg.split)
+    rows, n_photos = [], 0
     for width in cfg.widths:
         per_seed, seconds = [], 0.0
         for seed in cfg.seeds:
             t = time.perf_counter()
-            hyps = [r.caption for i in range(0, len(images), cfg.batch)
-                    for r in cap.caption(images[i:i + cfg.batch], samples=cfg.samples, seed=seed, num_beams=width)]
+            res = evaluate_coco(cap, os.path.join(split_dir, "images"), os.path.join(split_dir, "references.json"),
+                                cfg.samples, cfg.batch, ("cider",), progress=False, seed=seed, num_beams=width)
             seconds += time.perf_counter() - t
-            per_seed.append(float(caption_metrics(refs, dict(enumerate(hyps)), ("cider",))["CIDEr"]))
+            n_photos = res["n_captioned"]
+            per_seed.append(float(res["metrics"]["CIDEr"]))
             print(f"num_beams={width} seed {seed}: CIDEr {per_seed[-1]:.3f}", file=sys.stderr, flush=True)
         rows.append({"num_beams": width, "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed),
-                     "s_per_photo": seconds / (len(images) * len(cfg.seeds))})
+                     "s_per_photo": seconds / (n_photos * len(cfg.seeds))})
     chosen = prevails(max(rows, key=lambda r: r["mean_CIDEr"]), rows[0])
     for path in cfg.attach:
         set_caption_defaults(path, num_beams=chosen["num_beams"])
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"The `{cfg.preset}` preset as shipped (its caption bank's mix, noise and ranking), S={cfg.samples}, "
           f"seeds {list(cfg.seeds)}; each sample's prefix decoded greedily (1) or by a beam search of that width. "
           "A width replaces the first row only when it scores higher on most seeds. Seconds per photo: this "
-          "machine, all of captioning.\n\n| num_beams | CIDEr (mean of seeds) | per seed | s / photo |\n"
+          "machine, loading and captioning.\n\n| num_beams | CIDEr (mean of seeds) | per seed | s / photo |\n"
           "| --- | --- | --- | --- |\n"]
     md += [f"| {r['num_beams']}{' (chosen)' if r is chosen else ''} | {r['mean_CIDEr']:.3f} | "
            f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} | {r['s_per_photo']:.2f} |\n" for r in rows]
