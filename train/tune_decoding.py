@@ -1,11 +1,12 @@
-"""Choose the beam width of each of the S samples (CaptionConfig.num_beams) on the selection set, measured.
+"""Choose how each of the S samples is decoded (CaptionConfig.num_beams, keep_beams) on the selection set, measured.
 
     python -m train.tune_decoding                          # -> results/decoding_photo.{md,json}
     python -m train.tune_decoding attach=checkpoints/tipcap-s4-photo.safetensors
 
 The caption bank's settings (input mix, noise, ranking: train/build_bank.py) stay as the preset ships them; only
-how each of the S noisy prefixes is decoded changes: greedy (1) or a beam search of width b, whose best hypothesis
-is that sample's candidate (S candidates either way; MacCap's own single-caption setting is S=4 x beam 4). The
+how each of the S noisy prefixes is decoded changes: ``greedy``; ``beamB``, a beam search of width B whose best
+hypothesis is that sample's candidate (S candidates either way; MacCap's own single-caption setting is S=4 x beam
+4); or ``beamB-all``, every one of its B hypotheses a candidate (S x B candidates: more to rank, not more samples). The
 captioner runs through the facade, S=20, seeds 0-3, on ``coco/train-paired`` (never on val-dev). A width replaces
 greedy decoding only when it scores higher on most seeds (train.build_bank.prevails); beams cost about b times the
 generation time, which the report states beside the CIDEr. ``attach=`` writes the chosen width into the listed
@@ -26,7 +27,7 @@ from train.common import parse_overrides, set_threads, write_json
 @dataclass
 class DecodingConfig:
     preset: str = "photo"
-    widths: tuple[int, ...] = (1, 3)  # the first is the incumbent
+    decodings: tuple[str, ...] = ("greedy", "beam3")  # "greedy", "beamB", "beamB-all"; the first is the incumbent
     samples: int = 20
     seeds: tuple[int, ...] = (0, 1, 2, 3)
     split: str = "train-paired"
@@ -34,6 +35,16 @@ class DecodingConfig:
     report: str = "results/decoding_photo"
     attach: tuple[str, ...] = ()
     threads: int = 0
+
+
+def parse_decoding(name: str) -> tuple[int, bool]:
+    """``"greedy"`` -> (1, False); ``"beam3"`` -> (3, False); ``"beam3-all"`` -> (3, True): (num_beams, keep_beams)."""
+    if name == "greedy":
+        return 1, False
+    body, keep = (name[:-4], True) if name.endswith("-all") else (name, False)
+    if not body.startswith("beam") or not body[4:].isdigit() or int(body[4:]) < 1:
+        raise ValueError(f"unknown decoding {name!r}: use 'greedy', 'beamB' or 'beamB-all' (B >= 1)")
+    return int(body[4:]), keep
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -44,36 +55,39 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.evaluation import evaluate_coco
     from zsc_core.presets import data_dir
 
+    settings = [parse_decoding(d) for d in cfg.decodings]  # fails before any model loads
     cap = Captioner.from_pretrained(cfg.preset)
     split_dir = os.path.join(data_dir(), "coco", cfg.split)
     rows, n_photos = [], 0
-    for width in cfg.widths:
+    for name, (width, keep) in zip(cfg.decodings, settings):
         per_seed, seconds = [], 0.0
         for seed in cfg.seeds:
             t = time.perf_counter()
             res = evaluate_coco(cap, os.path.join(split_dir, "images"), os.path.join(split_dir, "references.json"),
-                                cfg.samples, cfg.batch, ("cider",), progress=False, seed=seed, num_beams=width)
+                                cfg.samples, cfg.batch, ("cider",), progress=False, seed=seed, num_beams=width,
+                                keep_beams=keep)
             seconds += time.perf_counter() - t
             n_photos = res["n_captioned"]
             per_seed.append(float(res["metrics"]["CIDEr"]))
-            print(f"num_beams={width} seed {seed}: CIDEr {per_seed[-1]:.3f}", file=sys.stderr, flush=True)
-        rows.append({"num_beams": width, "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed),
+            print(f"{name} seed {seed}: CIDEr {per_seed[-1]:.3f}", file=sys.stderr, flush=True)
+        rows.append({"decoding": name, "num_beams": width, "keep_beams": keep,
+                     "candidates": cfg.samples * (width if keep else 1), "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed),
                      "s_per_photo": seconds / (n_photos * len(cfg.seeds))})
     chosen = prevails(max(rows, key=lambda r: r["mean_CIDEr"]), rows[0])
     for path in cfg.attach:
-        set_caption_defaults(path, num_beams=chosen["num_beams"])
-        print(f"{path}: num_beams={chosen['num_beams']}", file=sys.stderr)
+        set_caption_defaults(path, num_beams=chosen["num_beams"], keep_beams=chosen["keep_beams"])
+        print(f"{path}: {chosen['decoding']}", file=sys.stderr)
     report = {"split": cfg.split, "samples": cfg.samples, "seeds": list(cfg.seeds), "preset": cfg.preset,
-              "chosen_num_beams": chosen["num_beams"], "rows": rows}
+              "chosen": chosen["decoding"], "rows": rows}
     os.makedirs(os.path.dirname(cfg.report) or ".", exist_ok=True)
     write_json(cfg.report + ".json", report)
-    md = [f"# Beam width per sample, chosen on `coco/{cfg.split}` (`python -m train.tune_decoding`)\n\n",
+    md = [f"# Decoding of each sample, chosen on `coco/{cfg.split}` (`python -m train.tune_decoding`)\n\n",
           f"The `{cfg.preset}` preset as shipped (its caption bank's mix, noise and ranking), S={cfg.samples}, "
-          f"seeds {list(cfg.seeds)}; each sample's prefix decoded greedily (1) or by a beam search of that width. "
-          "A width replaces the first row only when it scores higher on most seeds. Seconds per photo: this "
-          "machine, loading and captioning.\n\n| num_beams | CIDEr (mean of seeds) | per seed | s / photo |\n"
-          "| --- | --- | --- | --- |\n"]
-    md += [f"| {r['num_beams']}{' (chosen)' if r is chosen else ''} | {r['mean_CIDEr']:.3f} | "
+          f"seeds {list(cfg.seeds)}; each sample's prefix decoded greedily or by a beam search of width B, keeping its best "
+          "hypothesis (beamB) or all B (beamB-all: S x B candidates ranked). A row replaces the first only when "
+          "it scores higher on most seeds. Seconds per photo: this machine, loading and captioning.\n\n"
+          "| decoding | candidates | CIDEr (mean of seeds) | per seed | s / photo |\n| --- | --- | --- | --- | --- |\n"]
+    md += [f"| {r['decoding']}{' (chosen)' if r is chosen else ''} | {r['candidates']} | {r['mean_CIDEr']:.3f} | "
            f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} | {r['s_per_photo']:.2f} |\n" for r in rows]
     with open(cfg.report + ".md", "w") as f:
         f.write("".join(md))

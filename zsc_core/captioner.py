@@ -44,6 +44,8 @@ class CaptionConfig:
     n_cr: int | None = None  # subregions N_cr (MacCap's adaptor input; shown for every kind); None: adaptor's
     use_regions: bool = True  # subregion aggregation; False: the CLS feature repeated N_cr times (ablation)
     num_beams: int = 1  # beam width per sample (MacCap's single-caption setting: 4)
+    # Every beam hypothesis a candidate (S x num_beams candidates to rank); False: each sample's best only (S)
+    keep_beams: bool = False
     max_new_tokens: int = 20
     seed: int = 0  # seeds the sampling noise, so a caption is reproducible
     # How subregions are chosen and pooled (regions.Aggregation; the authors' code: "softmax", True, True).
@@ -315,7 +317,8 @@ class Captioner:
             x = self.adaptor.perturb(x, self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2, gen)
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(x)  # (B*S, N_q, H)
-        gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
+        gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
+                                num_return=cfg.num_beams if cfg.keep_beams else 1)
         # the consensus ranking's rank_k nearest (the input mix read its consensus_k nearest)
         neighbours = neighbours[:, :rank_k] if cfg.rerank == "consensus" else None
         if rough is None:
@@ -366,7 +369,8 @@ class Captioner:
         with autocast(self.lm.device, self.lm.model.dtype):
             texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg)
         t = time.perf_counter()
-        text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S, D)
+        s = s * gen_cfg.num_return  # candidates per image: each sample's hypotheses, image-major
+        text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S x num_return, D)
         prompt_feat = self.clip.encode_text([prompt])[0] if prompt and prompt_weight else None  # (D,)
         ranked = [rerank(texts[i * s:(i + 1) * s], text_feats[i], image_feats[i],
                          neighbours[i].to(text_feats.device) if neighbours is not None else None,

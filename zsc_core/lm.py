@@ -55,6 +55,7 @@ class GenerationCfg:
 
     max_new_tokens: int = 20  # captions are short (papers: <= 15 words)
     num_beams: int = 1  # 1: greedy (or sampling); MacCap's single-caption setting uses 4
+    num_return: int = 1  # hypotheses returned per row (<= num_beams): the best first, rows stay contiguous
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 0.9
@@ -192,14 +193,17 @@ class LanguageModel(FrozenIdentity, nn.Module):
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prompts: Sequence[list[int]] | None = None,
                  cfg: GenerationCfg | None = None, generator_seed: int | None = None) -> list[str]:
-        """Decode one caption per row of ``prefix`` (B, L, H) in ONE ``generate`` call; cleaned sentences."""
+        """Decode ``cfg.num_return`` captions per row of ``prefix`` (B, L, H) in ONE ``generate`` call; cleaned
+        sentences, row-major (row i's hypotheses at i * num_return ..., best first)."""
         cfg = cfg or GenerationCfg()
+        if not 1 <= cfg.num_return <= max(cfg.num_beams, 1) and not cfg.do_sample:
+            raise ValueError(f"num_return must be between 1 and num_beams={cfg.num_beams}, got {cfg.num_return}")
         embeds, mask = self.prefix_inputs(prefix.to(self.device), prompts)
         if generator_seed is not None:
             torch.manual_seed(generator_seed)  # sampling in generate() draws from the global generator
         kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
                                   do_sample=cfg.do_sample, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
-                                  begin_suppress_tokens=self.empty_starts)
+                                  begin_suppress_tokens=self.empty_starts, num_return_sequences=cfg.num_return)
         if cfg.do_sample:
             kw.update(temperature=cfg.temperature, top_p=cfg.top_p)
         out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
