@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
             per_seed.append(float(res["metrics"]["CIDEr"]))
             print(f"{name} seed {seed}: CIDEr {per_seed[-1]:.3f}", file=sys.stderr, flush=True)
         rows.append({"decoding": name, "num_beams": width, "keep_beams": keep,
-                     "candidates": cfg.samples * (width if keep else 1), "S_CIDEr": per_seed, "mean_CIDEr": sum(per_seed) / len(per_seed),
+                     "candidates": cfg.samples * (width if keep else 1), "S_CIDEr": per_seed,
+                     "mean_CIDEr": sum(per_seed) / len(per_seed),
                      "s_per_photo": seconds / (n_photos * len(cfg.seeds))})
     chosen = prevails(max(rows, key=lambda r: r["mean_CIDEr"]), rows[0])
     for path in cfg.attach:
@@ -83,9 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(cfg.report + ".json", report)
     md = [f"# Decoding of each sample, chosen on `coco/{cfg.split}` (`python -m train.tune_decoding`)\n\n",
           f"The `{cfg.preset}` preset as shipped (its caption bank's mix, noise and ranking), S={cfg.samples}, "
-          f"seeds {list(cfg.seeds)}; each sample's prefix decoded greedily or by a beam search of width B, keeping its best "
-          "hypothesis (beamB) or all B (beamB-all: S x B candidates ranked). A row replaces the first only when "
-          "it scores higher on most seeds. Seconds per photo: this machine, loading and captioning.\n\n"
+          f"seeds {list(cfg.seeds)}; each sample's prefix decoded greedily or by a beam search of width B, "
+          "keeping its best hypothesis (beamB) or all B (beamB-all: S x B candidates ranked). A row replaces the "
+          "first only when it scores higher on most seeds. Seconds per photo: this machine, loading and captioning.\n\n"
           "| decoding | candidates | CIDEr (mean of seeds) | per seed | s / photo |\n| --- | --- | --- | --- | --- |\n"]
     md += [f"| {r['decoding']}{' (chosen)' if r is chosen else ''} | {r['candidates']} | {r['mean_CIDEr']:.3f} | "
            f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} | {r['s_per_photo']:.2f} |\n" for r in rows]
