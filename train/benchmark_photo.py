@@ -56,6 +56,9 @@ ROWS = [
     Row("Captioner", "TIPCap S1, N(mu, Sigma) from 80 paired photos (`photo-tipcap-s1`), S=20 + CLIP rerank",
         "photo-tipcap-s1", {"samples": 20}),
     Row("Captioner", "TIPCap S1, one sample (S=1)", "photo-tipcap-s1", {"samples": 1}),
+    Row("Ablation", "TIPCap S4, S=20, each sample a beam search of width 3 and all 60 hypotheses CIDEr-D ranked "
+        "(keep_beams; chosen on train-paired by train.tune_decoding, not shipped yet)", "photo",
+        {"samples": 20, "num_beams": 3, "keep_beams": True}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, embedding-consensus rerank (mean "
         "cosine with them)", "photo", {"samples": 20, "rerank": "consensus"}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, CIDEr-D rerank against only the "
