@@ -90,3 +90,18 @@ def test_tune_decoding_scores_each_decoding_per_seed_and_attaches_the_chosen(tmp
         {k: v.tolist() for k, v in before.items()}
     loaded = Captioner.from_pretrained(path)
     assert (loaded.config.num_beams, loaded.config.keep_beams) == (expected["num_beams"], expected["keep_beams"])
+
+
+def test_cli_ranks_every_beam_hypothesis_and_refuses_a_bad_width(tmp_path):
+    from .test_captioner import _cli
+
+    _, path = _saved_captioner(tmp_path)
+    img = tmp_path / "scene.png"
+    _img(2).save(img)
+    every = _cli("caption", str(img), "--model", path, "--samples", "2", "--beams", "2", "--keep-beams", "--json")
+    assert every.returncode == 0, every.stderr
+    assert sum(c["count"] for c in json.loads(every.stdout)["candidates"]) == 4  # S x B
+    best = _cli("caption", str(img), "--model", path, "--samples", "2", "--beams", "2", "--json")
+    assert best.returncode == 0 and sum(c["count"] for c in json.loads(best.stdout)["candidates"]) == 2
+    bad = _cli("caption", str(img), "--model", path, "--beams", "0")
+    assert bad.returncode == 2 and "num_beams must be >= 1" in bad.stderr and "Traceback" not in bad.stderr

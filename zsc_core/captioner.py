@@ -278,6 +278,8 @@ class Captioner:
         cfg = replace(self.config, **{k: v for k, v in overrides.items() if v is not None})
         if cfg.samples < 1:
             raise ValueError(f"samples must be >= 1, got {cfg.samples}")
+        if cfg.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {cfg.num_beams}")
         if cfg.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {cfg.rerank!r}; known: {RERANKERS}")
         if not 0.0 <= cfg.bank_mix <= 1.0:

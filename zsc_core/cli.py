@@ -1,7 +1,8 @@
 """Command line: ``python -m zsc_core {caption,world,presets} ...``.
 
     python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT]
-                               [--rerank clip|consensus|cider] [--rerank-k K] [--bank-mix W] [--json]
+                               [--rerank clip|consensus|cider] [--rerank-k K] [--bank-mix W]
+                               [--beams B] [--keep-beams] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
     python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
@@ -44,7 +45,8 @@ def _caption(args: argparse.Namespace) -> int:
         return 2
     try:
         results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed,
-                              rerank=args.rerank, rerank_k=args.rerank_k, bank_mix=args.bank_mix)
+                              rerank=args.rerank, rerank_k=args.rerank_k, bank_mix=args.bank_mix,
+                              num_beams=args.beams, keep_beams=args.keep_beams)
     except (NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -199,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0: as many as the bank mix averages; default: the model's)")
     c.add_argument("--bank-mix", type=float, default=None, metavar="W",
                    help="0-1: weight of the nearest bank captions' mean in the adaptor's input (default: the model's)")
+    c.add_argument("--beams", type=int, default=None, metavar="B",
+                   help="decode each sample by a beam search of width B (default: the model's)")
+    c.add_argument("--keep-beams", action="store_const", const=True, default=None,
+                   help="rank every beam hypothesis (S x B candidates), not only each sample's best")
     c.add_argument("--device", default="auto")
     c.add_argument("--dtype", default="auto", choices=DTYPES, help="the LM's runtime dtype (auto: bf16 on CUDA)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
