@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
             cap.bank.captions()
             out["bank_captions_load_s"] = round(time.perf_counter() - t, 3)
         settings["S=20, CLIP rerank"] = {"samples": 20, "rerank": "clip"}
+    # 60 candidates (README "More candidates, not better decoding"): every beam hypothesis, or 60 greedy samples
+    settings["S=20 x beam 3, all ranked"] = {"samples": 20, "num_beams": 3, "keep_beams": True}
+    settings["S=60"] = {"samples": 60}
     for name, kw in settings.items():
         cap.caption(images[0], **kw)  # warm-up
         totals, stages = [], {"encode_s": [], "generate_s": [], "rerank_s": []}
