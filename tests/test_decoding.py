@@ -10,11 +10,7 @@ from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import load_checkpoint, read_metadata
 from zsc_core.lm import GenerationCfg
 
-from .test_captioner import SMALL, _saved_captioner
-
-
-def _img(i=0, size=64):
-    return world.render(world.make_scene(0, "eval", i), size)
+from .test_captioner import SMALL, _img, _saved_captioner
 
 
 def test_generate_returns_every_beam_hypothesis_row_major_best_first(tiny_lm):

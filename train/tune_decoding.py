@@ -16,6 +16,7 @@ checkpoints' inference defaults (metadata only).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -41,10 +42,10 @@ def parse_decoding(name: str) -> tuple[int, bool]:
     """``"greedy"`` -> (1, False); ``"beam3"`` -> (3, False); ``"beam3-all"`` -> (3, True): (num_beams, keep_beams)."""
     if name == "greedy":
         return 1, False
-    body, keep = (name[:-4], True) if name.endswith("-all") else (name, False)
-    if not body.startswith("beam") or not body[4:].isdigit() or int(body[4:]) < 1:
+    m = re.fullmatch(r"beam([1-9][0-9]*)(-all)?", name)
+    if m is None:
         raise ValueError(f"unknown decoding {name!r}: use 'greedy', 'beamB' or 'beamB-all' (B >= 1)")
-    return int(body[4:]), keep
+    return int(m.group(1)), m.group(2) is not None
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -371,10 +371,10 @@ class Captioner:
         with autocast(self.lm.device, self.lm.model.dtype):
             texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg)
         t = time.perf_counter()
-        s = s * gen_cfg.num_return  # candidates per image: each sample's hypotheses, image-major
-        text_feats = self.clip.encode_text(texts).view(b, s, -1)  # (B, S x num_return, D)
+        n = s * gen_cfg.num_return  # candidates per image: each sample's hypotheses, image-major
+        text_feats = self.clip.encode_text(texts).view(b, n, -1)  # (B, S x num_return, D)
         prompt_feat = self.clip.encode_text([prompt])[0] if prompt and prompt_weight else None  # (D,)
-        ranked = [rerank(texts[i * s:(i + 1) * s], text_feats[i], image_feats[i],
+        ranked = [rerank(texts[i * n:(i + 1) * n], text_feats[i], image_feats[i],
                          neighbours[i].to(text_feats.device) if neighbours is not None else None,
                          prompt_feat, prompt_weight, cider_refs[i] if cider_refs is not None else None)
                   for i in range(b)]

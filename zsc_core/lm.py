@@ -196,7 +196,7 @@ class LanguageModel(FrozenIdentity, nn.Module):
         """Decode ``cfg.num_return`` captions per row of ``prefix`` (B, L, H) in ONE ``generate`` call; cleaned
         sentences, row-major (row i's hypotheses at i * num_return ..., best first)."""
         cfg = cfg or GenerationCfg()
-        if not 1 <= cfg.num_return <= max(cfg.num_beams, 1) and not cfg.do_sample:
+        if cfg.num_return < 1 or (not cfg.do_sample and cfg.num_return > cfg.num_beams):
             raise ValueError(f"num_return must be between 1 and num_beams={cfg.num_beams}, got {cfg.num_return}")
         embeds, mask = self.prefix_inputs(prefix.to(self.device), prompts)
         if generator_seed is not None:
