@@ -22,7 +22,7 @@ import gradio as gr
 
 from zsc_core import world
 from zsc_core.presets import default_preset
-from zsc_core.service import CaptionService, UserError
+from zsc_core.service import APP_BEAMS, CaptionService, UserError
 
 MAX_UPLOAD = "20mb"
 CAND_HEADERS = ["chosen", "candidate", "CLIP score", "ranking score", "count"]  # the info line says what ranks
@@ -123,7 +123,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                                            minimum=0, maximum=1)
                         n_cr = gr.Number(value=None, precision=0, label="Subregions N_cr (blank: the model's own)",
                                          minimum=1, maximum=49)
-                        beams = gr.Slider(1, 8, value=1, step=1, label="Beam size")
+                        beams = gr.Slider(1, 8, value=APP_BEAMS, step=1, label="Beam size per sample")
                     run = gr.Button("Caption", variant="primary")
                 with gr.Column(scale=1):
                     out_caption = gr.Textbox(label="Caption", interactive=False)

@@ -127,3 +127,13 @@ def test_photo_report_states_prompt_rates_without_rounding_up_to_the_target(tmp_
     assert "**53.2% (58 of 109)** of bare-noun prompts" in md
     assert "50%" not in md
     assert json.loads((tmp_path / "bench.json").read_text())["prompts"]["followed_phrase"] == 54 / 109
+
+
+def test_photo_rows_named_one_sample_decode_one_greedy_caption():
+    """A row named S=1 is one caption per photo whatever its checkpoint's decoding default (the `photo` preset ranks
+    every hypothesis of a width-3 beam search, three candidates even at S=1): each such row pins num_beams=1."""
+    from train.benchmark_photo import ROWS
+
+    one = [r for r in ROWS if r.overrides.get("samples") == 1]
+    assert len(one) >= 5 and all(r.overrides.get("num_beams") == 1 for r in one), [r.name for r in one]
+    assert all(r.overrides.get("samples") == 1 for r in ROWS if "S=1" in r.name)

@@ -44,3 +44,36 @@ def test_training_prompt_mixes_bare_nouns_and_phrases():
     bare = sum(t == "Reference: a red car Prompt: An image contains sun. Prediction:" for t in texts) / len(texts)
     phrase = sum(t == "Reference: a red car Prompt: An image contains yellow sun. Prediction:" for t in texts)
     assert 0.4 < bare < 0.6 and phrase / len(texts) == 1 - bare
+
+
+def test_photo_prompt_protocol_prompts_the_first_missing_noun_and_passes_settings_to_both_passes():
+    """evaluate_prompt_following_coco with stand-in captioners: the first reference noun the rough caption lacks is
+    prompted (as a phrase, then bare), a refined caption that names it counts as followed, a photo whose rough
+    caption names every noun is skipped, and the decoding overrides reach the rough and the refined pass alike."""
+    from types import SimpleNamespace
+
+    from zsc_core.evaluation import evaluate_prompt_following_coco
+
+    calls = []
+
+    class Stub:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def caption(self, image, **kw):
+            calls.append(kw)
+            return SimpleNamespace(caption=self.answer(image, kw))
+
+    base = Stub(lambda image, kw: "a dog on a sofa")
+    two = Stub(lambda image, kw: f"a dog on a sofa next to a {kw['prompt'].split()[-1].rstrip('.')}"
+               if image == "follows" else "a dog on a sofa")
+    items = [("follows", ["a red motorcycle near a dog"]), ("ignores", ["a cat and a dog"]),
+             ("complete", ["the dog on the sofa"])]
+    res = evaluate_prompt_following_coco(two, base, items, samples=8, num_beams=1)
+    assert res["tried"] == 2 and res["followed_phrase"] == res["followed_bare"] == 0.5
+    assert res["rough"] == ["a dog on a sofa"] * 3
+    assert res["refined"] == ["a dog on a sofa next to a motorcycle", "a dog on a sofa", "a dog on a sofa"]
+    prompted = [kw["prompt"] for kw in calls if "prompt" in kw]
+    assert prompted == ["An image contains red motorcycle.", "An image contains motorcycle.",
+                        "An image contains cat.", "An image contains cat."]
+    assert len(calls) == 3 + 4 and all(kw["samples"] == 8 and kw["num_beams"] == 1 for kw in calls)

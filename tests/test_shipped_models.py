@@ -12,6 +12,7 @@ from zsc_core import world
 from zsc_core.captioner import ADAPTOR_KINDS, Captioner
 from zsc_core.checkpoint import read_metadata
 from zsc_core.presets import DEFAULT_PRESET, PRESETS, checkpoints_dir
+from zsc_core.service import APP_BEAMS
 
 ADAPTOR_FILES = sorted(p for p in glob.glob(os.path.join(checkpoints_dir(), "**", "*.safetensors"), recursive=True)
                        if read_metadata(p)["kind"] in ADAPTOR_KINDS)
@@ -121,7 +122,7 @@ PHOTO = [p for p in SHIPPED if read_metadata(p)["clip"]["name"] == "mobilenet_v2
 @pytest.mark.slow
 @pytest.mark.parametrize("path", PHOTO, ids=[os.path.relpath(p, checkpoints_dir()) for p in PHOTO])
 def test_shipped_photo_captioner_is_grounded(path):
-    """The same rule on real photos: on the 109 held-out val-dev photos (one sample each), captions name a noun
+    """The same rule on real photos: on the 109 held-out val-dev photos (one greedy sample each), captions name a noun
     (spaCy head lemma) of their OWN photo's references more often than of the next photo's, by the sign test at
     p < 0.01 (train.benchmark_photo.photo_grounding, which the photo benchmark reports for every row)."""
     from train.benchmark_photo import photo_grounding
@@ -131,7 +132,8 @@ def test_shipped_photo_captioner_is_grounded(path):
     items = coco_items("val-dev")
     images = [load_image(p) for p, _ in items]
     cap = Captioner.from_pretrained(path)
-    captions = [r.caption for i in range(0, len(images), 16) for r in cap.caption(images[i:i + 16], samples=1)]
+    captions = [r.caption for i in range(0, len(images), 16)
+                for r in cap.caption(images[i:i + 16], samples=1, num_beams=1)]
     assert all(captions)
     g = photo_grounding(captions, [refs for _, refs in items])
     assert g["own"] > g["other"] and g["grounded"], (g, captions[:10])
@@ -158,7 +160,7 @@ def test_photo_prompts_improve_the_caption(photo_prompting):
 
     base, two, items = photo_prompting
     refs = {i: r for i, (_, r) in enumerate(items)}
-    res = evaluate_prompt_following_coco(two, base, items)
+    res = evaluate_prompt_following_coco(two, base, items, num_beams=APP_BEAMS)
     assert res["tried"] > 0 and len(res["rough"]) == len(res["refined"]) == len(items)
     before, after = (caption_metrics(refs, dict(enumerate(res[k])), ("cider",))["CIDEr"] for k in ("rough", "refined"))
     assert after > before, (before, after)
@@ -172,7 +174,7 @@ def test_photo_prompt_model_names_the_prompted_noun_in_most_cases_at_one_sample(
     from zsc_core.evaluation import evaluate_prompt_following_coco
 
     base, two, items = photo_prompting
-    res = evaluate_prompt_following_coco(two, base, items)
+    res = evaluate_prompt_following_coco(two, base, items, num_beams=APP_BEAMS)
     assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.5, res
 
 
@@ -186,7 +188,7 @@ def test_photo_prompt_model_names_the_prompted_noun_in_most_cases_as_the_app_run
 
     base, two, items = photo_prompting
     assert two.config.prompt_weight > 0
-    res = evaluate_prompt_following_coco(two, base, items, samples=CPU_SAMPLES)
+    res = evaluate_prompt_following_coco(two, base, items, samples=CPU_SAMPLES, num_beams=APP_BEAMS)
     assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.5, res
 
 

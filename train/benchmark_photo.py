@@ -20,6 +20,7 @@ import torch
 
 from train.benchmark import AUTHORS_INFERENCE, OURS_INFERENCE, rate
 from train.common import parse_overrides, set_threads
+from zsc_core.service import APP_BEAMS
 
 
 @dataclass
@@ -33,7 +34,7 @@ class PhotoBenchConfig:
     prompts: bool = True  # the interactive-prompt protocol
     # ...at these S: 1 (one noise-free caption per pass) and the app's S on CPU (service.CPU_SAMPLES), where the
     # prompted candidates are ranked with the prompt model's prompt_weight
-    prompt_samples: tuple[int, ...] = (1, 8)
+    prompt_samples: tuple[int, ...] = (1, 8)  # both decoded greedily (APP_BEAMS), as the app does
     gap: bool = True  # the bridge's modality-gap analysis (Table-1 numbers, histograms, t-SNE)
     threads: int = 0
 
@@ -48,17 +49,17 @@ class Row:
 
 ROWS = [
     Row("Captioner", "TIPCap S4, text only (the `photo` preset), S=20, decoded from the nearest bank captions, "
-        "CIDEr-D rerank against them", "photo", {"samples": 20}),
+        "each sample a beam search of width 3, all 60 hypotheses CIDEr-D reranked against them", "photo",
+        {"samples": 20}),
     Row("Captioner", "TIPCap S4, text only, decoded from the nearest bank captions, one sample (S=1)", "photo",
-        {"samples": 1}),
+        {"samples": 1, "num_beams": 1}),
     Row("Captioner", "MacCap (`photo-maccap`), S=20 + CLIP rerank", "photo-maccap", {"samples": 20}),
-    Row("Captioner", "MacCap, one sample (S=1)", "photo-maccap", {"samples": 1}),
+    Row("Captioner", "MacCap, one sample (S=1)", "photo-maccap", {"samples": 1, "num_beams": 1}),
     Row("Captioner", "TIPCap S1, N(mu, Sigma) from 80 paired photos (`photo-tipcap-s1`), S=20 + CLIP rerank",
         "photo-tipcap-s1", {"samples": 20}),
-    Row("Captioner", "TIPCap S1, one sample (S=1)", "photo-tipcap-s1", {"samples": 1}),
-    Row("Ablation", "TIPCap S4, S=20, each sample a beam search of width 3 and all 60 hypotheses CIDEr-D ranked "
-        "(keep_beams; chosen on train-paired by train.tune_decoding, not shipped yet)", "photo",
-        {"samples": 20, "num_beams": 3, "keep_beams": True}),
+    Row("Captioner", "TIPCap S1, one sample (S=1)", "photo-tipcap-s1", {"samples": 1, "num_beams": 1}),
+    Row("Ablation", "TIPCap S4, S=20 decoded greedily, 20 candidates CIDEr-D ranked (the `photo` default before "
+        "beam 3 with every hypothesis ranked)", "photo", {"samples": 20, "num_beams": 1}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, embedding-consensus rerank (mean "
         "cosine with them)", "photo", {"samples": 20, "rerank": "consensus"}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, CIDEr-D rerank against only the "
@@ -66,16 +67,17 @@ ROWS = [
     Row("Ablation", "TIPCap S4, S=20, decoded from the mean of the 300 nearest bank captions (consensus_k=300; "
         "not chosen, train.build_bank), CIDEr-D rerank against them", "photo", {"samples": 20, "consensus_k": 300}),
     Row("Ablation", "TIPCap S4, S=1, decoded from the mean of the 300 nearest bank captions (consensus_k=300)",
-        "photo", {"samples": 1, "consensus_k": 300}),
+        "photo", {"samples": 1, "num_beams": 1, "consensus_k": 300}),
     Row("Ablation", "TIPCap S4, S=20 + CIDEr-D rerank, the image feature alone as input (bank_mix=0)", "photo",
         {"samples": 20, "bank_mix": 0.0}),
     Row("Ablation", "TIPCap S4, S=1, the image feature alone as input (bank_mix=0)", "photo",
-        {"samples": 1, "bank_mix": 0.0}),
+        {"samples": 1, "num_beams": 1, "bank_mix": 0.0}),
     Row("Ablation", "TIPCap S4, S=20 + CLIP rerank, image feature alone (MacCap's ranking; the `photo` preset "
         "before the caption bank)", "photo", {"samples": 20, "rerank": "clip", "bank_mix": 0.0}),
     Row("Ablation", "MacCap without subregions (the global feature as every region token), S=20 + rerank",
         "photo-maccap", {"samples": 20, "use_regions": False}),
-    Row("Ablation", "MacCap without subregions, S=1", "photo-maccap", {"samples": 1, "use_regions": False}),
+    Row("Ablation", "MacCap without subregions, S=1", "photo-maccap",
+        {"samples": 1, "num_beams": 1, "use_regions": False}),
     Row("Fidelity", "our MacCap adaptor + the authors' inference (S=4 x beam 4, double-softmax regions, CLS "
         "eligible, noise on the unnormalised sum)", "photo-maccap", AUTHORS_INFERENCE),
     Row("Fidelity", "our MacCap adaptor + the authors' inference, without subregions", "photo-maccap",
@@ -142,8 +144,8 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
     for name in sorted(k for k in report if k.startswith("prompts")):
         p = report[name]
         s = p.get("samples", 1)
-        how = ("one noise-free caption per pass" if s == 1 else
-               f"S={s} samples per pass, the app's default on CPU; rough caption ranked by "
+        how = ("one noise-free greedy caption per pass" if s == 1 else
+               f"S={s} greedy samples per pass, the app's default on CPU; rough caption ranked by "
                f"{p.get('rough_rerank', 'clip')}, refined candidates by CLIP score + {p.get('prompt_weight', 0):g} x "
                "their text cosine with the prompt")
         md.append(f"\n## Interactive prompts at S={s} (`{p['model']}` refining the `photo` preset's rough caption; "
@@ -300,7 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
         and not _in_training(p.prompt_checkpoint_path())
     for samples in cfg.prompt_samples if ready else ():
         name = prompt_key(samples)
-        pkey = [file_fingerprint(p.prompt_checkpoint_path()), file_fingerprint(p.checkpoint_path()), cfg.split]
+        pkey = [file_fingerprint(p.prompt_checkpoint_path()), file_fingerprint(p.checkpoint_path()), cfg.split,
+                f"beams={APP_BEAMS}"]
         if samples != 1:
             pkey.append(samples)
         if (previous_prompts.get(name) or {}).get("key") == pkey:
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         two = Captioner.from_pretrained(p.prompt_checkpoint_path(), clip=base.clip, lm=base.lm)
         pr = evaluate_prompt_following_coco(two, base, list(zip(images, [refs[i] for i in range(len(images))])),
-                                            samples=samples)
+                                            samples=samples, num_beams=APP_BEAMS)
         for which in ("rough", "refined"):
             pr[f"{which}_CIDEr"] = float(caption_metrics(refs, dict(enumerate(pr[which])), ("cider",))["CIDEr"])
         pr.update(model=p.prompt_checkpoint, key=pkey, samples=samples, prompt_weight=two.config.prompt_weight,

@@ -28,7 +28,8 @@ from train.common import parse_overrides, set_threads, write_json
 @dataclass
 class DecodingConfig:
     preset: str = "photo"
-    decodings: tuple[str, ...] = ("greedy", "beam3")  # "greedy", "beamB", "beamB-all"; the first is the incumbent
+    # "greedy", "beamB", "beamB-all"; the first is the incumbent
+    decodings: tuple[str, ...] = ("greedy", "beam3", "beam3-all")
     samples: int = 20
     seeds: tuple[int, ...] = (0, 1, 2, 3)
     split: str = "train-paired"

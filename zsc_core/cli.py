@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bank-mix", type=float, default=None, metavar="W",
                    help="0-1: weight of the nearest bank captions' mean in the adaptor's input (default: the model's)")
     c.add_argument("--beams", type=int, default=None, metavar="B",
-                   help="decode each sample by a beam search of width B (default: the model's)")
+                   help="decode each sample by a beam search of width B (default: the model's; 1: greedy)")
     c.add_argument("--keep-beams", action="store_const", const=True, default=None,
                    help="rank every beam hypothesis (S x B candidates), not only each sample's best")
     c.add_argument("--device", default="auto")

@@ -238,19 +238,20 @@ def grounding(named: Sequence[set[str]], reference_words: Sequence[set[str]]) ->
     return Grounding(sum(own), sum(other), own_only, other_only, sign_test(own_only, other_only))
 
 
-def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[str]]], samples: int = 1
-                                   ) -> dict[str, Any]:
+def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[str]]], samples: int = 1,
+                                   **overrides: Any) -> dict[str, Any]:
     """The same protocol on real photos: for each (image, references), the ``base`` caption is the rough one, and
     the first noun of the references (spaCy noun phrases, in reference order) whose head noun it does not name
     is prompted, as a noun phrase and as a bare noun; followed when the refined caption's own noun phrases
     name that head noun. Photos whose rough caption names every reference noun are skipped (their refined caption
-    is the rough one). Also returns every photo's ``rough`` and ``refined`` (noun-phrase prompt) caption, to score."""
+    is the rough one). Also returns every photo's ``rough`` and ``refined`` (noun-phrase prompt) caption, to score.
+    ``overrides`` (CaptionConfig fields, e.g. num_beams) apply to both passes."""
     from .prompts import make_prompt, noun_phrases
 
     tried, followed, examples = 0, {"phrase": 0, "bare": 0}, []
     roughs, refineds = [], []
     for image, refs in items:
-        rough = base.caption(image, samples=samples).caption
+        rough = base.caption(image, samples=samples, **overrides).caption
         roughs.append(rough)
         refineds.append(rough)
         have = {lemma for _, lemma in noun_phrases(rough)}
@@ -260,7 +261,8 @@ def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[
         tried += 1
         phrase, lemma = missing[0]
         for form, words in (("phrase", phrase), ("bare", lemma)):
-            refined = captioner.caption(image, prompt=make_prompt([words]), rough=rough, samples=samples).caption
+            refined = captioner.caption(image, prompt=make_prompt([words]), rough=rough, samples=samples,
+                                         **overrides).caption
             if form == "phrase":
                 refineds[-1] = refined
             hit = lemma in {lm for _, lm in noun_phrases(refined)}
