@@ -119,10 +119,12 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                     scene_refs = gr.Textbox(label="That scene's reference captions", lines=3, interactive=False)
                     with gr.Accordion("Sampling settings", open=False):
                         samples = gr.Slider(1, 64, value=DEFAULT_SAMPLES, step=1, label="Samples S (reranked)")
-                        sigma2 = gr.Number(value=None, label="Inference noise σ² (blank: the model's own)",
-                                           minimum=0, maximum=1)
-                        n_cr = gr.Number(value=None, precision=0, label="Subregions N_cr (blank: the model's own)",
-                                         minimum=1, maximum=49)
+                        # text, not gr.Number: a rendered Number field shows and sends 0 for a blank value,
+                        # which turned the noise off as soon as the settings were opened
+                        sigma2 = gr.Textbox(value="", label="Inference noise σ² (blank: the model's own)",
+                                            placeholder="the model's own, e.g. 0.016")
+                        n_cr = gr.Textbox(value="", label="Subregions N_cr (blank: the model's own)",
+                                          placeholder="the model's own, e.g. 10")
                         beams = gr.Slider(1, 8, value=APP_BEAMS, step=1, label="Beam size per sample")
                     run = gr.Button("Caption", variant="primary")
                 with gr.Column(scale=1):

@@ -37,7 +37,7 @@ def _png(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-SETTINGS = ["offline-world", 5, 0.016, 4, 1, 0]
+SETTINGS = ["offline-world", 5, "0.016", "4", 1, 0]  # noise and N_cr are text boxes (blank: the model's)
 
 
 def test_caption_endpoint(client, tmp_path):
@@ -49,10 +49,13 @@ def test_caption_endpoint(client, tmp_path):
     assert rows and rows[0][0] == "✔" and rows[0][1] == cap
     assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)  # offline-world: CLIP ranking
     assert all(r[3] == r[2] for r in rows)  # no caption bank: the ranking score is the CLIP score
-    assert "S=5" in info and "ranked by CLIP score" in info
-    # Blank noise and N_cr (the UI's defaults) mean the model's own settings, not the app's.
-    cap2, _, cands2, info2 = client.predict(img, "offline-world", 3, None, None, 1, 0, api_name="/caption")
-    assert isinstance(cap2, str) and cands2["data"] and "S=3" in info2
+    assert "S=5 x beam 1" in info and "ranked by CLIP score" in info
+    assert "σ² 0.016," in info and "N_cr 4," in info and "the model's" not in info  # the settings it was given
+    # Blank noise and N_cr (the UI's defaults, also as spaces or None) mean the model's own settings.
+    for blank in ("", "  ", None):
+        cap2, _, cands2, info2 = client.predict(img, "offline-world", 3, blank, blank, 2, 0, api_name="/caption")
+        assert isinstance(cap2, str) and cands2["data"] and "S=3 x beam 2" in info2
+        assert "(the model's)" in info2 and " 0 (the model's)" not in info2, info2
 
 
 def test_gap_on_the_coco_photos(client):
@@ -150,7 +153,13 @@ def test_text_inputs_are_checked(client, tmp_path):
     with pytest.raises(AppError, match="at least 3 images"):
         client.predict("offline-world", "my images and captions", 10, [], "", api_name="/gap")
     with pytest.raises(AppError, match="not available"):
-        client.predict(img, "real-photo", 5, 0.016, 4, 1, 0, api_name="/caption")
+        client.predict(img, "real-photo", 5, "0.016", "4", 1, 0, api_name="/caption")
+    with pytest.raises(AppError, match="sigma² a number"):
+        client.predict(img, "offline-world", 5, "a little", "", 1, 0, api_name="/caption")
+    with pytest.raises(AppError, match="between 0 and 1"):
+        client.predict(img, "offline-world", 5, "2", "", 1, 0, api_name="/caption")
+    with pytest.raises(AppError, match="N_cr must be between 1 and 49"):
+        client.predict(img, "offline-world", 5, "", "0", 1, 0, api_name="/caption")
 
 
 def test_presets_on_the_same_frozen_models_share_them(tmp_path, monkeypatch):

@@ -83,3 +83,29 @@ def test_a_broken_upload_shows_a_message_in_the_browser(page, tmp_path):
     page.get_by_text("not an image").first.wait_for(state="visible")
     assert "Traceback" not in page.content()
     _shot(page, "browser_error.png")
+
+
+def test_opening_the_sampling_settings_keeps_the_models_own_noise(page, tmp_path):
+    """Opening "Sampling settings" and changing only the beam size must leave noise and N_cr to the model: blank
+    fields (a number field once rendered a blank as 0 and sent it, so every sample was noise-free and S samples
+    collapsed to one or two captions)."""
+    from PIL import Image
+    from playwright.sync_api import expect
+    from sklearn.datasets import load_sample_image
+
+    photo = tmp_path / "flower.jpg"
+    Image.fromarray(load_sample_image("flower.jpg")).save(photo)
+    page.get_by_role("tab", name="Caption").click()
+    page.locator("input[type=file]").first.set_input_files(str(photo))
+    page.get_by_text("Sampling settings").click()
+    beams = page.get_by_label("number input for Beam size per sample")
+    beams.fill("2")
+    beams.press("Enter")
+    for label in ("Inference noise σ² (blank: the model's own)", "Subregions N_cr (blank: the model's own)"):
+        assert _textbox(page, label).input_value() == ""
+    page.get_by_role("button", name="Caption", exact=True).click()
+    info = page.get_by_text("distinct candidates from")
+    expect(info).to_contain_text("x beam 2")
+    expect(info).to_contain_text("(the model's)")
+    expect(info).not_to_contain_text(" 0 (the model's)")
+    _shot(page, "browser_settings.png")

@@ -29,6 +29,13 @@ class UserError(ValueError):
     """Something the user can fix; the message is shown as is."""
 
 
+def _blank_is_none(value: Any) -> Any:
+    """A settings field left blank (None, or a text box holding only spaces) means the model's own value."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value.strip() if isinstance(value, str) else value
+
+
 @dataclass
 class CaptionView:
     caption: str
@@ -167,12 +174,15 @@ class CaptionService:
         image = self.read_image(image_source)
         prompt = self.check_text(prompt, "prompt", MAX_PROMPT_CHARS, required=False)
         cap = self.captioner(preset, prompts=bool(prompt))
+        n_cr, sigma2 = _blank_is_none(n_cr), _blank_is_none(sigma2)  # blank: the model's own
         try:
             samples, num_beams, seed = int(samples), int(num_beams), int(seed)
-            n_cr = int(n_cr) if n_cr else None
+            n_cr = int(n_cr) if n_cr is not None else None
             sigma2 = float(sigma2) if sigma2 is not None else None
         except (TypeError, ValueError):
             raise UserError("Samples, N_cr, beams and seed must be whole numbers, sigma² a number.") from None
+        if n_cr is not None and not 1 <= n_cr <= 49:
+            raise UserError("N_cr must be between 1 and 49.")
         if not 1 <= samples <= 64:
             raise UserError("Samples must be between 1 and 64.")
         if sigma2 is not None and not 0 <= sigma2 <= 1:
@@ -196,7 +206,11 @@ class CaptionService:
                        f"; decoded from the photo's feature mixed {cap.config.bank_mix:g} with {mean}")
         if prompt and cap.config.prompt_weight:
             ranked += f" + {cap.config.prompt_weight:g} x similarity to the prompt"
-        info = (f"{len(r.candidates)} distinct candidates from S={samples}, ranked by {ranked}; "
+        own = cap.adaptor.cfg.sigma2 if cap.config.sigma2 is None else cap.config.sigma2
+        noise = f"σ² {own:g} (the model's)" if sigma2 is None else f"σ² {sigma2:g}"
+        n_used = n_cr or cap.config.n_cr or cap.adaptor.n_regions
+        info = (f"{len(r.candidates)} distinct candidates from S={samples} x beam {num_beams}, {noise}, "
+                f"N_cr {n_used}, ranked by {ranked}; "
                 f"{r.timings['total_s']:.2f} s (encode {r.timings['encode_s']:.2f}, "
                 f"generate {r.timings['generate_s']:.2f}, rerank {r.timings['rerank_s']:.2f})")
         return CaptionView(r.caption, draw_regions(image, r.regions), rows, info, r.rough_caption or "")
