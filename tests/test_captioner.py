@@ -72,6 +72,9 @@ def test_noise_makes_samples_differ_and_seed_reproduces(tiny_clip, tiny_lm):
     assert len(a.candidates) >= 3, a.candidates
     still = cap.caption(_img(2), samples=12, seed=3, max_new_tokens=6, sigma2=0.0)
     assert [c.count for c in still.candidates] == [12]
+    # each result says the noise and N_cr it used: the adaptor's own unless the call set them
+    assert (a.sigma2, a.n_cr) == (cap.adaptor.cfg.sigma2, cap.adaptor.n_regions) and a.sigma2 > 0
+    assert still.sigma2 == 0.0 and cap.caption(_img(2), samples=2, max_new_tokens=2, n_cr=3).n_cr == 3
     c = cap.caption(_img(2), samples=12, seed=4, max_new_tokens=6)
     assert [x.text for x in c.candidates] != [x.text for x in a.candidates]  # another seed, other samples
     one = cap.caption(_img(2), samples=1, max_new_tokens=6)

@@ -109,6 +109,8 @@ class CaptionResult:
     timings: dict[str, float]  # seconds per stage, for this call divided by the number of images
     rough_caption: str | None = None  # with a prompt: the first-pass caption that the prompt refined
     prompt: str | None = None
+    sigma2: float | None = None  # the noise variance the S samples were drawn with (CaptionConfig or the adaptor's)
+    n_cr: int | None = None  # the subregions N_cr the adaptor read
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,12 +229,20 @@ class Captioner:
         return self.adaptor.text_prefix(text_feats)
 
     # -- inference ----------------------------------------------------------------------------------------
+    def noise_variance(self, cfg: CaptionConfig) -> float:
+        """The inference noise σ² under ``cfg``: its own, or (None) the adaptor's training σ²."""
+        return self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2
+
+    def n_cr(self, cfg: CaptionConfig) -> int:
+        """The number of subregions N_cr under ``cfg``: its own, or (None) the adaptor's."""
+        return cfg.n_cr or self.adaptor.n_regions
+
     def region_memory(self, feats, cfg: CaptionConfig, noisy: bool = False) -> tuple[torch.Tensor, regions.Subregions]:
         """The N_cr region tokens MacCap's adaptor reads, (B, N_cr, D), and the chosen subregions.
 
         With ``noisy`` and ``cfg.noise_on_sum`` the region tokens are the unnormalised sums normalize(I_s) + I_c,
         for the noise to be added before their normalisation (the authors' order)."""
-        n_cr = cfg.n_cr or self.adaptor.n_regions
+        n_cr = self.n_cr(cfg)
         sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr, cfg.aggregation())
         if cfg.use_regions:
             memory = sub.sums if noisy and cfg.noise_on_sum else sub.feats
@@ -316,7 +326,7 @@ class Captioner:
         x = x.repeat_interleave(s, dim=0)  # (B*S, ...), image-major
         if noisy:
             gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
-            x = self.adaptor.perturb(x, self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2, gen)
+            x = self.adaptor.perturb(x, self.noise_variance(cfg), gen)
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(x)  # (B*S, N_q, H)
         gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
@@ -341,7 +351,8 @@ class Captioner:
             results.append(CaptionResult(
                 caption=cands[0].text, candidates=cands,
                 regions=[RegionBox(bx, float(w)) for bx, w in zip(boxes, sub.weights[i].tolist())],
-                timings={}, rough_caption=rough[i] if rough else None, prompt=prompt or None))
+                timings={}, rough_caption=rough[i] if rough else None, prompt=prompt or None,
+                sigma2=self.noise_variance(cfg), n_cr=self.n_cr(cfg)))
         t3 = time.perf_counter()
         timings = {"encode_s": (t1 - t0) / b, "generate_s": (t2 - t1 - t_rank) / b,
                    "rerank_s": (t3 - t2 + t_rank) / b, "total_s": (t3 - t0) / b}

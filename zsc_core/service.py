@@ -21,7 +21,7 @@ MAX_COCO_GAP = 109  # every val-dev photo
 
 CPU_SAMPLES = 8
 # The app's beam width: greedy, whatever the preset's own default (the `photo` preset's beam 3 with every hypothesis
-# ranked triples the candidates and costs ~2.5x the time at the same S); the slider offers more
+# ranked triples the candidates and costs ~2x the time at the same S: bench/photo_latency.py); the slider offers more
 APP_BEAMS = 1
 
 
@@ -206,11 +206,9 @@ class CaptionService:
                        f"; decoded from the photo's feature mixed {cap.config.bank_mix:g} with {mean}")
         if prompt and cap.config.prompt_weight:
             ranked += f" + {cap.config.prompt_weight:g} x similarity to the prompt"
-        own = cap.adaptor.cfg.sigma2 if cap.config.sigma2 is None else cap.config.sigma2
-        noise = f"σ² {own:g} (the model's)" if sigma2 is None else f"σ² {sigma2:g}"
-        n_used = n_cr or cap.config.n_cr or cap.adaptor.n_regions
+        noise = f"σ² {r.sigma2:g}" + (" (the model's)" if sigma2 is None else "")
         info = (f"{len(r.candidates)} distinct candidates from S={samples} x beam {num_beams}, {noise}, "
-                f"N_cr {n_used}, ranked by {ranked}; "
+                f"N_cr {r.n_cr}, ranked by {ranked}; "
                 f"{r.timings['total_s']:.2f} s (encode {r.timings['encode_s']:.2f}, "
                 f"generate {r.timings['generate_s']:.2f}, rerank {r.timings['rerank_s']:.2f})")
         return CaptionView(r.caption, draw_regions(image, r.regions), rows, info, r.rough_caption or "")
