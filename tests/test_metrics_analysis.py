@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from zsc_core import analysis
-from zsc_core.metrics import caption_metrics
+from zsc_core.metrics import caption_metrics, paired_bootstrap, per_image_cider
 
 REFS = {1: ["a red car next to a green tree", "a red car"], 2: ["a blue boat on the water", "a small blue boat"]}
 
@@ -157,6 +157,32 @@ def test_gap_report_measures_how_far_each_mapping_closes_the_gap(tiny_clip):
     far = rep.table["mapped_centroid_distance"]
     assert far["true offset"] < far["raw"] / 2 and far["raw"] < far["wrong way"], far
     assert len(rep.tsne.axes) == 4  # raw, isotropic noise, and one panel per mapping
+
+
+def test_per_image_cider_averages_to_the_corpus_cider():
+    hyps = {1: "a red car near a tree", 2: "a boat"}
+    per = per_image_cider(REFS, hyps)
+    assert set(per) == {1, 2} and per[1] > per[2] >= 0
+    assert sum(per.values()) / 2 == pytest.approx(caption_metrics(REFS, hyps, metrics=("cider",))["CIDEr"], abs=1e-6)
+    with pytest.raises(ValueError, match="no hypothesis"):
+        per_image_cider(REFS, {7: "a cat"})
+
+
+def test_paired_bootstrap_sees_a_real_difference_and_none_between_equal_lists():
+    base = [0.1 * (i % 7) for i in range(60)]
+    better = paired_bootstrap([x + 0.2 for x in base], base)
+    for key in ("diff", "low", "high"):  # every resample sees the same shift
+        assert better[key] == pytest.approx(0.2)
+    assert better["p_above"] == 1.0 and better["wins"] == 60 and better["losses"] == 0 and better["n"] == 60
+    noisy = paired_bootstrap([x + (0.3 if i % 2 else -0.3) for i, x in enumerate(base)], base)
+    assert noisy["low"] < 0 < noisy["high"] and noisy["wins"] == noisy["losses"] == 30
+    same = paired_bootstrap(base, base)
+    assert same["diff"] == same["low"] == same["high"] == 0.0 and same["wins"] == same["losses"] == 0
+    assert paired_bootstrap(base, base, seed=3) == same  # seeded
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap(base, base[:-1])
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap([], [])
 
 
 def test_sign_test_hand_computed():

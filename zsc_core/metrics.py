@@ -108,3 +108,37 @@ def _spice(gts, res) -> object:
         return float(Spice().compute_score(gts, res)[0])
     except JAVA_FAILURES as e:
         return {"unavailable": f"SPICE's Java process failed: {type(e).__name__}: {e}"}
+
+
+def per_image_cider(references: Mapping[int, Sequence[str]], hypotheses: Mapping[int, str]) -> dict[int, float]:
+    """Each hypothesis's CIDEr-D against its own references (id -> score); their mean is the corpus CIDEr.
+
+    CIDEr's document frequencies come from the references alone, so two systems scored on the same references get
+    per-image scores on one scale: what a paired comparison needs.
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    ids = [i for i in hypotheses if i in references]
+    if not ids:
+        raise ValueError("no hypothesis has references")
+    gts, _ = _tokenize({i: list(references[i]) for i in ids})
+    res, _ = _tokenize({i: [hypotheses[i]] for i in ids})
+    _, scores = Cider().compute_score(gts, res)
+    # pycocoevalcap scores the ids in gts' key order
+    return {i: float(s) for i, s in zip(gts.keys(), scores)}
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], draws: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """Mean of the per-item differences a - b, its bootstrap confidence interval (items resampled in pairs), and
+    the share of resamples where a's mean is above b's. Wins / losses count items where a is above / below b."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"need two equally long, non-empty score lists, got {len(a)} and {len(b)}")
+    d = a - b
+    means = d[np.random.default_rng(seed).integers(0, len(d), (draws, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": float(d.mean()), "low": float(lo), "high": float(hi), "p_above": float((means > 0).mean()),
+            "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "n": len(d)}
