@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     images = [load_image(p) for p, _ in coco_items("val-dev")[:args.images]]
     out = {"preset": args.preset, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch "
            f"{torch.__version__}, {torch.get_num_threads()} threads", "load_s": round(load_s, 2)}
-    # the preset's own default (`photo`: each of S=20 samples a beam of 3, all 60 hypotheses ranked), one greedy
+    # the preset's own default (`photo`: each of S=20 samples a beam of 5, all 100 hypotheses ranked), one greedy
     # sample, and the greedy decoding the app uses (service.APP_BEAMS) at S=20 and at its CPU default S
     settings = {"S=1": {"samples": 1, "num_beams": 1}, "S=20 (the preset's default decoding)": {"samples": 20},
                 "S=20 greedy": {"samples": 20, "num_beams": 1},

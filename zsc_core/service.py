@@ -20,8 +20,8 @@ MAX_COCO_GAP = 109  # every val-dev photo
 
 
 CPU_SAMPLES = 8
-# The app's beam width: greedy, whatever the preset's own default (the `photo` preset's beam 3 with every hypothesis
-# ranked triples the candidates and costs ~2x the time at the same S: bench/photo_latency.py); the slider offers more
+# The app's beam width: greedy, whatever the preset's own default (the `photo` preset's beam 5 with every hypothesis
+# ranked gives 5x the candidates and costs ~3.5x the time at the same S: bench/photo_latency.py); the slider offers more
 APP_BEAMS = 1
 
 
