@@ -128,11 +128,11 @@ def paired_against_baselines(rows: list[dict], refs: dict[int, list[str]]) -> li
     if default is None:
         return []
     ours = per_image_cider(refs, dict(enumerate(default["captions"])))
+    ids = sorted(ours)
     out = []
     for r in rows:
         if r["group"] == "Baseline" and r.get("captions"):
             theirs = per_image_cider(refs, dict(enumerate(r["captions"])))
-            ids = sorted(ours)
             out.append({"name": r["name"], **paired_bootstrap([ours[i] for i in ids], [theirs[i] for i in ids])})
     return out
 
