@@ -30,6 +30,17 @@ def _tokenize(captions: Mapping[int, Sequence[str]]) -> tuple[dict[int, list[str
     return {k: [" ".join(re.findall(r"[a-z0-9]+", c.lower())) for c in v] for k, v in captions.items()}, REGEX
 
 
+def _tokenized(references: Mapping[int, Sequence[str]], hypotheses: Mapping[int, str]):
+    """The hypotheses that have references, and those references, tokenised as the scorers want them:
+    (gts, res, which tokenizer). No hypothesis with references is an error."""
+    ids = [i for i in hypotheses if i in references]
+    if not ids:
+        raise ValueError("no hypothesis has references")
+    gts, tokenizer = _tokenize({i: list(references[i]) for i in ids})
+    res, _ = _tokenize({i: [hypotheses[i]] for i in ids})
+    return gts, res, tokenizer
+
+
 def caption_metrics(references: Mapping[int, Sequence[str]], hypotheses: Mapping[int, str],
                     metrics: Sequence[str] = ("bleu", "meteor", "rouge", "cider")) -> dict[str, object]:
     """Corpus-level scores of ``hypotheses`` (id -> caption) against ``references`` (id -> captions).
@@ -41,11 +52,7 @@ def caption_metrics(references: Mapping[int, Sequence[str]], hypotheses: Mapping
     unknown = [m for m in metrics if m not in ALL_METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; known: {ALL_METRICS}")
-    ids = [i for i in hypotheses if i in references]
-    if not ids:
-        raise ValueError("no hypothesis has references")
-    gts, tokenizer = _tokenize({i: list(references[i]) for i in ids})
-    res, _ = _tokenize({i: [hypotheses[i]] for i in ids})
+    gts, res, tokenizer = _tokenized(references, hypotheses)
     out: dict[str, object] = {}
     ran: dict[str, str] = {}
     for name in metrics:
@@ -118,11 +125,7 @@ def per_image_cider(references: Mapping[int, Sequence[str]], hypotheses: Mapping
     """
     from pycocoevalcap.cider.cider import Cider
 
-    ids = [i for i in hypotheses if i in references]
-    if not ids:
-        raise ValueError("no hypothesis has references")
-    gts, _ = _tokenize({i: list(references[i]) for i in ids})
-    res, _ = _tokenize({i: [hypotheses[i]] for i in ids})
+    gts, res, _ = _tokenized(references, hypotheses)
     _, scores = Cider().compute_score(gts, res)
     # pycocoevalcap scores the ids in gts' key order
     return {i: float(s) for i, s in zip(gts.keys(), scores)}
