@@ -137,3 +137,31 @@ def test_photo_rows_named_one_sample_decode_one_greedy_caption():
     one = [r for r in ROWS if r.overrides.get("samples") == 1]
     assert len(one) >= 5 and all(r.overrides.get("num_beams") == 1 for r in one), [r.name for r in one]
     assert all(r.overrides.get("samples") == 1 for r in ROWS if "S=1" in r.name)
+
+
+def test_photo_ablation_rows_read_the_checkpoint_their_command_trains(monkeypatch, tmp_path):
+    """A photo row with its own checkpoint (the MacCap trained without region noise) loads that file, not its
+    preset's, lists the command that trains it while it is missing, and that command writes exactly that file with
+    sigma2=0 on the photo bridge."""
+    import shlex
+
+    from train.benchmark_photo import NO_NOISE, ROWS, Row
+    from train.train_maccap import parse
+    from zsc_core.presets import PRESETS
+
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    rows = [r for r in ROWS if r.checkpoint == NO_NOISE]
+    assert len(rows) == 2 and {r.overrides["samples"] for r in rows} == {1, 20}
+    for r in rows:
+        assert r.source() == r.path() == str(tmp_path / NO_NOISE)
+        cfg = parse(shlex.split(r.train_command())[3:])
+        assert (cfg.adaptor.sigma2, cfg.preset, cfg.corpus, cfg.out) == (0.0, "photo", "coco", f"checkpoints/{NO_NOISE}")
+        maccap = PRESETS["photo-maccap"]
+        assert cfg.steps == read_train_steps(maccap.train_command)  # the same budget as the row it ablates
+    plain = Row("Ablation", "x", "photo-maccap", {"samples": 1})
+    assert plain.source() == "photo-maccap" and plain.path() == PRESETS["photo-maccap"].checkpoint_path()
+    assert plain.train_command() == PRESETS["photo-maccap"].train_command
+
+
+def read_train_steps(command: str) -> int:
+    return int(next(a for a in command.split() if a.startswith("steps=")).partition("=")[2])

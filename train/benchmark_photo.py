@@ -20,6 +20,7 @@ import torch
 
 from train.benchmark import AUTHORS_INFERENCE, OURS_INFERENCE, rate
 from train.common import parse_overrides, set_threads
+from zsc_core.presets import PRESETS, checkpoints_dir
 from zsc_core.service import APP_BEAMS
 
 
@@ -43,8 +44,26 @@ class PhotoBenchConfig:
 class Row:
     group: str
     name: str
-    preset: str
+    preset: str  # the preset whose bridge and LM the row runs on, and whose adaptor unless ``checkpoint`` names one
     overrides: dict = field(default_factory=dict)
+    checkpoint: str = ""  # an ablation's adaptor, under checkpoints/ (its ``train`` command produces it)
+    train: str = ""
+
+    def source(self) -> str:
+        """What the row's captioner is loaded from: the ablation's checkpoint path, else the preset's name."""
+        return os.path.join(checkpoints_dir(), self.checkpoint) if self.checkpoint else self.preset
+
+    def path(self) -> str:
+        return self.source() if self.checkpoint else PRESETS[self.preset].checkpoint_path()
+
+    def train_command(self) -> str:
+        return self.train or PRESETS[self.preset].train_command
+
+
+# Region noise on the bridge (MacCap eq. 2-4): the same MacCap run as `photo-maccap` with sigma2=0.
+NO_NOISE = "ablations/maccap-no-noise-photo.safetensors"
+NO_NOISE_TRAIN = ("python -m train.train_maccap preset=photo corpus=coco eval_set=coco eval_n=40 steps=400 "
+                  f"eval_every=100 sigma2=0 threads=2 out=checkpoints/{NO_NOISE} run_dir=runs/maccap-no-noise-photo")
 
 
 ROWS = [
@@ -78,6 +97,10 @@ ROWS = [
         "photo-maccap", {"samples": 20, "use_regions": False}),
     Row("Ablation", "MacCap without subregions, S=1", "photo-maccap",
         {"samples": 1, "num_beams": 1, "use_regions": False}),
+    Row("Ablation", "MacCap trained without region noise (sigma2=0), S=1", "photo-maccap",
+        {"samples": 1, "num_beams": 1}, NO_NOISE, NO_NOISE_TRAIN),
+    Row("Ablation", "MacCap trained without region noise, S=20 sampled with sigma2=0.016 (the noise `photo-maccap` "
+        "was trained with) + CLIP rerank", "photo-maccap", {"samples": 20, "sigma2": 0.016}, NO_NOISE, NO_NOISE_TRAIN),
     Row("Fidelity", "our MacCap adaptor + the authors' inference (S=4 x beam 4, double-softmax regions, CLS "
         "eligible, noise on the unnormalised sum)", "photo-maccap", AUTHORS_INFERENCE),
     Row("Fidelity", "our MacCap adaptor + the authors' inference, without subregions", "photo-maccap",
@@ -219,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.evaluation import coco_items, evaluate_prompt_following_coco, retrieval_captions
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
-    from zsc_core.presets import PRESETS, preset_status
+    from zsc_core.presets import preset_status
     from zsc_core.sampling import BANK_RERANKERS
 
     old, previous_prompts = {}, {}
@@ -235,25 +258,27 @@ def main(argv: list[str] | None = None) -> dict:
     models: dict[str, Captioner] = {}
     photo_bank = recorded_bank(PRESETS["photo"].checkpoint_path()) if preset_status("photo").ready else ""
 
-    def model(preset: str) -> Captioner:
-        if preset not in models:
+    def model(source: str) -> Captioner:
+        """A preset's captioner by name, or an ablation's by checkpoint path, sharing one bridge and LM."""
+        if source not in models:
             shared = next(iter(models.values()), None)
-            models[preset] = Captioner.from_pretrained(preset, clip=shared.clip if shared else None,
+            models[source] = Captioner.from_pretrained(source, clip=shared.clip if shared else None,
                                                        lm=shared.lm if shared else None)
-            if not models[preset].has_bank and photo_bank:  # consensus rows of models shipped without a bank
-                models[preset].bank = photo_bank
-        return models[preset]
+            if not models[source].has_bank and photo_bank:  # consensus rows of models shipped without a bank
+                models[source].bank = photo_bank
+        return models[source]
 
     for row in ROWS:
-        entry = {"group": row.group, "name": row.name, "preset": row.preset, "overrides": row.overrides}
-        partial = _in_training(PRESETS[row.preset].checkpoint_path()) if preset_status(row.preset).ready else ""
-        if not preset_status(row.preset).ready or partial:
-            entry["todo"] = PRESETS[row.preset].train_command + (f" (in training: {partial})" if partial else "")
+        entry = {"group": row.group, "name": row.name, "preset": row.preset, "overrides": row.overrides,
+                 **({"checkpoint": row.checkpoint} if row.checkpoint else {})}
+        ready = preset_status(row.preset).ready and os.path.isfile(row.path())
+        partial = _in_training(row.path()) if ready else ""
+        if not ready or partial:
+            entry["todo"] = row.train_command() + (f" (in training: {partial})" if partial else "")
             report["rows"].append(entry)
             continue
-        key = [file_fingerprint(PRESETS[row.preset].checkpoint_path()), json.dumps(row.overrides, sort_keys=True),
-               cfg.split]
-        defaults = read_metadata(PRESETS[row.preset].checkpoint_path())["config"].get("caption", {})
+        key = [file_fingerprint(row.path()), json.dumps(row.overrides, sort_keys=True), cfg.split]
+        defaults = read_metadata(row.path())["config"].get("caption", {})
         ranking = row.overrides.get("rerank", defaults.get("rerank"))
         if ranking in BANK_RERANKERS or row.overrides.get("bank_mix", defaults.get("bank_mix")):
             key.append(file_fingerprint(photo_bank))  # the row's captions depend on the bank's bytes too
@@ -263,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
         if tuple(key) in old:
             entry.update({k: old[tuple(key)][k] for k in ("scores", "captions", "examples")})
         else:
-            cap = model(row.preset)
+            cap = model(row.source())
             hyps = {}
             for i in range(0, len(images), 8):
                 for j, r in enumerate(cap.caption(images[i:i + 8], **row.overrides)):
