@@ -155,9 +155,9 @@ def test_photo_ablation_rows_read_the_checkpoint_their_command_trains(monkeypatc
     for r in rows:
         assert r.source() == r.path() == str(tmp_path / NO_NOISE)
         cfg = parse(shlex.split(r.train_command())[3:])
-        assert (cfg.adaptor.sigma2, cfg.preset, cfg.corpus, cfg.out) == (0.0, "photo", "coco", f"checkpoints/{NO_NOISE}")
-        maccap = PRESETS["photo-maccap"]
-        assert cfg.steps == read_train_steps(maccap.train_command)  # the same budget as the row it ablates
+        assert (cfg.adaptor.sigma2, cfg.preset, cfg.corpus) == (0.0, "photo", "coco")
+        assert cfg.out == f"checkpoints/{NO_NOISE}"
+        assert cfg.steps == read_train_steps(PRESETS["photo-maccap"].train_command)  # the budget of the row it ablates
     plain = Row("Ablation", "x", "photo-maccap", {"samples": 1})
     assert plain.source() == "photo-maccap" and plain.path() == PRESETS["photo-maccap"].checkpoint_path()
     assert plain.train_command() == PRESETS["photo-maccap"].train_command
