@@ -19,13 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .captioner import Captioner
 
 DEFAULT_PRESET = "photo"  # zsc_core.presets.DEFAULT_PRESET (not imported here: `python -m zsc_core` starts light)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _caption(args: argparse.Namespace) -> int:
-    from .captioner import Captioner
     from .images import ImageError, load_image
 
     images, names, failed = [], [], 0
@@ -38,10 +41,8 @@ def _caption(args: argparse.Namespace) -> int:
             failed += 1
     if not images:
         return 2
-    try:
-        cap = Captioner.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    except LOAD_ERRORS as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+    cap = _load_captioner(args)
+    if cap is None:
         return 2
     try:
         results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed,
@@ -78,6 +79,17 @@ def _one_line(e: BaseException) -> str:
 LOAD_ERRORS = (FileNotFoundError, ValueError, RuntimeError, OSError, ImportError)
 
 
+def _load_captioner(args: argparse.Namespace) -> Captioner | None:
+    """The captioner ``--model`` names, or None after a one-line error saying why it cannot load."""
+    from .captioner import Captioner
+
+    try:
+        return Captioner.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    except LOAD_ERRORS as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return None
+
+
 def resolve_eval_paths(images: str, references: str | None) -> tuple[str, str]:
     """The images folder and references file, accepting the folder ``world`` writes (D with D/images and
     D/references.json) as well as an images folder with ``--references``."""
@@ -93,7 +105,6 @@ def resolve_eval_paths(images: str, references: str | None) -> tuple[str, str]:
 def _evaluate(args: argparse.Namespace) -> int:
     import os
 
-    from .captioner import Captioner
     from .evaluation import evaluate_coco
 
     images, references = resolve_eval_paths(args.images, args.references)
@@ -101,10 +112,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not os.path.exists(path):
             print(f"error: {path}: no such {what}", file=sys.stderr)
             return 2
-    try:
-        cap = Captioner.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    except LOAD_ERRORS as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+    cap = _load_captioner(args)
+    if cap is None:
         return 2
     try:
         out = evaluate_coco(cap, images, references, samples=args.samples, batch=args.batch)
