@@ -27,8 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from zsc_core import gap
 from zsc_core.captioner import Captioner
-from zsc_core.encode import ClipSpec, load_clip
+from zsc_core.encode import ClipSpec
 from zsc_core.lm import GenerationCfg, LMSpec, load_lm
+from zsc_core.towers import load_clip
 
 
 def matmul_flops_per_s(n: int = 2048, reps: int = 10) -> float:
@@ -111,7 +112,7 @@ def main(argv=None) -> dict:
 
     image = Image.fromarray(load_sample_image("china.jpg"))
     cap = Captioner.build(load_clip(ClipSpec(arch="ViT-B-32")), load_lm(LMSpec("smollm2-135m")))
-    cap.config.max_new_tokens = args.max_new_tokens
+    cap.config = cap.config.replace(max_new_tokens=args.max_new_tokens)
     cap.adaptor.requires_grad_(False)  # inference only (FlopCounterMode's module hooks trip on grad-leaf inputs)
     s, mnt = args.samples, args.max_new_tokens
     with torch.no_grad():  # (inference_mode breaks FlopCounterMode's module hooks)

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         t = time.perf_counter()
         _ = cap.bank
         out["bank_load_s"] = round(time.perf_counter() - t, 3)
-        if cap.config.rerank == "cider":  # its texts and n-gram frequencies, also read on first use
+        if cap.config.ranking.rerank == "cider":  # its texts and n-gram frequencies, also read on first use
             t = time.perf_counter()
             cap.bank.captions()
             out["bank_captions_load_s"] = round(time.perf_counter() - t, 3)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
                     stages[k].append(r.timings[k])
         out[name] = {"median_s": round(statistics.median(totals), 3), "max_s": round(max(totals), 3),
                      **{k: round(statistics.median(v), 3) for k, v in stages.items()}}
-        print(f"{name} ({kw.get('rerank', cap.config.rerank)} ranking): {out[name]}",
+        print(f"{name} ({kw.get('rerank', cap.config.ranking.rerank)} ranking): {out[name]}",
               flush=True)
     out["peak_rss_gb"] = round(peak_rss_gb(), 2)
     print(json.dumps(out))

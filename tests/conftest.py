@@ -40,7 +40,8 @@ def make_tiny_checkpoints(ck) -> None:
     """Tiny seeded checkpoints named like the offline-world presets' (CLIP, TIPCap, MacCap, prompt model)."""
     from zsc_core.adaptor import MacCapConfig, TIPCapConfig
     from zsc_core.captioner import Captioner
-    from zsc_core.encode import load_clip, save_clip
+    from zsc_core.encode import save_clip
+    from zsc_core.towers import load_clip
 
     small = MacCapConfig(d_model=32, n_heads=8, ffn_dim=64, n_queries=4, n_cr=4)
     clip_path = str(ck / "clip-offline-world.safetensors")

@@ -1,5 +1,6 @@
 """The caption bank and consensus reranking: the maths on hand-computed tensors, the bank file, and the facade."""
 
+import difflib
 import json
 import os
 
@@ -10,12 +11,24 @@ import torch.nn.functional as F
 from zsc_core import world
 from zsc_core.bank import BankConfig, CaptionBank, attach_bank, dequantize_rows, load_bank, quantize_rows, save_bank
 from zsc_core.captioner import Captioner
-from zsc_core.checkpoint import CheckpointError, copy_checkpoint, load_checkpoint, read_metadata, save_checkpoint
-from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
+from zsc_core.checkpoint import CheckpointError, file_fingerprint, read_metadata, save_checkpoint
+from zsc_core.encode import ClipSpec, PreprocessCfg, save_clip
 from zsc_core.lm import LMSpec, load_lm
 from zsc_core.sampling import consensus_scores, mix_features, rerank
+from zsc_core.settings import settings_path, ship
+from zsc_core.towers import load_clip
 
 from .test_captioner import SMALL, TINY_CLIP_CFG, make_tiny_clip
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _settings(weights_path: str) -> dict:
+    """The inference settings JSON beside an adaptor's weights, as stored."""
+    return json.loads(_read(settings_path(weights_path)))
 
 
 def _img(i=0, size=64):
@@ -105,13 +118,12 @@ def _captioner_with_bank(tmp_path, n_rows=40):
 
 def test_attached_bank_ranks_by_consensus_and_loads_on_first_use(tmp_path):
     cap, path, bank_path = _captioner_with_bank(tmp_path)
-    before = load_checkpoint(path).tensors
+    before = file_fingerprint(path)
     attach_bank(path, bank_path, k=6)
-    assert {k: v.tolist() for k, v in load_checkpoint(path).tensors.items()} == \
-        {k: v.tolist() for k, v in before.items()}  # metadata only
-    meta = read_metadata(path)
-    assert meta["config"]["bank"] == "bank.safetensors"  # relative to the adaptor's folder
-    assert meta["config"]["caption"]["rerank"] == "consensus" and meta["config"]["caption"]["consensus_k"] == 6
+    assert file_fingerprint(path) == before  # the weights file is not touched
+    doc = _settings(path)
+    assert doc["bank"] == "bank.safetensors"  # relative to the adaptor's folder
+    assert doc["ranking"]["rerank"] == "consensus" and doc["retrieval"]["mix_k"] == 6
     loaded = Captioner.from_pretrained(path)
     assert isinstance(loaded._bank, str)  # not read at load time (the app's start-up)
     r = loaded.caption(_img(1), samples=8, max_new_tokens=5)
@@ -133,9 +145,9 @@ def test_attached_bank_ranks_by_consensus_and_loads_on_first_use(tmp_path):
     # saving keeps the bank, relative to the new file; detaching goes back to CLIP ranking
     again = str(tmp_path / "sub" / "again.safetensors")
     loaded.save(again)
-    assert read_metadata(again)["config"]["bank"] == "../bank.safetensors"
+    assert _settings(again)["bank"] == "../bank.safetensors"
     attach_bank(path, None)
-    assert "bank" not in read_metadata(path)["config"]
+    assert _settings(path)["bank"] is None
     assert Captioner.from_pretrained(path).caption(_img(1), samples=3, max_new_tokens=4).candidates[0].consensus \
         is None
 
@@ -173,13 +185,13 @@ def test_shipping_re_bases_the_bank_path_and_refuses_a_missing_bank(tmp_path):
     cap, path, bank_path = _captioner_with_bank(tmp_path)
     attach_bank(path, bank_path, k=4)
     shipped = str(tmp_path / "out" / "deep" / "model.safetensors")
-    copy_checkpoint(path, shipped)
-    assert read_metadata(shipped)["config"]["bank"] == "../../bank.safetensors"
+    ship(path, shipped)
+    assert _settings(shipped)["bank"] == "../../bank.safetensors"
     assert Captioner.from_pretrained(shipped).caption(_img(2), samples=3, max_new_tokens=4).candidates[0].consensus \
         is not None
     os.remove(bank_path)
     with pytest.raises(CheckpointError, match="caption bank that does not exist"):
-        copy_checkpoint(path, str(tmp_path / "other.safetensors"))
+        ship(path, str(tmp_path / "other.safetensors"))
 
 
 def test_cli_rerank_choices_are_the_rerankers():
@@ -238,18 +250,29 @@ def test_prompted_pass_ranks_with_the_prompt_weight_and_only_there(tiny_clip, ti
     assert all(c.prompt_score is None for c in no_prompt.candidates)
 
 
-def test_set_defaults_changes_the_inference_settings_only(tmp_path, capsys):
-    from train.set_defaults import main as set_defaults
+def test_changing_a_default_never_rewrites_the_weights_file(tmp_path, capsys):
+    """`python -m zsc_core defaults MODEL NAME=VALUE` edits the JSON beside the weights: the weights file keeps its
+    bytes (and its mtime), the next load serves the new default, and a bad name or value is refused."""
+    from zsc_core.cli import main
 
     cap, path, _ = _captioner_with_bank(tmp_path)
-    before = load_checkpoint(path).tensors
-    assert set_defaults([path, "prompt_weight=1.5", "samples=6"]) == {"prompt_weight": 1.5, "samples": 6}
-    assert {k: v.tolist() for k, v in load_checkpoint(path).tensors.items()} == \
-        {k: v.tolist() for k, v in before.items()}
+    before, stamp = file_fingerprint(path), os.stat(path).st_mtime_ns
+    json_before = _read(settings_path(path))
+    assert main(["defaults", path, "prompt_weight=1.5", "samples=6", "sigma2=none"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["ranking"]["prompt_weight"] == 1.5 and shown["decoding"]["samples"] == 6
+    assert file_fingerprint(path) == before and os.stat(path).st_mtime_ns == stamp
+    changed = [line for line in difflib.unified_diff(json_before.splitlines(), _read(settings_path(path)).splitlines(),
+                                                     n=0) if line[:1] in "+-" and line[:3] not in
+               ("+++", "---")]
+    assert sorted(changed) == sorted(['-    "samples": 20,', '+    "samples": 6,',
+                                      '-    "prompt_weight": 0.0', '+    "prompt_weight": 1.5'])  # one line each
     loaded = Captioner.from_pretrained(path)
-    assert loaded.config.prompt_weight == 1.5 and loaded.config.samples == 6
-    with pytest.raises(SystemExit, match="loudness"):  # an unknown setting is refused, as by every train/ script
-        set_defaults([path, "loudness=3"])
+    assert loaded.config.ranking.prompt_weight == 1.5 and loaded.config.decoding.samples == 6
+    for bad in ("loudness=3", "samples=many", "keep_beams=maybe"):  # unknown name, wrong types
+        assert main(["defaults", path, bad]) == 2
+        assert bad.split("=")[0] in capsys.readouterr().err
+    assert file_fingerprint(path) == before and Captioner.from_pretrained(path).config == loaded.config
 
 
 def test_mix_features_walks_the_arc_from_the_feature_to_the_anchor():

@@ -130,7 +130,7 @@ SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def photo_bridge():
-    from zsc_core.encode import load_clip
+    from zsc_core.towers import load_clip
 
     return load_clip(ClipSpec(checkpoint=SHIPPED))
 

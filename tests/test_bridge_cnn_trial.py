@@ -1,11 +1,11 @@
-"""The EfficientNet-Lite0 trial's architecture and weight port (train/bridge_cnn_trial.py), without its weights:
+"""The EfficientNet-Lite0 trial's architecture and weight port (experiments/bridge_cnn_trial.py), without its weights:
 a state dict in the EfficientNet-PyTorch key layout is written by hand from the B0 stage table, and must land
 on the right modules; TensorFlow's "same" padding gives ceil(size / stride) outputs."""
 
 import pytest
 import torch
 
-from train.bridge_cnn_trial import LITE0_STAGES, EfficientNetLite0, SamePad, port_state_dict
+from experiments.bridge_cnn_trial import LITE0_STAGES, EfficientNetLite0, SamePad, port_state_dict
 
 
 def bn(prefix: str, c: int) -> dict[str, torch.Tensor]:

@@ -12,8 +12,9 @@ from zsc_core import world
 from zsc_core.adaptor import MacCapAdaptor, MacCapConfig
 from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import CheckpointError, build_and_load, load_checkpoint, read_metadata, save_checkpoint
-from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
+from zsc_core.encode import ClipSpec, PreprocessCfg, save_clip
 from zsc_core.sampling import rerank
+from zsc_core.towers import load_clip
 
 from .conftest import TINY_CLIP_CFG, make_tiny_clip
 
@@ -88,7 +89,7 @@ def test_noise_makes_samples_differ_and_seed_reproduces(tiny_clip, tiny_lm):
 def test_cls_only_ablation_uses_the_global_feature(tiny_clip, tiny_lm):
     cap = Captioner.build(tiny_clip, tiny_lm, SMALL)
     feats = tiny_clip.image_features(tiny_clip.pixels([_img(0)]))
-    mem, _ = cap.region_memory(feats, type(cap.config)(use_regions=False))
+    mem, _ = cap.region_memory(feats, cap.config.replace(use_regions=False))
     assert torch.allclose(mem, feats.global_feat[:, None].expand(-1, 4, -1))
     mem2, sub = cap.region_memory(feats, type(cap.config)())
     assert torch.allclose(mem2, sub.feats)
@@ -107,8 +108,12 @@ def _saved_captioner(tmp_path, clip_seed=0):
 
 
 def test_a_checkpoint_shipped_from_a_run_folder_still_finds_its_clip(tmp_path):
-    """train.ship re-bases the recorded CLIP path on the new folder (a plain copy out of runs/x/ points nowhere)."""
-    from train.ship import main as ship
+    """`python -m zsc_core ship` re-bases the recorded CLIP path on the new folder (a plain copy out of runs/x/
+    points nowhere)."""
+    from zsc_core.settings import ship as ship_model
+
+    def ship(argv):
+        return ship_model(*argv)
 
     cap, path = _saved_captioner(tmp_path)
     run = tmp_path / "runs" / "x"

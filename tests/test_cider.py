@@ -20,9 +20,10 @@ from zsc_core.bank import (
     save_bank_captions,
 )
 from zsc_core.captioner import Captioner
-from zsc_core.checkpoint import CheckpointError, set_caption_defaults
+from zsc_core.checkpoint import CheckpointError
 from zsc_core.cider import Idf, cider_d, leave_one_out_cider_d, ngram_counts, tokenize
 from zsc_core.sampling import rerank
+from zsc_core.settings import set_defaults
 
 from .test_bank import _captioner_with_bank, _img
 
@@ -132,7 +133,7 @@ def test_captioner_ranks_by_cider_against_the_nearest_bank_captions(tmp_path):
     texts = [world.make_scene(0, "corpus", i).captions[0] for i in range(40)]  # the bank's rows, in order
     save_bank_captions(bank_path, texts, load_bank(bank_path))
     attach_bank(path, bank_path, k=5)
-    set_caption_defaults(path, rerank="cider")
+    set_defaults(path, rerank="cider")
     loaded = Captioner.from_pretrained(path)
     r = loaded.caption(_img(1), samples=8, max_new_tokens=5)
     # by hand: the image's 5 nearest bank rows, their texts as references, idf over all 40 captions
@@ -164,14 +165,14 @@ def test_rerank_k_gives_the_ranking_more_references_than_the_input_mix_averages(
     texts = [world.make_scene(0, "corpus", i).captions[0] for i in range(40)]
     save_bank_captions(bank_path, texts, load_bank(bank_path))
     attach_bank(path, bank_path, k=3, mix=1.0)
-    set_caption_defaults(path, rerank="cider", rerank_k=9)
+    set_defaults(path, rerank="cider", rerank_k=9)
     loaded = Captioner.from_pretrained(path)
     seen = _adaptor_inputs(loaded)
     img = loaded.clip.image_features(loaded.clip.pixels([_img(1)])).global_feat.float()
     bank = load_bank(bank_path)
     order = bank.neighbours(img, 9)[0].tolist()
     r = loaded.caption(_img(1), samples=1, max_new_tokens=5)
-    # the input is the mean of the 3 nearest (consensus_k); the ranking's references are the 9 nearest
+    # the input is the mean of the 3 nearest (mix_k); the ranking's references are the 9 nearest
     anchor = F.normalize(bank.feats(torch.tensor(order[:3])).mean(0), dim=-1)
     assert torch.allclose(seen[-1][0], anchor.expand_as(seen[-1][0]), atol=1e-5)
     idf = Idf.from_documents([t] for t in texts)

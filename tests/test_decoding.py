@@ -1,4 +1,4 @@
-"""How each sample's prefix is decoded: beam hypotheses as candidates (keep_beams) and train.tune_decoding."""
+"""How each sample's prefix is decoded: beam hypotheses as candidates (keep_beams) and experiments.tune_decoding."""
 
 import json
 
@@ -7,8 +7,9 @@ import torch
 
 from zsc_core import world
 from zsc_core.captioner import Captioner
-from zsc_core.checkpoint import load_checkpoint, read_metadata
+from zsc_core.checkpoint import load_checkpoint
 from zsc_core.lm import GenerationCfg
+from zsc_core.settings import read_settings
 
 from .test_captioner import SMALL, _img, _saved_captioner
 
@@ -46,7 +47,7 @@ def test_keep_beams_ranks_s_times_b_candidates_from_one_generate_call(tiny_clip,
 
 
 def test_decoding_names_parse_and_a_bad_one_fails_before_loading():
-    from train.tune_decoding import main, parse_decoding
+    from experiments.tune_decoding import main, parse_decoding
 
     assert parse_decoding("greedy") == (1, False)
     assert parse_decoding("beam3") == (3, False)
@@ -59,8 +60,8 @@ def test_decoding_names_parse_and_a_bad_one_fails_before_loading():
 
 
 def test_tune_decoding_scores_each_decoding_per_seed_and_attaches_the_chosen(tmp_path, monkeypatch):
+    from experiments.tune_decoding import main
     from train.build_bank import prevails
-    from train.tune_decoding import main
 
     _, path = _saved_captioner(tmp_path)
     data = tmp_path / "data"
@@ -80,12 +81,12 @@ def test_tune_decoding_scores_each_decoding_per_seed_and_attaches_the_chosen(tmp
     assert json.loads((tmp_path / "out" / "dec.json").read_text()) == report
     md = (tmp_path / "out" / "dec.md").read_text()
     assert "| beam2-all" in md and f"| {expected['decoding']} (chosen)" in md
-    caption = read_metadata(path)["config"]["caption"]  # metadata only; the weights untouched
-    assert (caption["num_beams"], caption["keep_beams"]) == (expected["num_beams"], expected["keep_beams"])
+    decoding = read_settings(path).config.decoding  # the JSON beside the weights; the weights untouched
+    assert (decoding.num_beams, decoding.keep_beams) == (expected["num_beams"], expected["keep_beams"])
     assert {k: v.tolist() for k, v in load_checkpoint(path).tensors.items()} == \
         {k: v.tolist() for k, v in before.items()}
     loaded = Captioner.from_pretrained(path)
-    assert (loaded.config.num_beams, loaded.config.keep_beams) == (expected["num_beams"], expected["keep_beams"])
+    assert loaded.config.decoding == decoding
 
 
 def test_cli_ranks_every_beam_hypothesis_and_refuses_a_bad_width(tmp_path):

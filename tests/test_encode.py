@@ -5,7 +5,8 @@ import torch
 
 from zsc_core import regions, world
 from zsc_core.checkpoint import CheckpointError
-from zsc_core.encode import ClipSpec, PreprocessCfg, load_clip, save_clip
+from zsc_core.encode import ClipSpec, PreprocessCfg, save_clip
+from zsc_core.towers import load_clip
 
 from .conftest import TINY_CLIP_CFG, make_tiny_clip
 

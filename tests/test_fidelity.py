@@ -5,6 +5,7 @@ projection and 3-layer ReLU head."""
 
 import math
 import os
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -125,8 +126,7 @@ def test_authors_noise_goes_on_the_unnormalised_sum_even_for_one_caption(tiny_lm
     x = _adaptor_inputs(cap, image, samples=1)
     assert torch.allclose(x, ours_sub.feats, atol=1e-5)
     # Authors at S=1: normalize(normalize(I_s) + I_c + noise), noise from the caption's seed, sigma2 0.016.
-    authors = {k: getattr(AUTHORS_INFERENCE, k) for k in ("region_weights", "cls_candidate", "normalize_tokens",
-                                                          "noise_on_sum", "noise_single")}
+    authors = asdict(AUTHORS_INFERENCE.authors)  # region_weights, cls_candidate, normalize_tokens, noise_on_sum, ..
     x = _adaptor_inputs(cap, image, samples=1, seed=7, num_beams=1, **authors)
     sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, 4, regions.AUTHORS)
     assert (sub.sums.norm(dim=-1) > 1.2).all()  # two unit vectors with a positive cosine: |sum| in (1.41, 2]
@@ -148,8 +148,10 @@ def test_style_authors_trains_and_ships_its_inference_settings(tmp_path, tiny_lm
     cap = Captioner.build(clip, tiny_lm, cfg.adaptor, config=AUTHORS_INFERENCE, seed=0)
     train(cfg, cap, caps, feats, RunLogger(str(tmp_path / "log.txt")))
     loaded = Captioner.from_pretrained(cfg.out, clip=clip, lm=tiny_lm)
-    assert loaded.config == AUTHORS_INFERENCE and loaded.config.samples == 4 and loaded.config.num_beams == 4
+    d = loaded.config.decoding
+    assert loaded.config == AUTHORS_INFERENCE and d.samples == 4 and d.num_beams == 4
     assert loaded.adaptor.queries.shape == (32, clip.embed_dim)
     res = loaded.caption(world.render(world.make_scene(0, "eval", 0), 64), max_new_tokens=3)
     assert 1 <= len(res.candidates) <= 4  # S=4 samples, duplicates merged
-    assert CaptionConfig().samples == 20 and CaptionConfig().num_beams == 1  # our defaults are untouched
+    ours = CaptionConfig().decoding
+    assert ours.samples == 20 and ours.num_beams == 1  # our defaults are untouched

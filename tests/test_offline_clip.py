@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from zsc_core import world
-from zsc_core.encode import load_clip
 from zsc_core.presets import PRESETS
+from zsc_core.towers import load_clip
 
 
 def _clip():

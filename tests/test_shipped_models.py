@@ -78,7 +78,7 @@ def test_every_ablation_is_judged_by_the_same_rule_in_the_benchmark(path):
     import json
 
     from train.benchmark import GROUNDING_P, row_grounding
-    from zsc_core.checkpoint import file_fingerprint
+    from zsc_core.settings import model_fingerprint
 
     photo = read_metadata(path)["clip"]["name"] == PRESETS["photo"].clip.name
     stem = os.path.join(os.path.dirname(checkpoints_dir()), "results", "benchmark_photo" if photo else "benchmark")
@@ -98,7 +98,7 @@ def test_every_ablation_is_judged_by_the_same_rule_in_the_benchmark(path):
     else:
         def judge(captions):
             return row_grounding(captions, report["n"])
-    rows = [r for r in report["rows"] if r.get("key", [None])[0] == file_fingerprint(path) and r.get("captions")]
+    rows = [r for r in report["rows"] if r.get("key", [None])[0] == model_fingerprint(path) and r.get("captions")]
     assert rows, f"no row of {stem}.json has captions of {path} as shipped (re-run the benchmark)"
     for r in rows:
         g = judge(r["captions"])  # recomputed, not trusted from the file

@@ -175,13 +175,13 @@ def test_init_continues_from_an_exported_checkpoint_and_refuses_a_foreign_one(tm
     # the export it continues ranks by consensus with a caption bank and has its own defaults, which a fresh
     # build of the same config lacks: the continuation serves as that model (its defaults, its bank)
     from zsc_core.bank import BankConfig, attach_bank, save_bank
-    from zsc_core.checkpoint import set_caption_defaults
+    from zsc_core.settings import set_defaults
 
     bank_path = str(tmp_path / "bank.safetensors")
     save_bank(bank_path, feats[:20].float(), BankConfig("world", 20),
               {"name": "tiny (text)", "text_fingerprint": clip.text_fingerprint})
     attach_bank(first.out, bank_path, k=4, mix=0.5)
-    set_caption_defaults(first.out, samples=3)
+    set_defaults(first.out, samples=3)
 
     # lr 0: the continuation's weights are exactly the ones it started from
     more = _tipcap_cfg(tmp_path, "S4", steps=3, lr=0.0, seed=1, init=first.out, run_dir=str(tmp_path / "more"),
@@ -191,9 +191,10 @@ def test_init_continues_from_an_exported_checkpoint_and_refuses_a_foreign_one(tm
     losses = train_tipcap(more, cap2, stats2, caps, feats, RunLogger(str(tmp_path / "b.log")))
     assert len(losses) == 3
     assert all(torch.equal(v, exported[k]) for k, v in load_checkpoint(more.out).tensors.items())
-    assert cap2.config.samples == 3 and build(more, clip, tiny_lm, feats)[0].config.samples != 3
+    assert cap2.config.decoding.samples == 3 and build(more, clip, tiny_lm, feats)[0].config.decoding.samples != 3
     served = Captioner.from_pretrained(more.out, clip=clip, lm=tiny_lm)
-    assert (served.config.samples, served.config.consensus_k, served.config.bank_mix) == (3, 4, 0.5)
+    flat = served.config.flat()
+    assert (flat["samples"], flat["mix_k"], flat["bank_mix"]) == (3, 4, 0.5)
     assert served.has_bank and len(served.bank) == 20
     # the export names the bytes it started from, and keeps naming them after init= is shipped over (resume)
     started = {"path": first.out, "fingerprint": file_fingerprint(first.out)}
@@ -230,7 +231,8 @@ def test_tipcap_inference_skips_the_mapping_module(tiny_lm):
 
 def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
     from train.train_prompts import main as train_prompts
-    from zsc_core.encode import PreprocessCfg, load_clip, save_clip
+    from zsc_core.encode import PreprocessCfg, save_clip
+    from zsc_core.towers import load_clip
 
     from .conftest import TINY_CLIP_CFG
 
@@ -283,17 +285,18 @@ def test_stage2_prompt_training_and_two_pass_inference(tmp_path, tiny_lm):
                                                             "rough": ["stale"] * 48}))
     # the stage-2 model's own inference defaults (set after training, as the shipped one's are) carry over; the
     # run is built from the stage-1 base, whose defaults it used to export instead
-    from zsc_core.checkpoint import set_caption_defaults
+    from zsc_core.settings import read_settings, set_defaults
 
-    set_caption_defaults(out, prompt_weight=0.7, samples=5)
-    assert load_checkpoint(base).config["caption"]["prompt_weight"] != 0.7
+    set_defaults(out, prompt_weight=0.7, samples=5)
+    assert read_settings(base).config.ranking.prompt_weight != 0.7
     train_prompts([f"base={base}", f"init={out}", "corpus=world:30", "n_captions=48", "steps=2", "batch_size=16",
                    "lr=1e-5", "warmup=1", "eval_n=0", f"run_dir={tmp_path / 'p2'}", f"out={more}"])
     again = json.loads((tmp_path / "p2" / "rough.json").read_text())
     assert again == saved  # rebuilt from the base: the same rough captions as the first run's
     cont, first = load_checkpoint(more), load_checkpoint(out)
     assert cont.extra["train"]["init"] == out and cont.extra["train"]["base"] == base
-    assert (cont.config["caption"]["prompt_weight"], cont.config["caption"]["samples"]) == (0.7, 5)
+    served = read_settings(more).config
+    assert (served.ranking.prompt_weight, served.decoding.samples) == (0.7, 5)
     drift = max((cont.tensors[k].float() - first.tensors[k].float()).abs().max().item() for k in first.tensors)
     fresh = max((cont.tensors[k].float() - load_checkpoint(base).tensors[k].float()).abs().max().item()
                 for k in first.tensors)

@@ -35,6 +35,7 @@ from zsc_core.evaluation import (
 )
 from zsc_core.metrics import caption_metrics
 from zsc_core.presets import checkpoints_dir
+from zsc_core.settings import model_fingerprint
 
 METRICS = ("bleu", "meteor", "rouge", "cider")
 A = "ablations/"
@@ -63,7 +64,7 @@ def _tip(setting, out, extra=""):
 
 MAIN = "maccap-offline-world.safetensors"
 AUTH = "maccap-authors-offline-world.safetensors"
-# Issue #17: the authors' code's inference vs ours, as CaptionConfig overrides (zsc_core.captioner.AUTHORS_INFERENCE).
+# Issue #17: the authors' code's inference vs ours, as settings overrides (zsc_core.settings.AUTHORS_INFERENCE).
 AUTHORS_INFERENCE = {"samples": 4, "num_beams": 4, "region_weights": "softmax", "cls_candidate": True,
                      "normalize_tokens": True, "noise_on_sum": True, "noise_single": True}
 OURS_INFERENCE = {"samples": 20, "num_beams": 1, "region_weights": "renorm", "cls_candidate": False,
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.append(entry)
             continue
         clip_of = clip_of or path
-        entry["key"] = [file_fingerprint(path), json.dumps(row.overrides, sort_keys=True), row.references]
+        entry["key"] = [model_fingerprint(path), json.dumps(row.overrides, sort_keys=True), row.references]
         same = (entry["key"][0], entry["key"][1])  # rows differing only in references share their captions
         if tuple(entry["key"]) in cache:
             entry["scores"] = cache[tuple(entry["key"])]
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     if os.path.isfile(prompt_path) and not _in_training(prompt_path):
         base_path = os.path.join(ck, cfg.prompt_base)
         base_path = base_path if os.path.isfile(base_path) else ""
-        key = [file_fingerprint(prompt_path), file_fingerprint(base_path) if base_path else "", cfg.prompt_n]
+        key = [model_fingerprint(prompt_path), model_fingerprint(base_path) if base_path else "", cfg.prompt_n]
         if (sections["prompts"] or {}).get("key") != key:
             sections["prompts"] = {**evaluate_prompts_world(load(prompt_path), cfg.prompt_n, samples=1,
                                                             metrics=METRICS,
@@ -261,7 +262,7 @@ def _vqa(cfg: BenchmarkConfig, ck: str, old: dict, load) -> dict:
         path = os.path.join(ck, name)
         if not os.path.isfile(path):
             continue
-        key = [file_fingerprint(path), cfg.vqa_n, vqa.PROTOCOL]
+        key = [model_fingerprint(path), cfg.vqa_n, vqa.PROTOCOL]
         out[name] = old[name] if (old.get(name) or {}).get("key") == key else \
             {**evaluate_vqa_world(load(path), cfg.vqa_n, progress=True), "key": key}
     return out

@@ -83,10 +83,10 @@ ROWS = [
         "cosine with them)", "photo", {"samples": 20, "rerank": "consensus"}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, CIDEr-D rerank against only the "
         "ones the input mix averages (rerank_k=0)", "photo", {"samples": 20, "rerank_k": 0}),
-    Row("Ablation", "TIPCap S4, S=20, decoded from the mean of the 300 nearest bank captions (consensus_k=300; "
-        "not chosen, train.build_bank), CIDEr-D rerank against them", "photo", {"samples": 20, "consensus_k": 300}),
-    Row("Ablation", "TIPCap S4, S=1, decoded from the mean of the 300 nearest bank captions (consensus_k=300)",
-        "photo", {"samples": 1, "num_beams": 1, "consensus_k": 300}),
+    Row("Ablation", "TIPCap S4, S=20, decoded from the mean of the 300 nearest bank captions (mix_k=300; "
+        "not chosen, train.build_bank), CIDEr-D rerank against them", "photo", {"samples": 20, "mix_k": 300}),
+    Row("Ablation", "TIPCap S4, S=1, decoded from the mean of the 300 nearest bank captions (mix_k=300)",
+        "photo", {"samples": 1, "num_beams": 1, "mix_k": 300}),
     Row("Ablation", "TIPCap S4, S=20 + CIDEr-D rerank, the image feature alone as input (bank_mix=0)", "photo",
         {"samples": 20, "bank_mix": 0.0}),
     Row("Ablation", "TIPCap S4, S=1, the image feature alone as input (bank_mix=0)", "photo",
@@ -238,12 +238,12 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.bank import captions_path, recorded_bank
     from zsc_core.bridge import imagenet_categories
     from zsc_core.captioner import Captioner
-    from zsc_core.checkpoint import file_fingerprint, read_metadata
+    from zsc_core.checkpoint import file_fingerprint
     from zsc_core.evaluation import coco_items, evaluate_prompt_following_coco, retrieval_captions
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
     from zsc_core.presets import preset_status
-    from zsc_core.sampling import BANK_RERANKERS
+    from zsc_core.settings import model_fingerprint, read_settings
 
     old, previous_prompts = {}, {}
     if os.path.isfile(cfg.out + ".json") and not cfg.fresh:
@@ -277,12 +277,11 @@ def main(argv: list[str] | None = None) -> dict:
             entry["todo"] = row.train_command() + (f" (in training: {partial})" if partial else "")
             report["rows"].append(entry)
             continue
-        key = [file_fingerprint(row.path()), json.dumps(row.overrides, sort_keys=True), cfg.split]
-        defaults = read_metadata(row.path())["config"].get("caption", {})
-        ranking = row.overrides.get("rerank", defaults.get("rerank"))
-        if ranking in BANK_RERANKERS or row.overrides.get("bank_mix", defaults.get("bank_mix")):
+        key = [model_fingerprint(row.path()), json.dumps(row.overrides, sort_keys=True), cfg.split]
+        served = read_settings(row.path()).config.replace(**row.overrides)
+        if served.uses_bank:
             key.append(file_fingerprint(photo_bank))  # the row's captions depend on the bank's bytes too
-        if ranking == "cider":
+        if served.ranking.rerank == "cider":
             key.append(file_fingerprint(captions_path(photo_bank)))  # and on its texts
         entry["key"] = key
         if tuple(key) in old:
@@ -336,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
             img = torch.cat([clip.encode_image(clip.pixels(images[i:i + 32])).float()
                              for i in range(0, len(images), 32)])
             # at the input mix's k and at the ranking's own k: more neighbours help retrieval as much as ranking
-            for k in sorted({base.config.consensus_k, base.config.ranking_k}):
+            for k in sorted({base.config.retrieval.mix_k, base.config.ranking_k}):
                 report["rows"].append(retrieval_row(
                     f"consensus corpus caption: of the {k} nearest, the one closest to their mean (the embedding-"
                     "consensus ranking, on retrieved text)", consensus_caption(bank, caps, img, k)))
@@ -356,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
         and not _in_training(p.prompt_checkpoint_path())
     for samples in cfg.prompt_samples if ready else ():
         name = prompt_key(samples)
-        pkey = [file_fingerprint(p.prompt_checkpoint_path()), file_fingerprint(p.checkpoint_path()), cfg.split,
+        pkey = [model_fingerprint(p.prompt_checkpoint_path()), model_fingerprint(p.checkpoint_path()), cfg.split,
                 f"beams={APP_BEAMS}"]
         if samples != 1:
             pkey.append(samples)
@@ -368,8 +367,8 @@ def main(argv: list[str] | None = None) -> dict:
                                             samples=samples, num_beams=APP_BEAMS)
         for which in ("rough", "refined"):
             pr[f"{which}_CIDEr"] = float(caption_metrics(refs, dict(enumerate(pr[which])), ("cider",))["CIDEr"])
-        pr.update(model=p.prompt_checkpoint, key=pkey, samples=samples, prompt_weight=two.config.prompt_weight,
-                  rough_rerank=base.config.rerank)
+        pr.update(model=p.prompt_checkpoint, key=pkey, samples=samples, prompt_weight=two.config.ranking.prompt_weight,
+                  rough_rerank=base.config.ranking.rerank)
         report[name] = pr
         write_report(cfg, report)
 

@@ -8,11 +8,11 @@ The bank is the preset's text encoder's embeddings of the caption corpus (the sa
 never evaluated on): the preset's captioner samples S candidates per photo once per seed, with CLIP ranking, and
 every k reranks those same candidates by consensus with the photo's k nearest bank captions (k=0: CLIP ranking,
 MacCap's). The report also scores, for each k, the bank caption that agrees most with the other k-1 (a retrieval
-baseline of its own). Then, at the chosen k, the input mix (CaptionConfig.bank_mix: the adaptor reads the image
+baseline of its own). Then, at the chosen k, the input mix (the settings' bank_mix: the adaptor reads the image
 feature mixed with the mean of its k nearest bank captions) is chosen the same way, on fresh samples per mix and
 seed (mix 0: the k row), then the sampling noise (``sigma2s``) and the ranking together: embedding consensus
 against CIDEr-D with the k neighbours' texts as references (``rerank="cider"``, zsc_core/cider.py), then how many
-neighbours that ranking reads (``rerank_ks``, CaptionConfig.rerank_k; the mix keeps its k), and last how many
+neighbours that ranking reads (``rerank_ks``, the settings' rerank_k; the mix keeps its k), and last how many
 neighbours the input mix averages (``mix_ks``, fresh samples, ranked as chosen). ``coco/val-dev`` is not read
 here. Each sweep after the first keeps the previous sweep's setting unless its best row is ahead on most seeds
 (``prevails``). Beside the bank it writes its captions file (the rows' texts and n-gram document frequencies,
@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -113,12 +113,13 @@ def main(argv: list[str] | None = None) -> dict:
         save_bank_captions,
     )
     from zsc_core.captioner import Captioner
-    from zsc_core.checkpoint import set_caption_defaults, state_fingerprint
+    from zsc_core.checkpoint import state_fingerprint
     from zsc_core.cider import Idf
     from zsc_core.evaluation import coco_items
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
     from zsc_core.sampling import rerank
+    from zsc_core.settings import set_defaults
 
     cap = Captioner.from_pretrained(cfg.preset)
     enc = cap.clip
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     adaptor_fp = state_fingerprint(cap.adaptor.state_dict())
     cap.bank = bank
     # Sample from the adaptor's own settings, not from what an earlier run attached (a None override is ignored).
-    cap.config = replace(cap.config, sigma2=None)
+    cap.config = cap.config.replace(sigma2=None)
 
     def pools(mix: float = 0.0, k: int = 0, sigma2: float | None = None
               ) -> list[list[tuple[list[str], torch.Tensor]]]:
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 texts_per_photo = [[c.text for c in r.candidates] for i in range(0, len(images), cfg.batch)
                                    for r in cap.caption(images[i:i + cfg.batch], samples=cfg.samples, seed=seed,
-                                                        rerank="clip", bank_mix=mix, consensus_k=max(k, 1),
+                                                        rerank="clip", bank_mix=mix, mix_k=max(k, 1),
                                                         sigma2=sigma2)]
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
                 write_json(cache, texts_per_photo)
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
                        scored(f"rerank={ranker} {label}", pools(best_mix["mix"], best["k"], sigma2), best["k"],
                               ranker, sigma2=sigma2, rerank=ranker) for ranker in ("consensus", "cider")]
     best_sigma = prevails(max(sigma_rows, key=lambda r: r["mean_CIDEr"]), sigma_rows[0])
-    # Then how many neighbours the ranking reads (CaptionConfig.rerank_k), on the same candidates: the input mix
+    # Then how many neighbours the ranking reads (the settings' rerank_k), on the same candidates: the input mix
     # keeps its k; more references smooth the consensus (rerank_k 0: the mix's k, the previous row).
     rank_pools = pools(best_mix["mix"], best["k"], best_sigma["sigma2"])
     rerank_k_rows = [carried(best_sigma, rerank_k=0)] + [
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
         for rk in cfg.rerank_ks if rk != best["k"]]
     best_rerank_k = prevails(max(rerank_k_rows, key=lambda r: r["mean_CIDEr"]), rerank_k_rows[0])
     rank_k = best_rerank_k["rerank_k"] or best["k"]
-    # Last, how many neighbours the input mix averages (the mix's consensus_k), on fresh samples, ranked as chosen.
+    # Last, how many neighbours the input mix averages (the mix's mix_k), on fresh samples, ranked as chosen.
     # (with no mix, the input does not read the neighbours and there is nothing to sweep)
     mix_ks = [mk for mk in cfg.mix_ks if mk != best["k"]] if best_mix["mix"] else []
     mix_k_rows = [carried(best_rerank_k, mix_k=best["k"])] + [
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     for path in cfg.attach:
         attach_bank(path, cfg.out, best_mix_k["mix_k"], best_mix["mix"])
         # sigma2 None: the adaptor's training sigma2; rerank_k 0 (the mix's k) only while that k is the ranking's
-        set_caption_defaults(path, sigma2=best_sigma["sigma2"], rerank=best_sigma["rerank"],
+        set_defaults(path, sigma2=best_sigma["sigma2"], rerank=best_sigma["rerank"],
                              rerank_k=0 if rank_k == best_mix_k["mix_k"] else rank_k)
         print(f"{path}: ranks by {best_sigma['rerank']} with {cfg.out} against the {rank_k} nearest, input mix "
               f"{best_mix['mix']:g} of the {best_mix_k['mix_k']} nearest, "
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
         md.append(f"| {r['k'] or '0 (CLIP)'}{' (chosen)' if r is best else ''} | {r['mean_CIDEr']:.3f} | "
                   f"{' / '.join(f'{x:.3f}' for x in r['S_CIDEr'])} | {f'{c:.3f}' if c is not None else ''} |\n")
     for title, column, sweep, chosen, name in (
-            (f"Input mix at k={best['k']} (CaptionConfig.bank_mix): the adaptor reads normalize((1 - mix) x image "
+            (f"Input mix at k={best['k']} (the settings' bank_mix): the adaptor reads normalize((1 - mix) x image "
              "feature + mix x the normalised mean of its k nearest bank captions); fresh S candidates per mix and "
              "seed, ranked by consensus.", "mix", mix_rows, best_mix, lambda r: f"{r['mix']:g}"),
             (f"Sampling noise and ranking at k={best['k']} and mix {best_mix['mix']:g}: the variance per dimension of "
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
              "ranked by mean cosine with the k nearest bank captions (consensus), or by CIDEr-D with their texts as "
              "references and n-gram weights from the whole bank (cider).", "sigma2, rerank", sigma_rows, best_sigma,
              lambda r: f"{'the adaptor' if r['sigma2'] is None else format(r['sigma2'], 'g')}, {r['rerank']}"),
-            (f"Number of neighbours the {best_sigma['rerank']} ranking reads (CaptionConfig.rerank_k; 0: the input "
+            (f"Number of neighbours the {best_sigma['rerank']} ranking reads (the settings' rerank_k; 0: the input "
              f"mix's k={best['k']}), on the chosen candidates above; beside it, the two retrieval baselines at the "
              "same k (the bank caption closest to the mean of the k; the one with the highest CIDEr-D against "
              "the other k-1).", "rerank_k", rerank_k_rows, best_rerank_k,

@@ -18,8 +18,9 @@ import torch
 
 from train.common import parse_overrides
 from zsc_core import analysis, world
-from zsc_core.encode import ClipSpec, load_clip
+from zsc_core.encode import ClipSpec
 from zsc_core.presets import PRESETS
+from zsc_core.towers import load_clip
 
 
 @dataclass

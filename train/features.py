@@ -122,8 +122,8 @@ class FeaturesConfig:
 
 def main(argv: list[str] | None = None) -> str:
     cfg = parse_overrides(FeaturesConfig(), sys.argv[1:] if argv is None else argv)
-    from zsc_core.encode import load_clip
     from zsc_core.presets import PRESETS
+    from zsc_core.towers import load_clip
 
     clip = load_clip(PRESETS[cfg.preset].clip_spec())
     caps, feats = cached_text_features(clip, cfg.corpus, cfg.out, cfg.max_words)

@@ -19,13 +19,15 @@ import torch
 
 from train.common import RunLogger, load_state, save_state, write_json
 from train.features import cached_text_features
-from zsc_core.captioner import Captioner, served_settings
+from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import Checkpoint
 from zsc_core.device import autocast, resolve_device, resolve_dtype
-from zsc_core.encode import ClipEncoder, load_clip
+from zsc_core.encode import ClipEncoder
 from zsc_core.evaluation import evaluate_world
 from zsc_core.lm import LanguageModel, load_lm
 from zsc_core.presets import PRESETS
+from zsc_core.settings import read_settings
+from zsc_core.towers import load_clip
 
 
 @dataclass
@@ -243,7 +245,7 @@ def _validate_and_export(cfg: RunConfig, cap: Captioner, done: int, log: RunLogg
 def init_record(cfg: RunConfig, fresh: bool) -> dict | None:
     """What ``init=`` held when the run began: its path and file fingerprint, written to ``run_dir/init.json`` by
     a fresh run and read back on resume. A continuation is often shipped over its own init (``init=`` the
-    shipped file, then ``train.ship`` onto it), so the path alone would name the wrong bytes afterwards."""
+    shipped file, then ``python -m zsc_core ship`` onto it), so the path alone would name the wrong bytes afterwards."""
     from zsc_core.checkpoint import file_fingerprint
 
     if not cfg.init:
@@ -281,12 +283,13 @@ def read_init(path: str, cap: Captioner) -> Checkpoint:
     return ck
 
 
-def continue_settings(cap: Captioner, path: str, config: dict) -> None:
-    """A continuation serves as the model it continues: ``cap`` takes the inference defaults
-    (``config["caption"]``) and the caption bank of the init checkpoint at ``path`` (``config``: its config), so
-    validation and every export use them, not those of the model the run was built from (a stage-2 run is built
-    from its base, whose defaults are a stage-1 model's)."""
-    cap.config, cap.bank = served_settings(path, config)
+def continue_settings(cap: Captioner, path: str) -> None:
+    """A continuation serves as the model it continues: ``cap`` takes the inference settings (defaults and caption
+    bank, the JSON beside the weights) of the init checkpoint at ``path``, so validation and every export use them,
+    not those of the model the run was built from (a stage-2 run is built from its base, whose defaults are a
+    stage-1 model's)."""
+    settings = read_settings(path)
+    cap.config, cap.bank = settings.config, settings.bank or None
 
 
 def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch.Tensor, log: RunLogger,
@@ -307,7 +310,7 @@ def train_loop(cfg: RunConfig, cap: Captioner, captions: list[str], feats: torch
     state_path = os.path.join(cfg.run_dir, "state.pt")
     init = read_init(cfg.init, cap) if cfg.init else None  # checked on resume too: a wrong init= is never silent
     if init is not None:
-        continue_settings(cap, cfg.init, init.config)
+        continue_settings(cap, cfg.init)
     start = load_state(state_path, model, opt)
     started_from = init_record(cfg, fresh=not start) if d.main else None
     if start:

@@ -79,6 +79,11 @@ class MacCapAdaptor(nn.Module):
         """Subregions to select at inference (the N_cr tokens it reads)."""
         return self.cfg.n_cr
 
+    @property
+    def noise_sigma2(self) -> float:
+        """The default noise variance of multiple sampling: MacCap samples with the noise it was trained on."""
+        return self.cfg.sigma2
+
     def text_prefix(self, text: torch.Tensor) -> torch.Tensor:
         """Training: caption features (B, D) -> N_cr noisy copies (region noise injection) -> prefix (B, N_q, H)."""
         return self(gap.inject_noise(text, self.cfg.n_cr, self.cfg.sigma2))
@@ -110,7 +115,9 @@ class TIPCapConfig:
     dropout: float = 0.1
     setting: str = "S4"  # data setting the Gaussian was estimated under: S1, S2, S3 or S4
     covariance: str = "full"  # "full": N(mu, L L^T); "isotropic": N(mu, sigma2 I) (ablation)
-    sigma2: float = 0.016  # variance of the isotropic ablation, and the initial diagonal of a trainable L
+    # The Gaussian's isotropic variance: L = sqrt(sigma2) I, fixed under "isotropic", the start of a trainable L
+    # otherwise. (Not the sampling noise at inference: that is noise_sigma2 / the settings' sigma2.)
+    sigma2: float = 0.016
     trainable_gaussian: bool = True  # S3/S4 learn mu and L; S1/S2 keep their estimates fixed
     use_reverse: bool = True  # the reverse mapping module (ablation: off)
 
@@ -210,6 +217,8 @@ class TIPCapAdaptor(nn.Module):
 
     # -- what the facade asks of every adaptor --------------------------------------------------------------
     n_regions = 10  # TIPCap reads the global feature only; the subregions are shown, not read
+    # The default noise variance of multiple sampling (TIPCap decodes once; its S samples borrow MacCap's noise).
+    noise_sigma2 = 0.016
 
     def text_prefix(self, text: torch.Tensor) -> torch.Tensor:
         """Training: caption features (B, D) -> M -> [R] -> projector, (B, L, H)."""

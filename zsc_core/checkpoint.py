@@ -105,7 +105,7 @@ def save_checkpoint(
 
 
 def copy_checkpoint(src: str, dst: str) -> str:
-    """Copy a checkpoint to ``dst`` with the CLIP (and caption bank) paths it records re-based on ``dst``'s folder.
+    """Copy a checkpoint to ``dst`` with the CLIP path it records re-based on ``dst``'s folder.
 
     An adaptor stores its CLIP checkpoint's path relative to its own folder, so a plain ``cp`` of one trained in
     ``runs/x/`` into ``checkpoints/`` points nowhere. Tensors are copied bit for bit (no dtype change)."""
@@ -118,33 +118,8 @@ def copy_checkpoint(src: str, dst: str) -> str:
             raise CheckpointError(f"{src} names a CLIP checkpoint that does not exist: {target}")
         spec["checkpoint"] = os.path.relpath(target, os.path.dirname(os.path.abspath(dst)))
         clip["spec"] = spec
-    config = dict(ck.config)
-    if config.get("bank") and not os.path.isabs(config["bank"]):  # its caption bank (bank.py), the same rule
-        target = os.path.join(os.path.dirname(os.path.abspath(src)), config["bank"])
-        if not os.path.isfile(target):
-            raise CheckpointError(f"{src} names a caption bank that does not exist: {target}")
-        config["bank"] = os.path.relpath(target, os.path.dirname(os.path.abspath(dst)))
-    return save_checkpoint(dst, ck.tensors, kind=ck.kind, config=config, clip=clip, lm=ck.lm, extra=ck.extra,
+    return save_checkpoint(dst, ck.tensors, kind=ck.kind, config=ck.config, clip=clip, lm=ck.lm, extra=ck.extra,
                            dtype=None)
-
-
-def rewrite_adaptor_config(path: str, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
-    """Replace a saved adaptor's config by ``edit(config)`` in place: metadata only, tensors rewritten bit for
-    bit (how inference defaults and a caption bank are attached to a trained model)."""
-    ck = load_checkpoint(path, expect_kind=("maccap", "tipcap"))
-    return save_checkpoint(path, ck.tensors, kind=ck.kind, config=edit(dict(ck.config)), clip=ck.clip, lm=ck.lm,
-                           extra=ck.extra, dtype=None)
-
-
-def set_caption_defaults(path: str, **fields: Any) -> str:
-    """Change a saved adaptor's default inference settings (its ``config["caption"]``, the fields of
-    :class:`zsc_core.captioner.CaptionConfig`) in place: metadata only, tensors rewritten bit for bit."""
-    from .captioner import CaptionConfig
-
-    unknown = sorted(set(fields) - set(CaptionConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"not inference settings (CaptionConfig fields): {unknown}")
-    return rewrite_adaptor_config(path, lambda c: {**c, "caption": {**(c.get("caption") or {}), **fields}})
 
 
 def read_metadata(path: str) -> dict[str, Any]:

@@ -7,6 +7,8 @@
     python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
     python -m zsc_core presets
+    python -m zsc_core defaults MODEL [NAME=VALUE ...]                # show or change a model's inference defaults
+    python -m zsc_core ship SRC.safetensors DST.safetensors            # copy a trained adaptor into checkpoints/
     python -m zsc_core space stage DIR [--hardware zero-gpu|cpu]     # the folder a Hugging Face Space needs
     python -m zsc_core space push USER/SPACE [--hardware ...]         # stage, validate and upload ($HF_TOKEN)
 
@@ -140,8 +142,9 @@ def _gap(args: argparse.Namespace) -> int:
 
     from . import world
     from .analysis import gap_report
-    from .encode import ClipSpec, load_clip
+    from .encode import ClipSpec
     from .presets import PRESETS
+    from .towers import load_clip
 
     spec = ClipSpec(checkpoint=args.clip) if args.clip else PRESETS[args.preset].clip_spec()
     try:
@@ -175,6 +178,34 @@ def _presets(args: argparse.Namespace) -> int:
         st = preset_status(name)
         reason = f"\t{st.reason}" if st.reason else ""
         print(f"{name}\t{'ready' if st.ready else 'not ready'}\t{p.description}{reason}")
+    return 0
+
+
+def _defaults(args: argparse.Namespace) -> int:
+    from .presets import resolve
+    from .settings import parse_assignments, read_settings, set_defaults, settings_path
+
+    try:
+        path = resolve(args.model)
+        if args.assignments:
+            set_defaults(path, **parse_assignments(args.assignments))
+        s = read_settings(path)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"settings": settings_path(path), "bank": s.bank or None, **s.config.to_dict()}, indent=2))
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .settings import ship
+
+    try:
+        print(f"{args.src} -> {ship(args.src, args.dst)}")
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -250,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_gap)
     s = sub.add_parser("presets", help="list presets and whether each can be loaded here")
     s.set_defaults(func=_presets)
+    d = sub.add_parser("defaults", help="show a model's inference defaults (the JSON beside its weights), or change "
+                                        "some: NAME=VALUE (the weights file is never rewritten)")
+    d.add_argument("model", help="preset name or adaptor checkpoint path")
+    d.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="e.g. samples=8 rerank=clip sigma2=none")
+    d.set_defaults(func=_defaults)
+    h = sub.add_parser("ship", help="copy a trained adaptor and its settings, re-basing the paths they record")
+    h.add_argument("src")
+    h.add_argument("dst")
+    h.set_defaults(func=_ship)
     sp = sub.add_parser("space", help="stage (and validate) or push the Hugging Face Space")
     sp.add_argument("action", choices=("stage", "push"))
     sp.add_argument("target", help="stage: the folder to write; push: the Space id, USER/SPACE")

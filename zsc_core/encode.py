@@ -2,7 +2,7 @@
 
 A CLIP is given by a :class:`ClipSpec`: an open_clip architecture name plus a pretrained tag (downloaded from
 the Hub where it is reachable), or a local weights file, or a zsc ``clip`` checkpoint that carries its own
-custom open_clip config (the offline world's CLIP is one). :func:`load_clip` is the only function here that may
+custom open_clip config (the offline world's CLIP is one). :func:`load_open_clip` is the only function here that may
 touch the disk or the network; :class:`ClipEncoder` itself only wraps a built model.
 
 From an image batch the encoder returns (:class:`ImageFeatures`):
@@ -182,15 +182,10 @@ def clip_spec_from_checkpoint(path: str, name: str = "") -> ClipSpec:
     return ClipSpec(name=name or read_metadata(path)["config"].get("name", ""), checkpoint=path)
 
 
-def load_clip(spec: ClipSpec, device: torch.device | str = "cpu") -> ClipEncoder:
-    """Build and load the CLIP a spec names. The only place a CLIP's weights are read (or downloaded).
-
-    A checkpoint of kind ``bridge`` gives the photo preset's CNN + sentence-encoder bridge
-    (:class:`zsc_core.bridge.BridgeEncoder`), which has the same feature functions."""
-    if spec.checkpoint and read_metadata(spec.checkpoint)["kind"] == "bridge":  # real photos offline (bridge.py)
-        from .bridge import load_bridge
-
-        return load_bridge(spec, device)
+def load_open_clip(spec: ClipSpec, device: torch.device | str = "cpu") -> ClipEncoder:
+    """Build and load the open_clip CLIP a spec names (a zsc ``clip`` checkpoint, or an architecture with a
+    pretrained tag or local weights). The only place an open_clip CLIP's weights are read (or downloaded); callers
+    go through :func:`zsc_core.towers.load_clip`, which also knows the photo bridge."""
     import open_clip
 
     if spec.checkpoint:

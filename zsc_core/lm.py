@@ -54,11 +54,8 @@ class GenerationCfg:
     """Decoding settings."""
 
     max_new_tokens: int = 20  # captions are short (papers: <= 15 words)
-    num_beams: int = 1  # 1: greedy (or sampling); MacCap's single-caption setting uses 4
+    num_beams: int = 1  # 1: greedy; MacCap's single-caption setting uses 4 (diversity comes from input noise)
     num_return: int = 1  # hypotheses returned per row (<= num_beams): the best first, rows stay contiguous
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 0.9
 
 
 def cache_dir() -> str:
@@ -192,20 +189,16 @@ class LanguageModel(FrozenIdentity, nn.Module):
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prompts: Sequence[list[int]] | None = None,
-                 cfg: GenerationCfg | None = None, generator_seed: int | None = None) -> list[str]:
+                 cfg: GenerationCfg | None = None) -> list[str]:
         """Decode ``cfg.num_return`` captions per row of ``prefix`` (B, L, H) in ONE ``generate`` call; cleaned
         sentences, row-major (row i's hypotheses at i * num_return ..., best first)."""
         cfg = cfg or GenerationCfg()
-        if cfg.num_return < 1 or (not cfg.do_sample and cfg.num_return > cfg.num_beams):
+        if not 1 <= cfg.num_return <= cfg.num_beams:
             raise ValueError(f"num_return must be between 1 and num_beams={cfg.num_beams}, got {cfg.num_return}")
         embeds, mask = self.prefix_inputs(prefix.to(self.device), prompts)
-        if generator_seed is not None:
-            torch.manual_seed(generator_seed)  # sampling in generate() draws from the global generator
         kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
-                                  do_sample=cfg.do_sample, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+                                  do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
                                   begin_suppress_tokens=self.empty_starts, num_return_sequences=cfg.num_return)
-        if cfg.do_sample:
-            kw.update(temperature=cfg.temperature, top_p=cfg.top_p)
         out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
         return [clean_caption(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 

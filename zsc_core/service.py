@@ -56,8 +56,8 @@ class CaptionService:
         self._lock = threading.Lock()
 
     def default_samples(self) -> int:
-        """The app's default S: MacCap's 20 where a GPU decodes them in one batch, fewer on CPU (S=20 costs ~2.4 s a
-        photo on 2 idle cores and far more under load; S=1 to S=20 moved photo CIDEr by only 0.006)."""
+        """The app's default S: MacCap's 20 where a GPU decodes them in one batch, fewer on CPU, where the LM's
+        decoding cost grows with S (measured in bench/photo_latency.py, reported in docs/)."""
         from .device import resolve_device
 
         return 20 if resolve_device(self.device).type == "cuda" else CPU_SAMPLES
@@ -197,15 +197,17 @@ class CaptionService:
             r = cap.caption(image, **settings)
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
                 for i, c in enumerate(r.candidates)]
+        cfg = cap.config
         ranked = {"consensus": "consensus with the caption bank",
-                  "cider": f"CIDEr-D against the photo's {cap.config.ranking_k} nearest corpus captions"}.get(
-            cap.config.rerank, "CLIP score")
-        if cap.config.bank_mix:
-            mean = f"the mean of its {cap.config.consensus_k} nearest corpus captions"
-            ranked += ("; decoded from " + mean if cap.config.bank_mix == 1 else
-                       f"; decoded from the photo's feature mixed {cap.config.bank_mix:g} with {mean}")
-        if prompt and cap.config.prompt_weight:
-            ranked += f" + {cap.config.prompt_weight:g} x similarity to the prompt"
+                  "cider": f"CIDEr-D against the photo's {cfg.ranking_k} nearest corpus captions"}.get(
+            cfg.ranking.rerank, "CLIP score")
+        mix = cfg.retrieval.bank_mix
+        if mix:
+            mean = f"the mean of its {cfg.retrieval.mix_k} nearest corpus captions"
+            ranked += ("; decoded from " + mean if mix == 1 else
+                       f"; decoded from the photo's feature mixed {mix:g} with {mean}")
+        if prompt and cfg.ranking.prompt_weight:
+            ranked += f" + {cfg.ranking.prompt_weight:g} x similarity to the prompt"
         noise = f"σ² {r.sigma2:g}" + (" (the model's)" if sigma2 is None else "")
         info = (f"{len(r.candidates)} distinct candidates from S={samples} x beam {num_beams}, {noise}, "
                 f"N_cr {r.n_cr}, ranked by {ranked}; "

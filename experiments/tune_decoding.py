@@ -1,7 +1,7 @@
 """Choose how each of the S samples is decoded (CaptionConfig.num_beams, keep_beams) on the selection set, measured.
 
-    python -m train.tune_decoding                          # -> results/decoding_photo.{md,json}
-    python -m train.tune_decoding attach=checkpoints/tipcap-s4-photo.safetensors
+    python -m experiments.tune_decoding                          # -> results/decoding_photo.{md,json}
+    python -m experiments.tune_decoding attach=checkpoints/tipcap-s4-photo.safetensors
 
 The caption bank's settings (input mix, noise, ranking: train/build_bank.py) stay as the preset ships them; only
 how each of the S noisy prefixes is decoded changes: ``greedy``; ``beamB``, a beam search of width B whose best
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_overrides(DecodingConfig(), sys.argv[1:] if argv is None else argv)
     set_threads(cfg.threads)
     from zsc_core.captioner import Captioner
-    from zsc_core.checkpoint import set_caption_defaults
     from zsc_core.evaluation import evaluate_coco
     from zsc_core.presets import data_dir
+    from zsc_core.settings import set_defaults
 
     settings = [parse_decoding(d) for d in cfg.decodings]  # fails before any model loads
     cap = Captioner.from_pretrained(cfg.preset)
@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> dict:
                      "s_per_photo": seconds / (n_photos * len(cfg.seeds))})
     chosen = prevails(max(rows, key=lambda r: r["mean_CIDEr"]), rows[0])
     for path in cfg.attach:
-        set_caption_defaults(path, num_beams=chosen["num_beams"], keep_beams=chosen["keep_beams"])
+        set_defaults(path, num_beams=chosen["num_beams"], keep_beams=chosen["keep_beams"])
         print(f"{path}: {chosen['decoding']}", file=sys.stderr)
     report = {"split": cfg.split, "samples": cfg.samples, "seeds": list(cfg.seeds), "preset": cfg.preset,
               "chosen": chosen["decoding"], "rows": rows}
     os.makedirs(os.path.dirname(cfg.report) or ".", exist_ok=True)
     write_json(cfg.report + ".json", report)
-    md = [f"# Decoding of each sample, chosen on `coco/{cfg.split}` (`python -m train.tune_decoding`)\n\n",
+    md = [f"# Decoding of each sample, chosen on `coco/{cfg.split}` (`python -m experiments.tune_decoding`)\n\n",
           f"The `{cfg.preset}` preset as shipped (its caption bank's mix, noise and ranking), S={cfg.samples}, "
           f"seeds {list(cfg.seeds)}; each sample's prefix decoded greedily or by a beam search of width B, "
           "keeping its best hypothesis (beamB) or all B (beamB-all: S x B candidates ranked). A row replaces the "

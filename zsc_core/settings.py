@@ -1,0 +1,280 @@
+"""Inference settings, kept beside the weights.
+
+As transformers keeps ``generation_config.json`` next to a model's weights, every adaptor checkpoint
+``NAME.safetensors`` has its inference defaults in ``NAME.inference.json`` beside it. The weights file holds what
+built the model (adaptor config, CLIP and LM fingerprints); the JSON holds how it captions by default (decoding,
+subregions, the caption bank and its mix, the ranking). Changing a default edits the JSON and never rewrites a
+weight file. Every field can still be overridden per call (``Captioner.caption(image, samples=8)``).
+
+The settings are split by concern, one dataclass each; flat field names are unique across the groups, so a call,
+the CLI and the benchmark rows name a setting by its field name alone (:meth:`CaptionConfig.replace`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, get_type_hints
+
+from .sampling import BANK_RERANKERS, RERANKERS
+
+SETTINGS_VERSION = 1
+SUFFIX = ".inference.json"
+
+
+@dataclass
+class DecodingConfig:
+    """How the candidates are drawn from the LM."""
+
+    samples: int = 20  # S noisy copies of the input decoded in one batch, then ranked; 1: one noise-free caption
+    sigma2: float | None = None  # noise variance of the S copies; None: the adaptor's (Captioner.noise_variance)
+    num_beams: int = 1  # beam width per sample; 1: greedy
+    keep_beams: bool = False  # every beam hypothesis a candidate (S x num_beams ranked); False: each sample's best
+    max_new_tokens: int = 20  # captions are short (the papers': <= 15 words)
+    seed: int = 0  # seeds the sampling noise, so a caption is reproducible
+
+
+@dataclass
+class RegionConfig:
+    """MacCap's subregions (regions.py): how many the adaptor reads, and whether it reads them at all."""
+
+    n_cr: int | None = None  # subregions N_cr; None: the adaptor's own
+    use_regions: bool = True  # False: the global feature repeated N_cr times (the ablation)
+
+
+@dataclass
+class RetrievalConfig:
+    """What the adaptor reads from the caption bank (bank.py; DeCap's projection into a text memory)."""
+
+    # The adaptor reads normalize((1 - bank_mix) x image feature + bank_mix x anchor), the anchor being the
+    # normalised mean of the image's mix_k nearest bank captions; 0: the image feature alone.
+    bank_mix: float = 0.0
+    mix_k: int = 20  # nearest bank captions averaged into the anchor
+
+
+@dataclass
+class RankingConfig:
+    """How the candidates are ranked (sampling.py)."""
+
+    # "clip": MacCap's cosine with the image; "consensus": mean cosine with the image's rerank_k nearest bank
+    # captions; "cider": CIDEr-D against their texts, n-gram weights from the whole bank (cider.py).
+    rerank: str = "clip"
+    rerank_k: int = 0  # nearest bank captions the bank rankings read; 0: the mix's mix_k
+    # With a prompt: add prompt_weight x each refined candidate's cosine with the prompt to its score (0: none).
+    prompt_weight: float = 0.0
+
+
+@dataclass
+class AuthorsCode:
+    """Switches that reproduce MacCap's public code where it differs from this project (docs/fidelity.md)."""
+
+    region_weights: str = "renorm"  # "softmax": the authors' double softmax over the CLS row
+    cls_candidate: bool = False  # the CLS token may be chosen as a subregion centre
+    normalize_tokens: bool = False  # L2-normalise every patch token before pooling
+    noise_on_sum: bool = False  # add the sampling noise to normalize(I_s) + I_c before normalising
+    noise_single: bool = False  # add the sampling noise at S=1 too
+
+
+GROUPS: dict[str, type] = {"decoding": DecodingConfig, "regions": RegionConfig, "retrieval": RetrievalConfig,
+                           "ranking": RankingConfig, "authors": AuthorsCode}
+# flat field name -> its group; names are unique across groups (checked at import)
+FIELD_GROUP: dict[str, str] = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}
+assert len(FIELD_GROUP) == sum(len(fields(c)) for c in GROUPS.values()), "flat setting names must be unique"
+# Names a flat settings dict used before the split (checkpoint metadata until 2026-12-06): old -> new.
+RENAMED = {"consensus_k": "mix_k"}
+
+
+@dataclass
+class CaptionConfig:
+    """Every inference setting, by concern. ``cfg.decoding.samples``; flat: ``cfg.replace(samples=8)``."""
+
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    regions: RegionConfig = field(default_factory=RegionConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    authors: AuthorsCode = field(default_factory=AuthorsCode)
+
+    def replace(self, **flat: Any) -> CaptionConfig:
+        """A copy with flat fields changed (``samples=8, rerank="clip"``; None is a value, e.g. sigma2=None)."""
+        unknown = sorted(set(flat) - set(FIELD_GROUP))
+        if unknown:
+            raise ValueError(f"not inference settings: {unknown}; known: {sorted(FIELD_GROUP)}")
+        groups: dict[str, dict[str, Any]] = {}
+        for k, v in flat.items():
+            groups.setdefault(FIELD_GROUP[k], {})[k] = v
+        return replace(self, **{g: replace(getattr(self, g), **kw) for g, kw in groups.items()})
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name."""
+        return {k: v for g in GROUPS for k, v in asdict(getattr(self, g)).items()}
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {g: asdict(getattr(self, g)) for g in GROUPS}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaptionConfig:
+        """From :meth:`to_dict`'s nesting; a missing group or field takes its default, an unknown one is an error."""
+        unknown = sorted(set(d) - set(GROUPS))
+        if unknown:
+            raise ValueError(f"unknown settings groups {unknown}; known: {sorted(GROUPS)}")
+        return cls(**{g: GROUPS[g](**(d.get(g) or {})) for g in GROUPS})
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> CaptionConfig:
+        """From a flat dict, older names (:data:`RENAMED`) included."""
+        return cls().replace(**{RENAMED.get(k, k): v for k, v in flat.items()})
+
+    # -- derived ----------------------------------------------------------------------------------------------
+    @property
+    def ranking_k(self) -> int:
+        """How many nearest bank captions the bank rankings read: rerank_k, else mix_k."""
+        return self.ranking.rerank_k or self.retrieval.mix_k
+
+    @property
+    def uses_bank(self) -> bool:
+        """Whether these settings read a caption bank (a bank ranking, or a non-zero mix)."""
+        return self.ranking.rerank in BANK_RERANKERS or bool(self.retrieval.bank_mix)
+
+    def check(self) -> None:
+        """Raise ValueError, naming the setting, for a value no caption can be made with."""
+        d, r = self.decoding, self.retrieval
+        if d.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {d.samples}")
+        if d.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {d.num_beams}")
+        if self.ranking.rerank not in RERANKERS:
+            raise ValueError(f"unknown rerank {self.ranking.rerank!r}; known: {RERANKERS}")
+        if not 0.0 <= r.bank_mix <= 1.0:
+            raise ValueError(f"bank_mix must be between 0 and 1, got {r.bank_mix}")
+        if r.mix_k < 1 or self.ranking.rerank_k < 0:
+            raise ValueError(f"mix_k must be >= 1 and rerank_k >= 0, got {r.mix_k} and {self.ranking.rerank_k}")
+
+
+# Inference as MacCap's public code runs it: S=4 samples, each a beam search of width 4, subregions by the double
+# softmax with the CLS token eligible and tokens normalised, noise on the unnormalised sum, also for one caption.
+AUTHORS_INFERENCE = CaptionConfig(decoding=DecodingConfig(samples=4, num_beams=4),
+                                  authors=AuthorsCode("softmax", True, True, True, True))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The JSON beside the weights.
+
+
+def settings_path(weights_path: str) -> str:
+    """``NAME.safetensors`` -> ``NAME.inference.json`` (beside it)."""
+    stem = weights_path[:-len(".safetensors")] if weights_path.endswith(".safetensors") else weights_path
+    return stem + SUFFIX
+
+
+@dataclass
+class InferenceSettings:
+    """What ``NAME.inference.json`` holds: the defaults, and the caption bank (absolute path, or "")."""
+
+    config: CaptionConfig
+    bank: str = ""
+
+
+def read_settings(weights_path: str) -> InferenceSettings:
+    """The inference settings beside an adaptor's weights; without a file, the defaults and no bank.
+
+    The bank is stored relative to the JSON's folder (a copied pair keeps working) and returned absolute."""
+    path = settings_path(weights_path)
+    if not os.path.isfile(path):
+        return InferenceSettings(CaptionConfig())
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("format_version") != SETTINGS_VERSION:
+        raise ValueError(f"{path}: settings format {doc.get('format_version')}, this zsc_core reads "
+                         f"{SETTINGS_VERSION}")
+    bank = doc.get("bank") or ""
+    if bank and not os.path.isabs(bank):
+        bank = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), bank))
+    try:
+        return InferenceSettings(CaptionConfig.from_dict({g: doc.get(g) or {} for g in GROUPS}), bank)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def write_settings(weights_path: str, settings: InferenceSettings) -> str:
+    """Write ``NAME.inference.json`` beside the weights (bank relative to it), atomically; one field a line, so a
+    changed default is a one-line diff. Returns its path."""
+    path = settings_path(weights_path)
+    folder = os.path.dirname(os.path.abspath(path))
+    bank = os.path.relpath(os.path.abspath(settings.bank), folder) if settings.bank else None
+    doc = {"format_version": SETTINGS_VERSION, "bank": bank, **settings.config.to_dict()}
+    os.makedirs(folder, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def set_defaults(weights_path: str, **flat: Any) -> InferenceSettings:
+    """Change some default settings of the adaptor at ``weights_path`` (flat names): its JSON only."""
+    from .checkpoint import read_metadata
+
+    if read_metadata(weights_path)["kind"] not in ("maccap", "tipcap"):  # CheckpointError (a ValueError) if absent
+        raise ValueError(f"{weights_path} is not an adaptor checkpoint: only adaptors have inference settings")
+    current = read_settings(weights_path)
+    new = InferenceSettings(current.config.replace(**flat), current.bank)
+    new.config.check()
+    write_settings(weights_path, new)
+    return new
+
+
+def model_fingerprint(weights_path: str) -> str:
+    """What a model captions with, as one short key: the weights file's sha256 prefix and that of its settings
+    (the defaults and the bank's path relative to the weights), so a benchmark row cached under it is recomputed
+    when either changes. ``WEIGHTS:SETTINGS``."""
+    from .checkpoint import file_fingerprint
+
+    s = read_settings(weights_path)
+    bank = os.path.relpath(s.bank, os.path.dirname(os.path.abspath(weights_path))) if s.bank else None
+    doc = json.dumps({"bank": bank, **s.config.to_dict()}, sort_keys=True)
+    return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """``["samples=8", "sigma2=none", "keep_beams=true"]`` -> typed flat settings; a clear ValueError for an
+    unknown name or a value of the wrong type."""
+    out: dict[str, Any] = {}
+    for a in assignments:
+        name, eq, text = a.partition("=")
+        name = RENAMED.get(name.strip(), name.strip())
+        if not eq or name not in FIELD_GROUP:
+            raise ValueError(f"{a!r}: expected NAME=VALUE with NAME one of {sorted(FIELD_GROUP)}")
+        hint = str(get_type_hints(GROUPS[FIELD_GROUP[name]])[name])
+        text = text.strip()
+        try:
+            if text.lower() in ("none", "null") and "None" in hint:
+                out[name] = None
+            elif "bool" in hint:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError("expected true or false")
+                out[name] = text.lower() in ("true", "1")
+            elif "int" in hint:
+                out[name] = int(text)
+            elif "float" in hint:
+                out[name] = float(text)
+            else:
+                out[name] = text
+        except ValueError as e:
+            raise ValueError(f"{a!r}: {e}") from e
+    return out
+
+
+def ship(src: str, dst: str) -> str:
+    """Copy a trained adaptor (weights and settings) to ``dst``, re-basing the CLIP and bank paths they record on
+    ``dst``'s folder (a plain ``cp`` of a run's export into checkpoints/ would point nowhere). Returns ``dst``."""
+    from .checkpoint import CheckpointError, copy_checkpoint
+
+    settings = read_settings(src)
+    if settings.bank and not os.path.isfile(settings.bank):
+        raise CheckpointError(f"{src} names a caption bank that does not exist: {settings.bank}")
+    copy_checkpoint(src, dst)
+    write_settings(dst, settings)
+    return dst
