@@ -9,7 +9,7 @@ import torch
 from .conftest import make_tiny_checkpoints
 
 
-@pytest.mark.slow  # trains nothing but evaluates every row on tiny models: ~4 min on 2 cores
+@pytest.mark.heavy  # trains nothing but evaluates every row on tiny models: ~4 min on 2 cores
 def test_benchmark_scores_what_exists_and_lists_what_is_missing(tmp_path, monkeypatch):
     ck = tmp_path / "checkpoints"
     ck.mkdir()

@@ -179,7 +179,7 @@ def test_rerank_k_gives_the_ranking_more_references_than_the_input_mix_averages(
     refs = [texts[j] for j in order]
     assert [c.consensus for c in r.candidates] == pytest.approx(cider_d([c.text for c in r.candidates], refs, idf))
     assert r.candidates[0].consensus != pytest.approx(cider_d([r.caption], refs[:3], idf)[0])  # not the 3 nearest
-    # the embedding consensus reads the same 9; rerank_k=0 falls back to consensus_k
+    # the embedding consensus reads the same 9; rerank_k=0 falls back to mix_k
     emb = loaded.caption(_img(1), samples=1, max_new_tokens=5, rerank="consensus")
     text_feat = loaded.clip.encode_text([emb.caption]).float()
     nine = consensus_scores(text_feat, bank.feats(torch.tensor(order)))[0]

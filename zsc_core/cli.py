@@ -46,10 +46,15 @@ def _caption(args: argparse.Namespace) -> int:
     cap = _load_captioner(args)
     if cap is None:
         return 2
+    settings = dict(samples=args.samples, seed=args.seed, rerank=args.rerank, rerank_k=args.rerank_k,
+                    bank_mix=args.bank_mix, num_beams=args.beams, keep_beams=args.keep_beams)
     try:
-        results = cap.caption(images, prompt=args.prompt, samples=args.samples, seed=args.seed,
-                              rerank=args.rerank, rerank_k=args.rerank_k, bank_mix=args.bank_mix,
-                              num_beams=args.beams, keep_beams=args.keep_beams)
+        two = _prompt_model(args.model, cap) if args.prompt and not cap.interactive else None
+        if two is not None:  # as the app does: the preset's own caption is the rough one its prompt model refines
+            rough = [r.caption for r in cap.caption(images, **settings)]
+            results = two.caption(images, prompt=args.prompt, rough=rough, **settings)
+        else:
+            results = cap.caption(images, prompt=args.prompt, **settings)
     except (NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -90,6 +95,20 @@ def _load_captioner(args: argparse.Namespace) -> Captioner | None:
     except LOAD_ERRORS as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return None
+
+
+def _prompt_model(model: str, base: Captioner) -> Captioner | None:
+    """A preset's interactive-prompt model, sharing ``base``'s encoder and LM; None for a checkpoint path or a
+    preset without one (its own error then says the model cannot take a prompt)."""
+    import os
+
+    from .captioner import Captioner
+    from .presets import PRESETS
+
+    path = PRESETS[model].prompt_checkpoint_path() if model in PRESETS else ""
+    if not path or not os.path.isfile(path):
+        return None
+    return Captioner.from_pretrained(path, clip=base.clip, lm=base.lm)
 
 
 def resolve_eval_paths(images: str, references: str | None) -> tuple[str, str]:

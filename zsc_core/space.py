@@ -35,6 +35,7 @@ from .bank import captions_path, recorded_bank
 from .bridge import MINILM_FILES, MINILM_REPO
 from .lm import SMOLLM2_GGUF, SMOLLM2_GGUF_REPO
 from .presets import PRESETS, data_dir
+from .settings import settings_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_PRESETS = ("photo", "offline-world", "offline-world-maccap")  # what the Space can run
@@ -94,6 +95,7 @@ def space_files() -> list[tuple[str, str]]:
             ck.add(p.clip_spec().checkpoint or "")
     banks = {b for b in (recorded_bank(c) for c in ck if os.path.isfile(c)) if b}  # caption banks (bank.py)
     ck |= banks | {captions_path(b) for b in banks if os.path.isfile(captions_path(b))}  # and their texts
+    ck |= {settings_path(c) for c in ck if os.path.isfile(settings_path(c))}  # each adaptor's inference settings
     out += [(c, f"checkpoints/{os.path.basename(c)}") for c in sorted(ck)]
     val = Path(data_dir()) / "coco" / "val-dev"
     out += [(str(f), f"data/coco/val-dev/{f.relative_to(val).as_posix()}") for f in sorted(val.rglob("*"))

@@ -1,0 +1,176 @@
+"""The figures in README.md, generated from results/*.json and the files in checkpoints/, so they cannot drift.
+
+    python docs/figures.py            # rewrite the generated blocks of README.md in place
+    python docs/figures.py --check    # exit 1 if a block differs from what the results say (tests/test_docs.py)
+
+A generated block sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->``; everything outside the
+markers is hand-written. Each figure names the report it comes from. A figure that does not exist yet is "—".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ("README.md",)
+
+
+def _json(name: str) -> dict:
+    path = os.path.join(ROOT, "results", name)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _mb(*names: str) -> float:
+    return sum(os.path.getsize(os.path.join(ROOT, "checkpoints", n)) for n in names) / 1e6
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _photo_row(report: dict, preset: str, overrides: dict) -> dict:
+    """A photo-benchmark row by its preset and overrides (the settings it was captioned with)."""
+    return next((r for r in report.get("rows", []) if r.get("preset") == preset and r.get("overrides") == overrides
+                 and "scores" in r), {})
+
+
+def _world_row(report: dict, checkpoint: str, overrides: str = "{}") -> dict:
+    return next((r for r in report.get("rows", []) if r.get("checkpoint") == checkpoint
+                 and (r.get("key") or [None, None])[1] == overrides and "scores" in r), {})
+
+
+def _cider(row: dict) -> float | None:
+    return (row.get("scores") or {}).get("CIDEr")
+
+
+def models_table() -> str:
+    """One row per preset: what it is made of, what it read, CIDEr where the app serves it, CPU latency, size."""
+    photo, world = _json("benchmark_photo.json"), _json("benchmark.json")
+    lat = _json("photo_latency.json")
+    app_cpu = (photo.get("prompts_S8") or {}).get("rough_CIDEr")  # the app on CPU: S=8 greedy, the preset's ranking
+    app_lat = (lat.get("S=8 greedy (the app on CPU)") or {}).get("median_s")
+    default = _photo_row(photo, "photo", {"samples": 20})
+    default_lat = (lat.get("S=20 (the preset's default decoding)") or {}).get("median_s")
+    bridge, smol = "MobileNetV2 x MiniLM bridge", "SmolLM2-135M"
+    coco, world_text = "83k COCO captions", "generated-scene captions"
+    rows = [
+        ("`photo` (default)", bridge, smol, coco + " (TIPCap S4)",
+         f"{_f(app_cpu)} (app, CPU: S=8 greedy); {_f(_cider(default))} (CLI default: S=20 x beam 5)",
+         f"{_f(app_lat, 2)} s; {_f(default_lat, 2)} s",
+         _mb("tipcap-s4-photo.safetensors", "bank-coco-photo.safetensors", "bank-coco-photo.captions.json.gz",
+             "bridge-photo.safetensors")),
+        ("`photo-maccap`", bridge, smol, coco + " (MacCap)",
+         f"{_f(_cider(_photo_row(photo, 'photo-maccap', {'samples': 20})))} (S=20, CLIP rerank)", "—",
+         _mb("maccap-photo.safetensors")),
+        ("`photo-tipcap-s1`", bridge, smol, coco + " + 80 paired photos' Gaussian",
+         f"{_f(_cider(_photo_row(photo, 'photo-tipcap-s1', {'samples': 20})))} (S=20, CLIP rerank)", "—",
+         _mb("tipcap-s1-photo.safetensors")),
+        ("`photo-maccap-authors`", bridge, smol, coco + " (MacCap, authors' code)",
+         f"{_f(_cider(_photo_row(photo, 'photo-maccap-authors', {})))} (S=4 x beam 4)", "—",
+         _mb("maccap-authors-photo.safetensors")),
+        ("`offline-world`", "small CLIP pretrained here", smol, world_text + " (TIPCap S4)",
+         f"held-out scenes: {_f(_cider(_world_row(world, 'tipcap-s4-offline-world.safetensors')))} (S=20)", "—",
+         _mb("tipcap-s4-offline-world.safetensors", "clip-offline-world.safetensors")),
+        ("`offline-world-maccap`", "small CLIP pretrained here", smol, world_text + " (MacCap)",
+         f"held-out scenes: {_f(_cider(_world_row(world, 'maccap-offline-world.safetensors')))} (S=20)", "—",
+         _mb("maccap-offline-world.safetensors")),
+        ("`real-photo`", "open_clip ViT-B-32 `openai`", "GPT-2", "COCO captions, once trained on a GPU", "not trained",
+         "—", 0.0),
+    ]
+    out = ["| preset | image-text encoder | LM | trained on (text only) | val-dev CIDEr | CPU latency / photo | "
+           "files (MB) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, enc, lm, text, cider, latency, size in rows:
+        out.append(f"| {name} | {enc} | {lm} | {text} | {cider} | {latency} | {size:.1f} |" if size else
+                   f"| {name} | {enc} | {lm} | {text} | {cider} | {latency} | — |")
+    return "\n".join(out)
+
+
+def results_table() -> str:
+    """The headline results, each linked to its full report."""
+    photo, world = _json("benchmark_photo.json"), _json("benchmark.json")
+    default = _photo_row(photo, "photo", {"samples": 20})
+    one = _photo_row(photo, "photo", {"samples": 1, "num_beams": 1})
+    s8 = photo.get("prompts_S8") or {}
+    s1 = photo.get("prompts") or {}
+    paired = {p["name"]: p for p in photo.get("paired", [])}
+    consensus = next((r for r in photo.get("rows", []) if r.get("name", "").startswith(
+        "CIDEr-consensus corpus caption: of the 300")), {})
+    pc = paired.get(consensus.get("name", ""), {})
+    nearest = next((r for r in photo.get("rows", []) if r.get("name", "").startswith(
+        "nearest corpus caption, corpus-grounded")), {})
+    pn = paired.get(nearest.get("name", ""), {})
+
+    def interval(p: dict) -> str:
+        return f"{p['diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" if p else "—"
+
+    def rate(x: float | None) -> str:
+        return "—" if x is None else f"{100 * x:.1f}%"
+
+    g = default.get("grounding") or {}
+    mac, tip = (_world_row(world, f) for f in ("maccap-offline-world.safetensors",
+                                                "tipcap-s4-offline-world.safetensors"))
+    clipre = next((r for r in world.get("rows", []) if r.get("name", "").startswith("CLIPRe")), {})
+    n = photo.get("n_images", "—")
+    rows = [
+        (f"`photo`, CLI default (S=20 x beam 5), val-dev ({n} photos)", f"CIDEr {_f(_cider(default))}, BLEU-4 "
+         f"{_f((default.get('scores') or {}).get('BLEU-4'))}; grounded {g.get('own', '—')} / {g.get('other', '—')}",
+         "results/benchmark_photo.md"),
+        ("`photo`, as the app serves it on CPU (S=8 greedy)", f"CIDEr {_f(s8.get('rough_CIDEr'))}",
+         "results/benchmark_photo.md"),
+        ("`photo`, one greedy caption (S=1)", f"CIDEr {_f(_cider(one))}", "results/benchmark_photo.md"),
+        ("retrieval: CIDEr-consensus caption of the 300 nearest", f"CIDEr {_f(_cider(consensus))}; default minus "
+         f"it, paired bootstrap: {interval(pc)}", "results/benchmark_photo.md"),
+        ("retrieval: the nearest corpus caption", f"CIDEr {_f(_cider(nearest))}; default minus it: "
+         f"{interval(pn)}", "results/benchmark_photo.md"),
+        ("interactive prompts: refined caption names the prompted noun (phrase / bare)",
+         f"S=8: {rate(s8.get('followed_phrase'))} / {rate(s8.get('followed_bare'))}; S=1: "
+         f"{rate(s1.get('followed_phrase'))} / {rate(s1.get('followed_bare'))}", "results/benchmark_photo.md"),
+        ("offline world, held-out scenes: MacCap / TIPCap S4 / CLIPRe retrieval",
+         f"CIDEr {_f(_cider(mac))} / {_f(_cider(tip))} / {_f(_cider(clipre))}", "results/benchmark.md"),
+    ]
+    out = ["| what | figure | full report |", "| --- | --- | --- |"]
+    out += [f"| {a} | {b} | [{c}]({c}) |" for a, b, c in rows]
+    return "\n".join(out)
+
+
+BLOCKS = {"models": models_table, "results": results_table}
+PATTERN = re.compile(r"(<!-- figures:(\w+) -->\n)(.*?)(<!-- /figures:\2 -->)", re.S)
+
+
+def render(text: str) -> str:
+    """``text`` with every generated block replaced by what the results say now."""
+    def fill(m: re.Match) -> str:
+        if m.group(2) not in BLOCKS:
+            raise KeyError(f"unknown figures block {m.group(2)!r}; known: {sorted(BLOCKS)}")
+        return m.group(1) + BLOCKS[m.group(2)]() + "\n" + m.group(4)
+
+    return PATTERN.sub(fill, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    check = "--check" in (sys.argv[1:] if argv is None else argv)
+    stale = []
+    for name in DOCS:
+        path = os.path.join(ROOT, name)
+        with open(path) as f:
+            text = f.read()
+        new = render(text)
+        if new != text:
+            stale.append(name)
+            if not check:
+                with open(path, "w") as f:
+                    f.write(new)
+    if check and stale:
+        print(f"stale figures in {', '.join(stale)}: run `python docs/figures.py`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
