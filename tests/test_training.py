@@ -136,7 +136,7 @@ def _tipcap_cfg(tmp_path, setting, **kw):
 
 
 # S4 (text only) stays in the fast tier and covers the trainer; S1-S3 render setting images too (~50 s each).
-@pytest.mark.parametrize("setting", [pytest.param(s, marks=pytest.mark.slow) for s in ("S1", "S2", "S3")] + ["S4"])
+@pytest.mark.parametrize("setting", ["S1", "S2", "S3", "S4"])
 def test_tipcap_settings_train_and_load(tmp_path, tiny_lm, setting):
     from train.train_tipcap import build
     from train.train_tipcap import train as train_tipcap
