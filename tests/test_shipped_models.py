@@ -50,8 +50,8 @@ def test_every_shipped_adaptor_has_its_inference_settings_beside_it(path):
 # scenes the benchmark uses, at the checkpoint's own settings (S=20 + CLIP rerank), its captions name an object of
 # their own scene more often than of the next scene, by a one-sided sign test over the scenes where exactly one of
 # the two happens, at p < 0.01. How the bar was chosen: a captioner that ignores its image clears it by chance
-# with probability under 1%, and a real dependence clears it with room (measured on the benchmark's stored
-# captions: the shipped presets' models at p = 5e-4 (MacCap) and 1.5e-8 (TIPCap S4)). The presets' models are
+# with probability under 1%, and a real dependence clears it with room (the benchmark's stored captions give each
+# row's p-value, results/benchmark.md). The presets' models are
 # captioned live here; ablations are judged on the benchmark's captions of the same bytes, and an ablation that
 # does not clear the bar is reported as such in results/benchmark.md (it gets no bar of its own).
 WORLD_PRESET_MODELS = sorted({PRESETS[n].checkpoint_path()
@@ -125,8 +125,7 @@ def test_shipped_prompt_model_follows_the_prompt():
     """The offline-world preset's interactive-prompt model: prompting an object of the scene that the rough caption (the
     preset's own, as in the app) left out, as a noun phrase ("An image contains a green star.") or as a bare noun
     ("An image contains star."), makes the refined caption name it in many cases; the rough caption named it in
-    none, by construction. Measured at shipping on these 24 scenes: 16/21 noun phrases, 7/21 bare nouns (on 60
-    scenes 68% and 42%; the model before bare nouns were mixed into its training: 56% and 22%)."""
+    none, by construction (the benchmark reports the rates on more scenes, results/benchmark.md)."""
     from zsc_core.evaluation import evaluate_prompt_following
 
     path = PRESETS["offline-world"].prompt_checkpoint_path()

@@ -145,15 +145,15 @@ sampling with CLIP reranking, a mapping module driven by N(mu, Sigma), and inter
 ("An image contains motorcycle").
 
 - **photo** (default): TIPCap S4 on a bridge of an ImageNet MobileNetV2 and all-MiniLM-L6-v2, its sampled captions
-  decoded from and ranked by CIDEr-D against the training captions nearest the photo (CIDEr 0.50 at S=20 on 109
-  held-out COCO val2017 photos). It knows ImageNet's 1,000 classes only: people and places are guessed from the
+  decoded from and ranked by CIDEr-D against the training captions nearest the photo (its CIDEr on held-out COCO
+  val2017 photos, and its latency, are in the project's README). It knows ImageNet's 1,000 classes only: people and places are guessed from the
   objects around them.
 - **offline-world**, **offline-world-maccap**: the lab models, for the procedurally generated scenes that the
   "Random offline-world scene" button draws.
 
 The tabs show the top attention subregions, every sampled candidate with its scores, zero-shot VQA and the
-modality-gap analysis (histograms, t-SNE). On CPU hardware a caption takes about a second at S=1; the app picks
-fewer samples there, and the queue shows your position while others are served.
+modality-gap analysis (histograms, t-SNE). On CPU hardware the app decodes fewer samples, and the queue shows your
+position while others are served.
 """
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
 
