@@ -146,8 +146,8 @@ sampling with CLIP reranking, a mapping module driven by N(mu, Sigma), and inter
 
 - **photo** (default): TIPCap S4 on a bridge of an ImageNet MobileNetV2 and all-MiniLM-L6-v2, its sampled captions
   decoded from and ranked by CIDEr-D against the training captions nearest the photo (its CIDEr on held-out COCO
-  val2017 photos, and its latency, are in the project's README). It knows ImageNet's 1,000 classes only: people and places are guessed from the
-  objects around them.
+  val2017 photos, and its latency, are in the project's README). It knows ImageNet's 1,000 classes only: people
+  and places are guessed from the objects around them.
 - **offline-world**, **offline-world-maccap**: the lab models, for the procedurally generated scenes that the
   "Random offline-world scene" button draws.
 
