@@ -4,6 +4,7 @@ Uploads a photo, captions it, checks the regions image and the candidates table,
 and opens the modality-gap tab. Screenshots are written to artifacts/ (ZSC_ARTIFACTS) for a person to look at.
 """
 
+import contextlib
 import os
 import shutil
 
@@ -19,17 +20,24 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
+@contextlib.contextmanager
+def browser_page(app, height: int = 1100, timeout_ms: int = 60_000):
+    """A headless Chromium page on the app that the context manager ``app`` launches (tiny_app, shipped_app)."""
     from playwright.sync_api import sync_playwright
 
-    with tiny_app(tmp_path_factory) as url, sync_playwright() as pw:
+    with app as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1100})
-        pg.set_default_timeout(60_000)
+        pg = browser.new_page(viewport={"width": 1400, "height": height})
+        pg.set_default_timeout(timeout_ms)
         pg.goto(url)
         yield pg
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    with browser_page(tiny_app(tmp_path_factory)) as pg:
+        yield pg
 
 
 def _shot(page, name):

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from .conftest import shipped_app
-from .test_browser import ARGS, CHROMIUM, _shot, _textbox
+from .test_browser import CHROMIUM, _shot, _textbox, browser_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.smoke,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
@@ -15,15 +15,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.smoke,
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    with shipped_app(tmp_path_factory) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1300})
-        pg.set_default_timeout(120_000)
-        pg.goto(url)
+    with browser_page(shipped_app(tmp_path_factory), height=1300, timeout_ms=120_000) as pg:
         yield pg
-        browser.close()
 
 
 def test_clicking_an_example_shows_its_caption_and_the_nearest_human_caption(page):
