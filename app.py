@@ -12,6 +12,7 @@ the decorator is a no-op. `python -m zsc_core space stage DIR` writes the folder
 from __future__ import annotations
 
 import os
+import tempfile
 
 try:
     import spaces  # ZeroGPU's package; imported before torch, as its documentation asks
@@ -25,7 +26,8 @@ from zsc_core.presets import default_preset
 from zsc_core.service import APP_BEAMS, CaptionService, UserError
 
 MAX_UPLOAD = "20mb"
-CAND_HEADERS = ["chosen", "candidate", "CLIP score", "ranking score", "count"]  # the info line says what ranks
+# Example outputs are cached on first click (lazily: start-up stays fast), outside the working directory.
+os.environ.setdefault("GRADIO_EXAMPLES_CACHE", os.path.join(tempfile.gettempdir(), "zsc-examples-cache"))
 
 ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 service = CaptionService(device="cuda" if ZERO_GPU else "auto")
@@ -34,6 +36,7 @@ DEFAULT_SAMPLES = service.default_samples()  # S: 20 on a GPU, fewer on CPU wher
 STARTUP_PROBLEM = service.warm_up(DEFAULT)  # weights loaded once, at start-up; never raises
 CHOICES = service.preset_choices()  # only the presets that can caption here
 SELECTED = DEFAULT if (DEFAULT, DEFAULT) in CHOICES else (CHOICES[0][1] if CHOICES else None)
+LABELS = service.labels(SELECTED)
 
 
 def _guard(fn):
@@ -72,7 +75,23 @@ def caption(image, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progr
     """Caption an image: caption, regions image, candidates table, timing line."""
     progress(0.1, desc="captioning")
     v = service.caption(image, preset, samples, sigma2, n_cr, beams, seed)
-    return v.caption, v.regions_image, v.candidates, v.info
+    return v.caption, v.regions_image, v.candidates, v.info, v.retrieved
+
+
+@_guard
+def example(image):
+    """An example photo captioned by the default model at the app's settings (cached after its first click)."""
+    v = service.caption(image, SELECTED, DEFAULT_SAMPLES, None, None, APP_BEAMS, 0)
+    return v.caption, v.regions_image, v.candidates, v.info, v.retrieved
+
+
+@_guard
+def relabel(preset):
+    """The labels and the settings that apply to the chosen model."""
+    lb = service.labels(preset)
+    return (lb.header, gr.update(label=lb.regions), gr.update(headers=lb.candidate_headers()),
+            gr.update(visible=lb.reads_regions), gr.update(visible=lb.offline_world),
+            gr.update(visible=lb.offline_world), gr.update(visible=lb.has_bank))
 
 
 @_gpu
@@ -102,8 +121,9 @@ def gap(preset, source, n, files, captions, progress=gr.Progress()):
 
 
 with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
-    gr.Markdown("# Zero-shot captioning, trained on text only\nA frozen CLIP, a small adaptor trained on caption "
-                "text alone, and a frozen language model (MacCap, TIPCap). Upload an image or pick an example.")
+    gr.Markdown("# Zero-shot captioning, trained on text only\nMacCap and TIPCap: only the adaptor was trained, on "
+                "caption text alone. Upload an image or click an example.")
+    header = gr.Markdown(LABELS.header, elem_id="model-header")
     if STARTUP_PROBLEM:
         gr.Markdown(f"**Note:** {STARTUP_PROBLEM} See the Models tab.", elem_id="startup-problem")
     with gr.Row():
@@ -114,9 +134,10 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
             with gr.Row():
                 with gr.Column(scale=1):
                     image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"])
-                    gr.Examples(service.example_images(), inputs=image)
-                    scene_btn = gr.Button("Random offline-world scene (for the offline-world models)")
-                    scene_refs = gr.Textbox(label="That scene's reference captions", lines=3, interactive=False)
+                    scene_btn = gr.Button("Random offline-world scene (for the offline-world models)",
+                                          visible=LABELS.offline_world)
+                    scene_refs = gr.Textbox(label="That scene's reference captions", lines=3, interactive=False,
+                                            visible=LABELS.offline_world)
                     with gr.Accordion("Sampling settings", open=False):
                         samples = gr.Slider(1, 64, value=DEFAULT_SAMPLES, step=1, label="Samples S (reranked)")
                         # text, not gr.Number: a rendered Number field shows and sends 0 for a blank value,
@@ -124,23 +145,29 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                         sigma2 = gr.Textbox(value="", label="Inference noise σ² (blank: the model's own)",
                                             placeholder="the model's own, e.g. 0.016")
                         n_cr = gr.Textbox(value="", label="Subregions N_cr (blank: the model's own)",
-                                          placeholder="the model's own, e.g. 10")
+                                          placeholder="the model's own, e.g. 10", visible=LABELS.reads_regions)
                         beams = gr.Slider(1, 8, value=APP_BEAMS, step=1, label="Beam size per sample")
                     run = gr.Button("Caption", variant="primary")
                 with gr.Column(scale=1):
                     out_caption = gr.Textbox(label="Caption", interactive=False)
-                    out_regions = gr.Image(label="Top attention subregions (numbered by CLS attention)", type="pil",
-                                           elem_id="regions")
-                    out_cands = gr.Dataframe(headers=CAND_HEADERS, label="Sampled candidates", interactive=False,
-                                             elem_id="candidates", wrap=True,
-                                             column_widths=["8%", "54%", "14%", "14%", "10%"])
-                    out_info = gr.Markdown()
+                    out_retrieved = gr.Textbox(label="Nearest human-written caption (retrieved from the caption "
+                                                     "bank, not generated)", interactive=False,
+                                               visible=LABELS.has_bank, elem_id="retrieved")
+                    out_regions = gr.Image(label=LABELS.regions, type="pil", elem_id="regions")
+                    out_cands = gr.Dataframe(headers=LABELS.candidate_headers(), label="Sampled candidates",
+                                             interactive=False, elem_id="candidates", wrap=True,
+                                             column_widths=["8%", "50%", "14%", "18%", "10%"])
+                    out_info = gr.Markdown(elem_id="info")
             with gr.Row():
                 prompt = gr.Textbox(label="Prompt", placeholder="An image contains motorcycle", scale=3)
                 rerun = gr.Button("Re-caption with the prompt", scale=1)
             with gr.Row():
                 out_rough = gr.Textbox(label="Rough caption (first pass)", interactive=False)
                 out_refined = gr.Textbox(label="Refined caption (with the prompt)", interactive=False)
+            # Examples run on click; their outputs are cached after the first click (lazily: start-up stays fast).
+            gr.Examples(service.example_images(), inputs=image, label="Examples (captioned by the default model)",
+                        fn=example, outputs=[out_caption, out_regions, out_cands, out_info, out_retrieved],
+                        cache_examples=True, cache_mode="lazy", preprocess=False)
         with gr.Tab("Ask (VQA)"):
             gr.Markdown("Ask a question about the image in the Caption tab.")
             question = gr.Textbox(label="Question", placeholder="what color is the car?")
@@ -168,9 +195,13 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
     # preprocess=False: uploads reach zsc_core's own image loader untouched, so a broken or odd file gets a clear
     # message from it (Gradio's own decoding would fail first, with a generic error).
     scene_btn.click(random_scene, inputs=seed, outputs=[image, scene_refs], api_name="random_scene")
-    run.click(caption, inputs=[image, preset] + settings, outputs=[out_caption, out_regions, out_cands, out_info],
-              api_name="caption", preprocess=False)
-    rerun.click(recaption, inputs=[image, prompt, preset] + settings,
+    preset.change(relabel, inputs=preset, outputs=[header, out_regions, out_cands, n_cr, scene_btn, scene_refs,
+                                                   out_retrieved], api_name="labels")
+    # Each request first clears the info line in the browser, so a failed one never leaves the last one's there.
+    run.click(None, js="() => ''", outputs=out_info).then(
+        caption, inputs=[image, preset] + settings,
+        outputs=[out_caption, out_regions, out_cands, out_info, out_retrieved], api_name="caption", preprocess=False)
+    rerun.click(None, js="() => ''", outputs=out_info).then(recaption, inputs=[image, prompt, preset] + settings,
                 outputs=[out_rough, out_refined, out_regions, out_cands, out_info], api_name="recaption",
                 preprocess=False)
     ask.click(answer, inputs=[image, question, preset], outputs=[out_answer, out_generated, out_vqa_caption, out_top],

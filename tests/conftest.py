@@ -57,14 +57,10 @@ def make_tiny_checkpoints(ck) -> None:
 
 
 @contextlib.contextmanager
-def tiny_app(tmp_path_factory):
-    """Launch app.py on loopback with tiny seeded checkpoints standing in for the offline-world preset
-    (maccap + interactive-prompt model, via $ZSC_CHECKPOINTS); yields its URL."""
-    ck = tmp_path_factory.mktemp("checkpoints")
-    make_tiny_checkpoints(ck)
-    old = os.environ.get("ZSC_CHECKPOINTS")
-    os.environ["ZSC_CHECKPOINTS"] = str(ck)
-    os.environ["ZSC_DEFAULT_PRESET"] = "offline-world"  # the tiny stand-ins are named like its checkpoints
+def launched_app(env: dict[str, str]):
+    """Import app.py afresh with ``env`` set and launch it on loopback; yields its URL, restores ``env`` after."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     sys.modules.pop("app", None)
     app = importlib.import_module("app")
     try:
@@ -74,11 +70,30 @@ def tiny_app(tmp_path_factory):
     finally:
         app.demo.close()
         sys.modules.pop("app", None)
-        os.environ.pop("ZSC_DEFAULT_PRESET", None)
-        if old is None:
-            os.environ.pop("ZSC_CHECKPOINTS", None)
-        else:
-            os.environ["ZSC_CHECKPOINTS"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def tiny_app(tmp_path_factory):
+    """Launch app.py on loopback with tiny seeded checkpoints standing in for the offline-world preset
+    (maccap + interactive-prompt model, via $ZSC_CHECKPOINTS); yields its URL."""
+    ck = tmp_path_factory.mktemp("checkpoints")
+    make_tiny_checkpoints(ck)
+    # the tiny stand-ins are named like the offline-world preset's checkpoints
+    with launched_app({"ZSC_CHECKPOINTS": str(ck), "ZSC_DEFAULT_PRESET": "offline-world"}) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def shipped_app(tmp_path_factory):
+    """Launch app.py as a user would: the shipped checkpoints, the default preset (photo); yields its URL."""
+    cache = str(tmp_path_factory.mktemp("examples-cache"))  # a fresh lazy cache: the example really runs
+    with launched_app({"GRADIO_EXAMPLES_CACHE": cache}) as url:
+        yield url
 
 
 def make_tiny_bridge(seed: int = 0, n_classes: int = 10, dim: int = 16, image_size: int = 64):

@@ -204,7 +204,7 @@ def test_cli_rerank_choices_are_the_rerankers():
 
 
 def test_consensus_caption_baseline_picks_the_most_agreed_neighbour():
-    from train.build_bank import consensus_caption
+    from zsc_core.bank import consensus_caption
 
     rows = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.5], [0.8, 0.7], [-1.0, 0.0]]), dim=-1)
     bank = CaptionBank(BankConfig(size=4), "fp", feats=rows)

@@ -191,7 +191,7 @@ def test_rerank_k_gives_the_ranking_more_references_than_the_input_mix_averages(
 
 
 def test_cider_consensus_caption_baseline_picks_the_neighbour_that_shares_most_words():
-    from train.build_bank import cider_consensus_caption
+    from zsc_core.bank import cider_consensus_caption
 
     caps = ["a dog on the grass", "a brown dog on the grass", "a dog on green grass", "a red car", "a cat"]
     rows = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.3], [0.8, 0.5], [0.7, 0.7], [-1.0, 0.0]]), dim=-1)

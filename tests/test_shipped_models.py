@@ -142,10 +142,18 @@ def test_shipped_prompt_model_follows_the_prompt():
 # The photo presets: real COCO photos, captioners trained on COCO caption text only.
 
 PHOTO = [p for p in SHIPPED if read_metadata(p)["clip"]["name"] == PRESETS["photo"].clip.name]
+# Measured when this check moved from val-dev to train-paired (2026-12-06, results/heavy_tier.md): MacCap as the
+# authors' code runs it names its own photo's nouns 24 times and the next photo's 13 (p = 0.031), short of the shared
+# bar. The bar stays; the model is reported as not grounded here (README, docs/experiments), strictly: if it clears
+# the bar, this says so.
+NOT_GROUNDED_ON_TRAIN_PAIRED = {PRESETS["photo-maccap-authors"].checkpoint_path()}
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("path", PHOTO, ids=[os.path.relpath(p, checkpoints_dir()) for p in PHOTO])
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="not grounded on train-paired at the shared bar"))
+    if p in NOT_GROUNDED_ON_TRAIN_PAIRED else p for p in PHOTO],
+    ids=[os.path.relpath(p, checkpoints_dir()) for p in PHOTO])
 def test_shipped_photo_captioner_is_grounded(path):
     """The same rule on real photos: on the 80 train-paired photos (one greedy sample each), captions name a noun
     (spaCy head lemma) of their OWN photo's references more often than of the next photo's, by the sign test at

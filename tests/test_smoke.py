@@ -74,3 +74,39 @@ def test_captions_depend_on_the_photo_on_all_of_train_paired(photo):
                 for r in cap.caption(images[i:i + 16], samples=1, num_beams=1)]
     g = photo_grounding(captions, [refs for _, refs in items])
     assert g["own"] > g["other"] and g["grounded"], g
+
+
+@pytest.fixture(scope="module")
+def service():
+    from zsc_core.service import CaptionService
+
+    return CaptionService(device="cpu", dtype="float32")
+
+
+def test_the_app_answers_photo_questions_from_vqav2s_answers(photo, service):
+    """As the app answers (service.answer): a one-sample caption, VQAv2's vocabulary, the question's answer type."""
+    from zsc_core.vqa import answer_vocabulary
+
+    _, _, items = photo
+    vocab = set(answer_vocabulary("vqav2"))
+    what = service.answer(items[0][0], "What is in the picture?", "photo")
+    assert what.answer in vocab and what.answer not in ("yes", "no") and what.caption and what.generated
+    assert [row[0] for row in what.top][0] == what.answer and all(row[0] in vocab for row in what.top)
+    yes_no = service.answer(items[0][0], "Is there a dog?", "photo")
+    assert yes_no.answer in ("yes", "no") and {row[0] for row in yes_no.top} == {"yes", "no"}
+
+
+def test_the_app_shows_the_nearest_human_caption_beside_the_generated_one(photo, service):
+    """The retrieved caption is the benchmark's retrieval baseline: of the photo's nearest bank captions (as many
+    as the ranking reads), the one with the highest CIDEr-D against the others, a caption of the corpus."""
+    from zsc_core.bank import cider_consensus_caption
+
+    cap, items, _ = photo
+    v = service.caption(items[1][0], "photo", 2, None, None, 1, 0)
+    bank = cap.bank
+    feats = cap.clip.encode_image(cap.clip.pixels([items[1][0]])).float()
+    expected = cider_consensus_caption(bank, bank.captions().captions, feats, cap.config.ranking_k,
+                                       bank.captions().idf)[0]
+    assert v.retrieved == expected and v.retrieved in set(bank.captions().captions)
+    assert v.candidates["headers"][2] == "bridge cosine" and "CIDEr-D" in v.candidates["headers"][3]
+    assert "N_cr" not in v.info  # the photo model does not read subregions

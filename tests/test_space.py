@@ -42,6 +42,7 @@ def test_staged_folder_holds_the_app_and_nothing_else(staged):
     assert "checkpoints/bank-coco-photo.safetensors" in files  # the caption bank the photo preset ranks with
     assert "checkpoints/bank-coco-photo.captions.json.gz" in files  # its texts, for the CIDEr ranking
     assert sum(f.startswith("data/coco/val-dev/images/") for f in files) == 109  # examples + the gap tab
+    assert "data/vqa/vqav2_answers.json" in files  # the answers VQA retrieves from on photos
     assert not [f for f in files if f.split("/")[0] in ("tests", "train", "bench", "results", "runs")]
     assert not [f for f in files if "ablations" in f or "corpus" in f]
     assert staged.total_bytes < 150e6
@@ -277,9 +278,10 @@ def test_simulated_space_build_comes_up_and_captions(staged, tmp_path):
                 except Exception:
                     time.sleep(3)
             photo = Path(staged.path, "data", "coco", "val-dev", "images").glob("*.jpg")
-            caption, _, candidates, info = client.predict(handle_file(str(next(photo))), "photo", 2, None, None, 1, 0,
-                                                          api_name="/caption")
+            caption, _, candidates, info, retrieved = client.predict(handle_file(str(next(photo))), "photo", 2, None,
+                                                                     None, 1, 0, api_name="/caption")
             assert isinstance(caption, str) and len(caption.split()) >= 3, caption
+            assert retrieved and retrieved != caption  # the photo preset's bank: a human caption beside it
             assert 1 <= len(candidates["data"]) <= 2 and "from S=2" in info
             import urllib.request
 

@@ -16,6 +16,8 @@ from .test_captioner import SMALL, _saved_captioner
 class _FakeClip:
     """A text tower that embeds by keyword, so that the retrieval step can be checked by hand."""
 
+    text_fingerprint = "keywords"  # every tower names its text encoder (answer embeddings are cached by it)
+
     def encode_text(self, texts):
         keys = ["red", "blue", "car", "boat"]
         v = torch.tensor([[float(k in t) for k in keys] + [0.1] for t in texts])

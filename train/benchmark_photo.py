@@ -37,6 +37,7 @@ class PhotoBenchConfig:
     # prompted candidates are ranked with the prompt model's prompt_weight
     prompt_samples: tuple[int, ...] = (1, 8)  # both decoded greedily (APP_BEAMS), as the app does
     gap: bool = True  # the bridge's modality-gap analysis (Table-1 numbers, histograms, t-SNE)
+    vqa: bool = True  # zero-shot VQA on the real VQAv2 questions of train-paired and val-dev, as the app answers
     threads: int = 0
 
 
@@ -209,6 +210,15 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
                   f"noun-phrase prompt {p['refined_CIDEr']:.3f}.\n\nExamples: "
                   + "; ".join(f"{e['rough']!r} + {e['prompt']!r} -> {e['refined']!r}" for e in p["examples"][:4])
                   + "\n")
+    v = report.get("vqa")
+    if v:
+        md.append("\n## Zero-shot VQA on real VQAv2 questions (as the app answers: a one-sample greedy caption, "
+                  "VQAv2's 3,128 answers)\n\nVQA accuracy, min(#humans who gave the answer / 3, 1). A sanity figure: "
+                  "these sets are far too small for a difference to mean much.\n\n| questions | candidates | with the "
+                  "caption | question only |\n| --- | --- | --- | --- |\n")
+        for r in v["rows"]:
+            md.append(f"| {r['split']} ({r['n_questions']}) | {'of the answer type' if r['by_type'] else 'all'} | "
+                      f"{r['with_caption']:.3f} | {r['question_only']:.3f} |\n")
     g = report.get("gap")
     if g:
         t = g["table"]
@@ -245,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.presets import preset_status
     from zsc_core.settings import model_fingerprint, read_settings
 
-    old, previous_prompts = {}, {}
+    old, previous_prompts, previous = {}, {}, {}
     if os.path.isfile(cfg.out + ".json") and not cfg.fresh:
         with open(cfg.out + ".json") as f:
             previous = json.load(f)
@@ -326,8 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
                 clip.model.prototypes.copy_(shipped)
             report["rows"].append(retrieval_row(label, picks))
         if photo_bank:  # the consensus rankings applied to retrieved captions instead of generated ones
-            from train.build_bank import cider_consensus_caption, consensus_caption
-            from zsc_core.bank import load_bank
+            from zsc_core.bank import cider_consensus_caption, consensus_caption, load_bank
 
             bank = load_bank(photo_bank, clip.text_fingerprint)
             if len(bank) != len(caps):
@@ -370,6 +379,21 @@ def main(argv: list[str] | None = None) -> dict:
         pr.update(model=p.prompt_checkpoint, key=pkey, samples=samples, prompt_weight=two.config.ranking.prompt_weight,
                   rough_rerank=base.config.ranking.rerank)
         report[name] = pr
+        write_report(cfg, report)
+
+    if cfg.vqa and base is not None:
+        from zsc_core.evaluation import evaluate_vqa_coco
+        from zsc_core.service import VQA_SAMPLES
+        from zsc_core.vqa import PROTOCOL, answer_vocabulary
+
+        vkey = [model_fingerprint(PRESETS["photo"].checkpoint_path()), PROTOCOL, VQA_SAMPLES, APP_BEAMS]
+        if (previous.get("vqa") or {}).get("key") == vkey:
+            report["vqa"] = previous["vqa"]
+        else:
+            answers = answer_vocabulary(PRESETS["photo"].answers)
+            report["vqa"] = {"key": vkey, "rows": [
+                evaluate_vqa_coco(base, split, answers, by_type=by_type, samples=VQA_SAMPLES, num_beams=APP_BEAMS)
+                for split in ("train-paired", "val-dev") for by_type in (False, True)]}
         write_report(cfg, report)
 
     if cfg.gap and base is not None:

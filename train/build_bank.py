@@ -58,29 +58,6 @@ class BankBuildConfig:
     threads: int = 0
 
 
-def consensus_caption(bank, corpus: list[str], image_feats: torch.Tensor, k: int) -> list[str]:
-    """Retrieval baseline: among each image's k nearest bank captions, the one with the highest mean cosine with
-    the k (itself included), i.e. the consensus ranking applied to retrieved captions instead of generated ones."""
-    from zsc_core.sampling import consensus_scores
-
-    idx = bank.neighbours(image_feats, k)  # (B, k)
-    feats = bank.feats(idx)  # (B, k, D)
-    return [corpus[int(idx[i, consensus_scores(feats[i], feats[i]).argmax()])] for i in range(len(idx))]
-
-
-def cider_consensus_caption(bank, corpus: list[str], image_feats: torch.Tensor, k: int, idf) -> list[str]:
-    """Retrieval baseline of the CIDEr ranking: among each image's k nearest bank captions, the one with the
-    highest CIDEr-D against the other k-1 (Devlin et al.'s consensus caption, n-gram weights ``idf``)."""
-    from zsc_core.cider import leave_one_out_cider_d
-
-    out = []
-    for row in bank.neighbours(image_feats, k).tolist():
-        texts = [corpus[j] for j in row]
-        scores = leave_one_out_cider_d(texts, idf)
-        out.append(texts[max(range(len(texts)), key=scores.__getitem__)])
-    return out
-
-
 def prevails(challenger: dict, incumbent: dict) -> dict:
     """The row a sweep keeps: its best-scoring row (``challenger``) replaces the setting carried from the previous
     sweep (``incumbent``) only when it scores higher on most sampling seeds. On 80 photos one seed moves CIDEr by
@@ -107,6 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
         BankConfig,
         CaptionBank,
         attach_bank,
+        cider_consensus_caption,
+        consensus_caption,
         load_bank,
         quantize_rows,
         save_bank,

@@ -74,6 +74,8 @@ class MacCapAdaptor(nn.Module):
         return self.out(self.decoder(q, memory))  # (B, N_q, H)
 
     # -- what the facade asks of every adaptor --------------------------------------------------------------
+    reads_regions = True  # the N_cr subregion tokens are its input (the app shows N_cr as a setting)
+
     @property
     def n_regions(self) -> int:
         """Subregions to select at inference (the N_cr tokens it reads)."""
@@ -216,7 +218,8 @@ class TIPCapAdaptor(nn.Module):
         return self.projector(self.reverse(image) if self.reverse is not None else image)
 
     # -- what the facade asks of every adaptor --------------------------------------------------------------
-    n_regions = 10  # TIPCap reads the global feature only; the subregions are shown, not read
+    reads_regions = False  # TIPCap reads the global feature only; the subregions are shown, not read
+    n_regions = 10
     # The default noise variance of multiple sampling (TIPCap decodes once; its S samples borrow MacCap's noise).
     noise_sigma2 = 0.016
 

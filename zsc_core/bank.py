@@ -223,6 +223,31 @@ def load_bank(path: str, text_fingerprint: str | None = None) -> CaptionBank:
     return bank
 
 
+def consensus_caption(bank: CaptionBank, corpus: list[str], image_feats: torch.Tensor, k: int) -> list[str]:
+    """Retrieval baseline: among each image's k nearest bank captions, the one with the highest mean cosine with
+    the k (itself included), i.e. the consensus ranking applied to retrieved captions instead of generated ones."""
+    from .sampling import consensus_scores
+
+    idx = bank.neighbours(image_feats, k)  # (B, k)
+    feats = bank.feats(idx)  # (B, k, D)
+    return [corpus[int(idx[i, consensus_scores(feats[i], feats[i]).argmax()])] for i in range(len(idx))]
+
+
+def cider_consensus_caption(bank: CaptionBank, corpus: list[str], image_feats: torch.Tensor, k: int,
+                            idf: Idf) -> list[str]:
+    """Retrieval baseline of the CIDEr ranking: among each image's k nearest bank captions, the one with the
+    highest CIDEr-D against the other k-1 (Devlin et al.'s consensus caption, n-gram weights ``idf``). What the
+    benchmark reports as the retrieval baseline, and what the app shows beside the generated caption."""
+    from .cider import leave_one_out_cider_d
+
+    out = []
+    for row in bank.neighbours(image_feats, k).tolist():
+        texts = [corpus[j] for j in row]
+        scores = leave_one_out_cider_d(texts, idf)
+        out.append(texts[max(range(len(texts)), key=scores.__getitem__)])
+    return out
+
+
 def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: float = 0.0) -> str:
     """Make an adaptor rank its candidates by consensus with the ``k`` nearest captions of ``bank_path`` by
     default, and read its input mixed with their mean by ``mix`` (the settings' bank_mix); ``None``: detach it,

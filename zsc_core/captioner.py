@@ -300,11 +300,11 @@ class Captioner:
         return results[0] if single else results
 
     def answer(self, image: Image.Image, question: str, answers: Sequence[str] | None = None,
-               use_caption: bool = True, samples: int | None = None):
+               use_caption: bool = True, samples: int | None = None, by_type: bool = False, **caption_kw: Any):
         """Zero-shot VQA (MacCap): see :mod:`zsc_core.vqa`. Returns a :class:`zsc_core.vqa.AnswerResult`."""
         from .vqa import answer
 
-        return answer(self, image, question, answers, use_caption, samples)
+        return answer(self, image, question, answers, use_caption, samples, by_type, **caption_kw)
 
     def _decode_and_rank(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int,
                          gen_cfg: GenerationCfg, rough: list[str], prompt: str | None,

@@ -273,6 +273,41 @@ def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[
             **{f"followed_{k}": v / max(tried, 1) for k, v in followed.items()}}
 
 
+def evaluate_vqa_coco(captioner, split: str, answers: Sequence[str], by_type: bool = True,
+                      **caption_kw: Any) -> dict[str, Any]:
+    """Zero-shot VQA on the real VQAv2 questions about one COCO split's photos (data/vqa/<split>-questions.json):
+    VQA accuracy, min(#humans who gave the answer / 3, 1), with the caption and for the question-only baseline.
+    ``caption_kw`` decode the caption the LM reads (e.g. samples=1, num_beams=1)."""
+    import json
+    import os
+
+    from .images import load_image
+    from .presets import data_dir
+    from .vqa import generate_answers, rank_answers, typed_candidates, vqa_accuracy, vqa_prompt
+
+    with open(os.path.join(data_dir(), "vqa", f"{split}-questions.json")) as f:
+        questions = json.load(f)
+    folder = os.path.join(data_dir(), "coco", split, "images")
+    files = sorted({q["file_name"] for q in questions})
+    captions = dict(zip(files, (r.caption for r in captioner.caption(
+        [load_image(os.path.join(folder, name)) for name in files], **caption_kw))))
+    out: dict[str, Any] = {"split": split, "n_questions": len(questions), "by_type": by_type, "questions": []}
+    for name, with_caption in (("with_caption", True), ("question_only", False)):
+        prompts = [vqa_prompt(q["question"], captions[q["file_name"]] if with_caption else None) for q in questions]
+        generated = generate_answers(captioner.lm, prompts)
+        scores = []
+        for q, gen in zip(questions, generated):
+            cands = typed_candidates(q["question"], answers) if by_type else list(answers)
+            pick = rank_answers(captioner.clip, [gen], cands)[0][0][0]
+            scores.append(vqa_accuracy(pick, q["answers"]))
+            if with_caption:
+                out["questions"].append({"question": q["question"], "file_name": q["file_name"],
+                                         "caption": captions[q["file_name"]], "generated": gen, "answer": pick,
+                                         "accuracy": scores[-1], "humans": q["answers"]})
+        out[name] = sum(scores) / len(scores)
+    return out
+
+
 def retrieval_captions(clip, images, corpus_captions: list[str], corpus_feats) -> list[str]:
     """CLIPRe baseline: each image's nearest corpus caption by CLIP cosine."""
 

@@ -41,6 +41,7 @@ class Preset:
     prompt_train_command: str = ""
     trained_on: str = ""  # what the adaptor read in training (shown on the app's Models tab)
     limits: str = ""  # what it cannot know (shown on the Models tab)
+    answers: str = "world"  # the answer vocabulary zero-shot VQA retrieves from (vqa.answer_vocabulary)
 
     def checkpoint_path(self) -> str:
         return os.path.join(checkpoints_dir(), self.checkpoint)
@@ -83,7 +84,7 @@ def _photo_preset(name: str, checkpoint: str, trainer: str, description: str, tr
                                 f"out=checkpoints/{checkpoint} run_dir=runs/{checkpoint.removesuffix('.safetensors')}"
                                 .replace("  ", " "),
                   prompt_checkpoint=PHOTO_PROMPTS, prompt_train_command=PHOTO_PROMPTS_CMD, trained_on=trained_on,
-                  limits=PHOTO_LIMITS)
+                  limits=PHOTO_LIMITS, answers="vqav2")
 
 
 PRESETS: dict[str, Preset] = {
@@ -161,6 +162,7 @@ PRESETS: dict[str, Preset] = {
                       "out=checkpoints/maccap-real-photo.safetensors run_dir=runs/maccap-real",
         trained_on="COCO captions (text only), once trained where the Hub is reachable",
         limits="needs the Hugging Face Hub for ViT-B-32 and GPT-2, and a GPU to train in reasonable time",
+        answers="vqav2",
     ),
 }
 DEFAULT_PRESET = "photo"

@@ -3,6 +3,7 @@ captions with their regions drawn and candidates tabulated. No UI code here, and
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -13,16 +14,26 @@ from .captioner import MAX_PROMPT_CHARS
 from .images import ImageError, load_image
 from .presets import PRESETS, default_preset, preset_status, prompt_status
 from .viz import draw_regions
-from .vqa import MAX_QUESTION_CHARS
+from .vqa import MAX_QUESTION_CHARS, answer_vocabulary
 
 MAX_GAP_IMAGES = 64
 MAX_COCO_GAP = 109  # every val-dev photo
 
 
 CPU_SAMPLES = 8
-# The app's beam width: greedy, whatever the preset's own default (the `photo` preset's beam 5 with every hypothesis
-# ranked gives 5x the candidates and costs ~3.5x the time at the same S: bench/photo_latency.py); the slider offers more
+VQA_SAMPLES = 1  # the caption VQA reads: one greedy sample
+# The app's beam width: greedy, whatever the preset's own default (a beam of B with every hypothesis ranked gives B
+# times the candidates and costs several times the time at the same S: bench/photo_latency.py); the slider offers more
 APP_BEAMS = 1
+
+
+def ranking_header(cfg, score: str, prompt: bool = False) -> str:
+    """The candidates table's ranking column, named after the ranking that ordered it (settings ``cfg``)."""
+    head = {"cider": f"CIDEr-D vs {cfg.ranking_k} nearest captions",
+            "consensus": f"consensus with {cfg.ranking_k} nearest captions"}.get(cfg.ranking.rerank, score)
+    if prompt and cfg.ranking.prompt_weight:
+        head += f" + {cfg.ranking.prompt_weight:g} x prompt similarity"
+    return head + " (ranks)"
 
 
 class UserError(ValueError):
@@ -37,12 +48,29 @@ def _blank_is_none(value: Any) -> Any:
 
 
 @dataclass
+class PresetLabels:
+    """What the app's labels say about a preset, so that each panel names what produced it."""
+
+    header: str  # the page's one-paragraph description of the model
+    regions: str  # the subregions panel's title
+    score: str  # the candidates' similarity-with-the-image column
+    ranking: str  # the column that ranks the candidates
+    reads_regions: bool  # the adaptor reads the N_cr subregions (else N_cr is not a setting of it)
+    offline_world: bool  # built on the offline world's CLIP (its random-scene button applies)
+    has_bank: bool  # has a caption bank (the retrieved human caption is shown)
+
+    def candidate_headers(self) -> list[str]:
+        return ["chosen", "candidate", self.score, self.ranking, "count"]
+
+
+@dataclass
 class CaptionView:
     caption: str
     regions_image: Image.Image
-    candidates: list[list[Any]]  # rows: [chosen mark, text, clip score, ranking score, count]
+    candidates: dict[str, list]  # {"headers": PresetLabels.candidate_headers(), "data": [[chosen mark, text, ...]]}
     info: str  # timings and settings, one line
     rough_caption: str = ""  # with a prompt: the first-pass caption
+    retrieved: str = ""  # the nearest human-written caption (the benchmark's retrieval baseline), when there is a bank
 
 
 class CaptionService:
@@ -69,6 +97,36 @@ class CaptionService:
     def preset_choices(self) -> list[tuple[str, str]]:
         """(label, name) for a dropdown: only the presets that can caption here (the Models tab lists the rest)."""
         return [(name, name) for name in PRESETS if self.usable(name)]
+
+    def labels(self, name: str | None = None) -> PresetLabels:
+        """What the page says about a preset, read from the registry and the files beside its weights (nothing is
+        loaded): which tower it sees with, whether its adaptor reads subregions, how it ranks."""
+        from .captioner import ADAPTORS
+        from .checkpoint import read_metadata
+        from .presets import OFFLINE_CLIP, PHOTO_BRIDGE
+        from .settings import read_settings
+
+        name = name or default_preset()
+        if name not in PRESETS:
+            raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
+        p, path = PRESETS[name], PRESETS[name].checkpoint_path()
+        exists = os.path.isfile(path)
+        settings = read_settings(path)
+        reads = ADAPTORS[read_metadata(path)["kind"]][1].reads_regions if exists else True
+        bridge = p.clip == PHOTO_BRIDGE
+        lm = "SmolLM2-135M" if p.lm.source == "smollm2-135m" else p.lm.display_name()
+        tower = ("a frozen image-text **bridge** (torchvision's ImageNet MobileNetV2, whose class probabilities mix "
+                 "class prototypes built from caption text in all-MiniLM-L6-v2's space: it knows ImageNet's 1,000 "
+                 "classes)") if bridge else f"a frozen **CLIP** ({p.clip.display_name()})"
+        header = (f"**{name}**: {tower}, a small adaptor trained on caption text alone, and a frozen language model "
+                  f"({lm}) that writes the caption.")
+        regions = ("Top subregions, numbered by CAM saliency (the CNN's class-activation maps)" if bridge else
+                   "Top attention subregions, numbered by CLS attention")
+        if not reads:
+            regions += ": shown, not read (this model reads the whole-image feature)"
+        score = "bridge cosine" if bridge else "CLIP score"
+        return PresetLabels(header, regions, score, ranking_header(settings.config, score), reads,
+                            p.clip == OFFLINE_CLIP, bool(settings.bank))
 
     def status_markdown(self) -> str:
         """Each preset: what it is, what it was trained on, what it cannot know, and whether it runs here."""
@@ -197,7 +255,10 @@ class CaptionService:
             r = cap.caption(image, **settings)
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
                 for i, c in enumerate(r.candidates)]
+        labels = self.labels(preset)
         cfg = cap.config
+        table = {"headers": ["chosen", "candidate", labels.score, ranking_header(cfg, labels.score, bool(prompt)),
+                             "count"], "data": rows}
         ranked = {"consensus": "consensus with the caption bank",
                   "cider": f"CIDEr-D against the photo's {cfg.ranking_k} nearest corpus captions"}.get(
             cfg.ranking.rerank, "CLIP score")
@@ -209,11 +270,27 @@ class CaptionService:
         if prompt and cfg.ranking.prompt_weight:
             ranked += f" + {cfg.ranking.prompt_weight:g} x similarity to the prompt"
         noise = f"σ² {r.sigma2:g}" + (" (the model's)" if sigma2 is None else "")
+        regions = f"N_cr {r.n_cr}, " if cap.adaptor.reads_regions else ""
         info = (f"{len(r.candidates)} distinct candidates from S={samples} x beam {num_beams}, {noise}, "
-                f"N_cr {r.n_cr}, ranked by {ranked}; "
+                f"{regions}ranked by {ranked}; "
                 f"{r.timings['total_s']:.2f} s (encode {r.timings['encode_s']:.2f}, "
                 f"generate {r.timings['generate_s']:.2f}, rerank {r.timings['rerank_s']:.2f})")
-        return CaptionView(r.caption, draw_regions(image, r.regions), rows, info, r.rough_caption or "")
+        return CaptionView(r.caption, draw_regions(image, r.regions), table, info, r.rough_caption or "",
+                           self.retrieved_caption(self.captioner(preset), image))
+
+    @staticmethod
+    def retrieved_caption(cap, image: Image.Image) -> str:
+        """The nearest human-written caption: of the image's nearest bank captions (as many as the model's ranking
+        reads), the one with the highest CIDEr-D against the others, i.e. the retrieval baseline the benchmark
+        reports. "" for a model without a caption bank."""
+        if not cap.has_bank:
+            return ""
+        from .bank import cider_consensus_caption
+
+        bank = cap.bank
+        feats = cap.clip.encode_image(cap.clip.pixels([image])).float()  # (1, D)
+        captions = bank.captions()
+        return cider_consensus_caption(bank, captions.captions, feats, cap.config.ranking_k, captions.idf)[0]
 
     @staticmethod
     def check_text(text: Any, what: str, limit: int, required: bool = True) -> str:
@@ -231,7 +308,12 @@ class CaptionService:
         """Zero-shot VQA on an upload."""
         question = self.check_text(question, "question", MAX_QUESTION_CHARS)
         image = self.read_image(image_source)
-        r = self.captioner(preset).answer(image, question)
+        name = preset or default_preset()
+        cap = self.captioner(name)
+        # The preset's answer vocabulary (VQAv2's for real photos), the candidates of the question's answer type, and
+        # a caption decoded fast (one greedy sample): the LM reads only the caption, so S=20 would buy little here.
+        r = cap.answer(image, question, answers=answer_vocabulary(PRESETS[name].answers), samples=VQA_SAMPLES,
+                       num_beams=APP_BEAMS, by_type=True)
         return AnswerView(r.answer, r.generated, r.caption or "", [[a, round(sc, 4)] for a, sc in r.ranking[:5]])
 
     def gap(self, preset: str | None = None, source: str = "generated scenes", n: int = 200,

@@ -100,6 +100,9 @@ def space_files() -> list[tuple[str, str]]:
     val = Path(data_dir()) / "coco" / "val-dev"
     out += [(str(f), f"data/coco/val-dev/{f.relative_to(val).as_posix()}") for f in sorted(val.rglob("*"))
             if f.is_file()]
+    answers = Path(data_dir()) / "vqa" / "vqav2_answers.json"  # the photo presets' VQA answers
+    if answers.is_file():
+        out.append((str(answers), "data/vqa/vqav2_answers.json"))
     readme = Path(data_dir()) / "README.md"
     if readme.is_file():
         out.append((str(readme), "data/README.md"))
