@@ -69,3 +69,20 @@ def test_the_vqa_tab_answers_a_photo_from_vqav2s_answers(page):
     assert answer.input_value() not in ("yes", "no")  # not a yes/no question
     assert _textbox(page, "The caption it read").input_value()
     _shot(page, "browser_photo_vqa.png")
+
+
+def test_the_answer_api_retrieves_from_vqav2s_answers_on_a_photo(page):
+    """The same app through gradio_client: /answer on a val-dev photo (the first example)."""
+    from gradio_client import Client, handle_file
+
+    from zsc_core.presets import EXAMPLE_PHOTOS, data_dir
+    from zsc_core.vqa import answer_vocabulary
+
+    photo = os.path.join(data_dir(), "coco", "val-dev", "images", EXAMPLE_PHOTOS[0])
+    client = Client(page.url, verbose=False)
+    answer, generated, caption, top = client.predict(handle_file(photo), "Is it raining?", "photo",
+                                                     api_name="/answer")
+    assert answer in ("yes", "no") and caption and {row[0] for row in top["data"]} == {"yes", "no"}
+    answer, _, _, top = client.predict(handle_file(photo), "What is the man riding?", "photo", api_name="/answer")
+    vocab = set(answer_vocabulary("vqav2"))
+    assert answer in vocab and answer not in ("yes", "no") and all(row[0] in vocab for row in top["data"])
