@@ -250,6 +250,19 @@ def test_prompted_pass_ranks_with_the_prompt_weight_and_only_there(tiny_clip, ti
     assert all(c.prompt_score is None for c in no_prompt.candidates)
 
 
+def test_only_adaptors_have_inference_settings(tmp_path):
+    from zsc_core.captioner import ADAPTOR_KINDS
+    from zsc_core.settings import ADAPTOR_KINDS as SETTINGS_KINDS
+    from zsc_core.settings import set_defaults
+
+    assert SETTINGS_KINDS == ADAPTOR_KINDS  # the settings' list is the captioner's registry
+    not_adaptor = str(tmp_path / "clip.safetensors")
+    save_checkpoint(not_adaptor, {"w": torch.zeros(1)}, kind="clip", config={})
+    for call in (lambda: set_defaults(not_adaptor, samples=2), lambda: attach_bank(not_adaptor, None)):
+        with pytest.raises(CheckpointError, match="not an adaptor checkpoint"):
+            call()
+
+
 def test_changing_a_default_never_rewrites_the_weights_file(tmp_path, capsys):
     """`python -m zsc_core defaults MODEL NAME=VALUE` edits the JSON beside the weights: the weights file keeps its
     bytes (and its mtime), the next load serves the new default, and a bad name or value is refused."""

@@ -46,7 +46,7 @@ from .checkpoint import (
     state_fingerprint,
 )
 from .cider import Idf
-from .settings import InferenceSettings, read_settings, write_settings
+from .settings import InferenceSettings, read_settings, require_adaptor, write_settings
 
 KIND = "bank"
 CAPTIONS_KIND = "bank-captions"
@@ -262,8 +262,7 @@ def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: floa
             raise ValueError(f"the bank mix must be between 0 and 1, got {mix}")
         if read_metadata(bank_path)["kind"] != KIND:  # refuse a non-bank file before touching the adaptor
             raise CheckpointError(f"{bank_path} is not a caption bank")
-    if read_metadata(adaptor_path)["kind"] not in ("maccap", "tipcap"):
-        raise CheckpointError(f"{adaptor_path} is not an adaptor checkpoint")
+    require_adaptor(adaptor_path)
     current = read_settings(adaptor_path)
     if bank_path is None:
         new = InferenceSettings(current.config.replace(rerank="clip", bank_mix=0.0), "")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from .captioner import MAX_PROMPT_CHARS
 from .images import ImageError, load_image
-from .presets import PRESETS, default_preset, preset_status, prompt_status
+from .presets import OFFLINE_CLIP, PHOTO_BRIDGE, PRESETS, default_preset, preset_status, prompt_status
 from .viz import draw_regions
 from .vqa import MAX_QUESTION_CHARS, answer_vocabulary
 
@@ -25,6 +25,11 @@ VQA_SAMPLES = 1  # the caption VQA reads: one greedy sample
 # The app's beam width: greedy, whatever the preset's own default (a beam of B with every hypothesis ranked gives B
 # times the candidates and costs several times the time at the same S: bench/photo_latency.py); the slider offers more
 APP_BEAMS = 1
+
+
+def score_name(preset: str) -> str:
+    """The candidates' similarity-with-the-image column: the photo bridge's cosine is no CLIP score."""
+    return "bridge cosine" if PRESETS[preset].clip == PHOTO_BRIDGE else "CLIP score"
 
 
 def ranking_header(cfg, score: str, prompt: bool = False) -> str:
@@ -103,7 +108,6 @@ class CaptionService:
         loaded): which tower it sees with, whether its adaptor reads subregions, how it ranks."""
         from .captioner import ADAPTORS
         from .checkpoint import read_metadata
-        from .presets import OFFLINE_CLIP, PHOTO_BRIDGE
         from .settings import read_settings
 
         name = name or default_preset()
@@ -124,7 +128,7 @@ class CaptionService:
                    "Top attention subregions, numbered by CLS attention")
         if not reads:
             regions += ": shown, not read (this model reads the whole-image feature)"
-        score = "bridge cosine" if bridge else "CLIP score"
+        score = score_name(name)
         return PresetLabels(header, regions, score, ranking_header(settings.config, score), reads,
                             p.clip == OFFLINE_CLIP, bool(settings.bank))
 
@@ -255,10 +259,9 @@ class CaptionService:
             r = cap.caption(image, **settings)
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
                 for i, c in enumerate(r.candidates)]
-        labels = self.labels(preset)
-        cfg = cap.config
-        table = {"headers": ["chosen", "candidate", labels.score, ranking_header(cfg, labels.score, bool(prompt)),
-                             "count"], "data": rows}
+        cfg, score = cap.config, score_name(preset or default_preset())  # no file is read per request
+        table = {"headers": ["chosen", "candidate", score, ranking_header(cfg, score, bool(prompt)), "count"],
+                 "data": rows}
         ranked = {"consensus": "consensus with the caption bank",
                   "cider": f"CIDEr-D against the photo's {cfg.ranking_k} nearest corpus captions"}.get(
             cfg.ranking.rerank, "CLIP score")

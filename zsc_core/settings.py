@@ -213,12 +213,20 @@ def write_settings(weights_path: str, settings: InferenceSettings) -> str:
     return path
 
 
+ADAPTOR_KINDS = ("maccap", "tipcap")  # the checkpoint kinds that have inference settings (captioner.ADAPTORS)
+
+
+def require_adaptor(weights_path: str) -> None:
+    """Raise CheckpointError (a ValueError) unless ``weights_path`` holds an adaptor: only adaptors have settings."""
+    from .checkpoint import CheckpointError, read_metadata
+
+    if read_metadata(weights_path)["kind"] not in ADAPTOR_KINDS:  # read_metadata raises for a missing file
+        raise CheckpointError(f"{weights_path} is not an adaptor checkpoint: only adaptors have inference settings")
+
+
 def set_defaults(weights_path: str, **flat: Any) -> InferenceSettings:
     """Change some default settings of the adaptor at ``weights_path`` (flat names): its JSON only."""
-    from .checkpoint import read_metadata
-
-    if read_metadata(weights_path)["kind"] not in ("maccap", "tipcap"):  # CheckpointError (a ValueError) if absent
-        raise ValueError(f"{weights_path} is not an adaptor checkpoint: only adaptors have inference settings")
+    require_adaptor(weights_path)
     current = read_settings(weights_path)
     new = InferenceSettings(current.config.replace(**flat), current.bank)
     new.config.check()
