@@ -110,3 +110,7 @@ def test_the_app_shows_the_nearest_human_caption_beside_the_generated_one(photo,
     assert v.retrieved == expected and v.retrieved in set(bank.captions().captions)
     assert v.candidates["headers"][2] == "bridge cosine" and "CIDEr-D" in v.candidates["headers"][3]
     assert "N_cr" not in v.info  # the photo model does not read subregions
+    # the prompted pass ranks by the bridge's cosine (+ the prompt term): the info line says so, as the column does
+    refined = service.caption(items[1][0], "photo", 2, None, None, 1, 0, prompt="An image contains dog")
+    assert "ranked by bridge cosine + " in refined.info and "CLIP" not in refined.info, refined.info
+    assert refined.candidates["headers"][3].startswith("bridge cosine + ")

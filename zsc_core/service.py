@@ -264,7 +264,7 @@ class CaptionService:
                  "data": rows}
         ranked = {"consensus": "consensus with the caption bank",
                   "cider": f"CIDEr-D against the photo's {cfg.ranking_k} nearest corpus captions"}.get(
-            cfg.ranking.rerank, "CLIP score")
+            cfg.ranking.rerank, score)
         mix = cfg.retrieval.bank_mix
         if mix:
             mean = f"the mean of its {cfg.retrieval.mix_k} nearest corpus captions"
