@@ -4,13 +4,15 @@
 
 Named API endpoints (gradio_client): /caption, /recaption, /answer, /gap, /random_scene.
 
-On a ZeroGPU Space (``spaces`` installed, SPACES_ZERO_GPU set) the models are placed on CUDA at import and the
-captioning handlers run under ``@spaces.GPU``; the gap handler is CPU-only and is not decorated. Anywhere else
-the decorator is a no-op. `python -m zsc_core space stage DIR` writes the folder a Space needs.
+On a ZeroGPU Space (``spaces`` installed, SPACES_ZERO_GPU set) every model is loaded and placed on CUDA at import,
+and only the model's work runs under ``@spaces.GPU`` (in a forked worker, for a duration sized from the request):
+captioning, VQA and the gap tab's encoding. Reading uploads, ranking, drawing and t-SNE run outside. Anywhere
+else the decorator is not applied. `python -m zsc_core space stage DIR` writes the folder a Space needs.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 
@@ -23,24 +25,30 @@ import gradio as gr
 
 from zsc_core import world
 from zsc_core.presets import default_preset
-from zsc_core.service import APP_BEAMS, CaptionService, UserError
+from zsc_core.service import APP_BEAMS, VQA_SAMPLES, CaptionService, UserError, gpu_seconds
+from zsc_core.vqa import MAX_QUESTION_CHARS
 
 MAX_UPLOAD = "20mb"
 # Example outputs are cached on first click (lazily: start-up stays fast), outside the working directory.
 os.environ.setdefault("GRADIO_EXAMPLES_CACHE", os.path.join(tempfile.gettempdir(), "zsc-examples-cache"))
 
 ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
-service = CaptionService(device="cuda" if ZERO_GPU else "auto")
+service = CaptionService(device=os.environ.get("ZSC_DEVICE") or ("cuda" if ZERO_GPU else "auto"))
 DEFAULT = default_preset()
-DEFAULT_SAMPLES = service.default_samples()  # S: 20 on a GPU, fewer on CPU where each sample costs ~0.08 s
 STARTUP_PROBLEM = service.warm_up(DEFAULT)  # weights loaded once, at start-up; never raises
+if ZERO_GPU:  # GPU functions run in forked workers: whatever they load lazily would be loaded again on every call
+    service.warm_all()
 CHOICES = service.preset_choices()  # only the presets that can caption here
 SELECTED = DEFAULT if (DEFAULT, DEFAULT) in CHOICES else (CHOICES[0][1] if CHOICES else None)
 LABELS = service.labels(SELECTED)
+SERVED = service.served_config(SELECTED)  # the setting this model serves on this device: the sliders start there
+DEFAULT_SAMPLES, DEFAULT_BEAMS = SERVED.decoding.samples, SERVED.decoding.num_beams
 
 
 def _guard(fn):
-    """Turn a UserError into a message for the person; anything else becomes a short, generic gr.Error."""
+    """Turn a UserError into a message for the person; anything else becomes a short, generic gr.Error. Keeps the
+    handler's signature (functools.wraps), so Gradio still injects its gr.Progress."""
+    @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -52,14 +60,41 @@ def _guard(fn):
             logging.getLogger("zsc.app").exception("request failed")
             raise gr.Error(f"Something went wrong while processing this request ({type(e).__name__}).") from None
 
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
     return wrapped
 
 
-def _gpu(fn):
-    """``@spaces.GPU`` where the package exists (ZeroGPU attaches a GPU while the handler runs), else as is."""
-    return spaces.GPU(duration=60)(fn) if spaces is not None else fn
+def _gpu(duration):
+    """``@spaces.GPU(duration=...)`` where the package exists (ZeroGPU attaches a GPU while the function runs, in a
+    forked worker), else the function as is. Only the model's work is decorated: reading uploads, ranking, drawing
+    and t-SNE run outside, unbilled. ``duration`` takes the function's arguments and returns seconds."""
+    def decorate(fn):
+        return spaces.GPU(duration=duration)(fn) if spaces is not None else fn
+
+    return decorate
+
+
+# -- the GPU-billed functions: the model's work only; their arguments and results pickle ------------------------
+
+
+@_gpu(lambda request: gpu_seconds(request.settings["samples"], request.settings["num_beams"], bool(request.prompt)))
+def propose(request):
+    """Encode, retrieve and decode one caption request's candidates (unranked)."""
+    return service.propose(request)
+
+
+@_gpu(lambda image, question, preset: gpu_seconds(VQA_SAMPLES, APP_BEAMS))
+def answer_image(image, question, preset):
+    """Caption the image once and answer the question (zero-shot VQA)."""
+    return service.answer_image(image, question, preset)
+
+
+@_gpu(lambda preset, images, texts: gpu_seconds(1, 1, images=len(images)))
+def gap_features(preset, images, texts):
+    """Encode the gap tab's images and captions."""
+    return service.gap_features(preset, images, texts)
+
+
+# -- the handlers -------------------------------------------------------------------------------------------------
 
 
 @_guard
@@ -69,54 +104,62 @@ def random_scene(seed: float):
     return world.render(s, 256), "\n".join(s.captions)
 
 
-@_gpu
+def _caption(request, progress):
+    progress(0.2, desc="captioning")
+    proposal = propose(request)
+    progress(0.9, desc="ranking the candidates")
+    return service.caption_view(request, proposal)
+
+
 @_guard
 def caption(image, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progress()):
-    """Caption an image: caption, regions image, candidates table, timing line."""
-    progress(0.1, desc="captioning")
-    v = service.caption(image, preset, samples, sigma2, n_cr, beams, seed)
+    """Caption an image: caption, regions image, candidates table, timing line, retrieved human caption."""
+    v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed), progress)
     return v.caption, v.regions_image, v.candidates, v.info, v.retrieved
 
 
 @_guard
-def example(image):
+def example(image, progress=gr.Progress()):
     """An example photo captioned by the default model at the app's settings (cached after its first click)."""
-    v = service.caption(image, SELECTED, DEFAULT_SAMPLES, None, None, APP_BEAMS, 0)
+    v = _caption(service.caption_request(image, SELECTED, DEFAULT_SAMPLES, None, None, DEFAULT_BEAMS, 0), progress)
     return v.caption, v.regions_image, v.candidates, v.info, v.retrieved
 
 
 @_guard
 def relabel(preset):
-    """The labels and the settings that apply to the chosen model."""
-    lb = service.labels(preset)
+    """The labels and the settings that apply to the chosen model, and the setting it serves here."""
+    lb, served = service.labels(preset), service.served_config(preset)
     return (lb.header, gr.update(label=lb.regions), gr.update(headers=lb.candidate_headers()),
             gr.update(visible=lb.reads_regions), gr.update(visible=lb.offline_world),
-            gr.update(visible=lb.offline_world), gr.update(visible=lb.has_bank))
+            gr.update(visible=lb.offline_world), gr.update(visible=lb.has_bank),
+            gr.update(value=served.decoding.samples), gr.update(value=served.decoding.num_beams))
 
 
-@_gpu
 @_guard
 def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progress()):
     """Re-caption with an interactive prompt: rough caption, refined caption, regions, candidates, timing."""
-    progress(0.1, desc="re-captioning with the prompt")
-    v = service.caption(image, preset, samples, sigma2, n_cr, beams, seed, prompt=prompt)
+    v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed, prompt=prompt), progress)
     return v.rough_caption, v.caption, v.regions_image, v.candidates, v.info
 
 
-@_gpu
 @_guard
 def answer(image, question, preset, progress=gr.Progress()):
     """Zero-shot VQA: answer, the LM's free text, the caption it read, top-5 answers."""
-    progress(0.1, desc="answering")
-    v = service.answer(image, question, preset)
+    question = service.check_text(question, "question", MAX_QUESTION_CHARS)
+    picture = service.read_image(image)
+    progress(0.2, desc="answering")
+    v = answer_image(picture, question, preset)
     return v.answer, v.generated, v.caption, v.top
 
 
 @_guard
 def gap(preset, source, n, files, captions, progress=gr.Progress()):
     """Modality-gap analysis: Table-1 numbers, difference histograms, t-SNE."""
-    progress(0.1, desc="encoding and running t-SNE")
-    v = service.gap(preset, source, n, files, captions)
+    images, texts = service.gap_inputs(source, n, files, captions)
+    progress(0.2, desc="encoding")
+    features = gap_features(preset, images, texts)
+    progress(0.6, desc="running t-SNE")
+    v = service.gap_view(features)
     return v.markdown, v.histograms, v.tsne
 
 
@@ -146,7 +189,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                                             placeholder="the model's own, e.g. 0.016")
                         n_cr = gr.Textbox(value="", label="Subregions N_cr (blank: the model's own)",
                                           placeholder="the model's own, e.g. 10", visible=LABELS.reads_regions)
-                        beams = gr.Slider(1, 8, value=APP_BEAMS, step=1, label="Beam size per sample")
+                        beams = gr.Slider(1, 8, value=DEFAULT_BEAMS, step=1, label="Beam size per sample")
                     run = gr.Button("Caption", variant="primary")
                 with gr.Column(scale=1):
                     out_caption = gr.Textbox(label="Caption", interactive=False)
@@ -196,7 +239,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
     # message from it (Gradio's own decoding would fail first, with a generic error).
     scene_btn.click(random_scene, inputs=seed, outputs=[image, scene_refs], api_name="random_scene")
     preset.change(relabel, inputs=preset, outputs=[header, out_regions, out_cands, n_cr, scene_btn, scene_refs,
-                                                   out_retrieved], api_name="labels")
+                                                   out_retrieved, samples, beams], api_name="labels")
     # Each request first clears the info line in the browser, so a failed one never leaves the last one's there.
     run.click(None, js="() => ''", outputs=out_info).then(
         caption, inputs=[image, preset] + settings,

@@ -237,8 +237,9 @@ def test_app_starts_and_says_why_when_its_default_cannot_load(tmp_path, monkeypa
 
 
 def test_zerogpu_decorator_wraps_the_gpu_handlers_only(tmp_path, monkeypatch):
-    """With a `spaces` module importable (a stub of ZeroGPU's), app.py wraps caption, recaption and answer in
-    spaces.GPU and leaves the CPU-only gap handler alone; the wrapped handler still captions."""
+    """With a `spaces` module importable (a stub of ZeroGPU's), app.py wraps only the model's work in spaces.GPU
+    (captioning, VQA, the gap tab's encoding); the handler still captions, and the sliders start at the setting the
+    model serves on this device (its defaults, on CPU)."""
     import importlib
     import sys
     from pathlib import Path
@@ -258,13 +259,14 @@ def test_zerogpu_decorator_wraps_the_gpu_handlers_only(tmp_path, monkeypatch):
     try:
         app = importlib.import_module("app")
         assert app.spaces is not None and not app.ZERO_GPU  # SPACES_ZERO_GPU unset: models stay where they are
-        assert app.DEFAULT_SAMPLES == 8  # CPU default
+        served = app.service.captioner("offline-world").config.decoding  # its defaults: what it serves on CPU
+        assert (served.samples, served.num_beams) == (app.DEFAULT_SAMPLES, app.DEFAULT_BEAMS)
         decorated = {line.split()[1] for line in log.read_text().splitlines() if line.startswith("decorated")}
-        assert decorated == {"caption", "recaption", "answer"}
+        assert decorated == {"propose", "answer_image", "gap_features"}
         path = tmp_path / "scene.png"
         world.render(world.make_scene(0, "eval", 1), 64).save(path)
         out = app.caption(str(path), "offline-world", 2, None, None, 1, 0, progress=lambda *a, **k: None)
-        assert isinstance(out[0], str) and "called caption" in log.read_text()
+        assert isinstance(out[0], str) and "called propose" in log.read_text()
     finally:
         for m in ("app", "spaces"):
             sys.modules.pop(m, None)

@@ -234,3 +234,52 @@ class TIPCapAdaptor(nn.Module):
     def perturb(self, x: torch.Tensor, sigma2: float, generator: torch.Generator) -> torch.Tensor:
         """Multiple sampling: isotropic noise on each copy of the global feature, (B*S, D)."""
         return gap.inject_noise(x, 1, sigma2, generator)[:, 0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The memory adaptor: MacCap's decoder reading a region memory retrieved from the caption bank (memory.py).
+
+
+@dataclass
+class MemoryConfig(MacCapConfig):
+    """MacCap's decoder over [global anchor ; N_cr region anchors] (memory.py), with how its training inputs
+    were retrieved (the inference settings default to the same; see ``train/train_memory.py``)."""
+
+    n_cr: int = 3  # region anchors (subregions at inference, noun phrases in training)
+    k: int = 50  # bank captions behind the global anchor
+    region_k: int = 20  # ... behind each region anchor
+    weighting: str = "mean"  # neighbour weighting: "mean" or "softmax" (DeCap)
+    temperature: float = 0.05
+    sigma2: float = 0.016  # query noise before retrieval (training; the default of multiple sampling)
+    entities: bool = True  # entity hard prompts after the prefix (entities.py)
+    entity_k: int = 20  # neighbours whose nouns are counted
+    entity_min: int = 4  # a noun named by at least this many of them is an entity
+    max_entities: int = 4
+
+
+class MemoryAdaptor(MacCapAdaptor):
+    """(B, 1 + R, D) memory (global anchor first) -> (B, N_q, H) prefix. A learned slot embedding tells the
+    global anchor from the region anchors; empty region slots are masked out of the cross-attention."""
+
+    reads_memory = True
+
+    def __init__(self, cfg: MemoryConfig):
+        super().__init__(cfg)
+        self.slots = nn.Parameter(torch.zeros(2, cfg.d_model))  # [global, region]
+
+    def forward(self, memory: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        m = self.in_proj(memory)  # (B, 1 + R, d)
+        kinds = torch.ones(m.shape[1], dtype=torch.long, device=m.device)
+        kinds[0] = 0
+        m = m + self.slots[kinds]
+        q = self.queries[None].expand(memory.shape[0], -1, -1)
+        return self.out(self.decoder(q, m, memory_key_padding_mask=padding))
+
+    def text_prefix(self, text: torch.Tensor) -> torch.Tensor:
+        """Without a bank: the caption's own noisy feature as the global anchor, no region (stage-2 training of
+        a bank-free model; the memory trainer builds real memories, train/train_memory.py)."""
+        return self(gap.inject_noise(text, 1, self.cfg.sigma2))
+
+    def perturb(self, x: torch.Tensor, sigma2: float, generator: torch.Generator) -> torch.Tensor:
+        """Multiple sampling noises the retrieval query instead (memory.noisy); the memory is read as retrieved."""
+        return x

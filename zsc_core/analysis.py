@@ -164,13 +164,28 @@ def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float 
     ``table["mapped_centroid_distance"]`` the distance between the mapped captions' and the images' mean
     embeddings: how far each mapping moves the text distribution onto the images'.
     """
-    from . import gap as gapmath
+    return gap_report_from(*gap_features(clip, images, captions, n_cr), sigma2=sigma2, mapping=mapping,
+                           tsne_n=tsne_n, seed=seed, dims=dims, tsne_iter=tsne_iter)
 
+
+def gap_features(clip, images, captions: list[str], n_cr: int = 10
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The encoder's half of :func:`gap_report` (what a GPU runs): global (N, D), subregion (N, n_cr, D) and
+    caption (N, D) features, on the CPU."""
     if len(images) != len(captions) or len(images) < 3:
         raise ValueError("need at least 3 images, each with one caption")
     glob, sub = global_and_subregion_features(clip, images, n_cr)
-    text = clip.encode_text(captions).float().cpu()
-    table = {"n_pairs": len(images), "global": gap_stats(glob, text), **subregion_share(glob, sub, text)}
+    return glob, sub, clip.encode_text(captions).float().cpu()
+
+
+def gap_report_from(glob: torch.Tensor, sub: torch.Tensor, text: torch.Tensor, sigma2: float = 0.016,
+                    mapping: tuple[torch.Tensor, torch.Tensor] | dict[str, tuple[torch.Tensor, torch.Tensor]] | None
+                    = None, tsne_n: int = 300, seed: int = 0, dims: tuple[int, ...] = (0, 1, 2),
+                    tsne_iter: int = 500) -> GapReport:
+    """The CPU half of :func:`gap_report`: statistics, histograms and t-SNE from :func:`gap_features`."""
+    from . import gap as gapmath
+
+    table = {"n_pairs": len(glob), "global": gap_stats(glob, text), **subregion_share(glob, sub, text)}
     best = sub[torch.arange(len(sub)), (sub * text[:, None]).sum(-1).argmax(1)]  # best subregion per pair
     table["subregion"] = gap_stats(best, text)
     hist = difference_histograms({"global": glob - text, "subregion": best - text}, dims=dims)
@@ -186,7 +201,7 @@ def gap_report(clip, images, captions: list[str], n_cr: int = 10, sigma2: float 
                                   dim=-1)
     table["mapped_paired_cos"] = {name: (t * glob).sum(-1).mean().item() for name, t in moved.items()}
     table["mapped_centroid_distance"] = {name: (t.mean(0) - glob.mean(0)).norm().item() for name, t in moved.items()}
-    k = min(tsne_n, len(images))
+    k = min(tsne_n, len(glob))
     panels = {"raw": {"image": glob[:k], "text": text[:k]},
               iso_name: {"image": glob[:k], "text + noise": moved[iso_name][:k]}}
     panels |= {name: {"image": glob[:k], "mapped text": moved[name][:k]} for name in mapping}

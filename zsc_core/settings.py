@@ -51,7 +51,22 @@ class RetrievalConfig:
     # The adaptor reads normalize((1 - bank_mix) x image feature + bank_mix x anchor), the anchor being the
     # normalised mean of the image's mix_k nearest bank captions; 0: the image feature alone.
     bank_mix: float = 0.0
-    mix_k: int = 20  # nearest bank captions averaged into the anchor
+    mix_k: int = 20  # nearest bank captions averaged into the anchor (the memory adaptor's global anchor too)
+    # The memory adaptor (memory.py) only: neighbours behind each region anchor, and how neighbours are weighted
+    # ("mean": flat; "softmax": DeCap's softmax over similarity / temperature).
+    region_k: int = 20
+    weighting: str = "mean"
+    temperature: float = 0.05
+
+
+@dataclass
+class EntityConfig:
+    """Entity hard prompts (entities.py; models trained with them): nouns recurring among the nearest captions."""
+
+    entities: bool = False  # read "There are X, Y in the image." after the prefix
+    entity_k: int = 20  # nearest bank captions whose nouns are counted
+    entity_min: int = 4  # a noun named by at least this many of them is an entity
+    max_entities: int = 4
 
 
 @dataclass
@@ -78,7 +93,7 @@ class AuthorsCode:
 
 
 GROUPS: dict[str, type] = {"decoding": DecodingConfig, "regions": RegionConfig, "retrieval": RetrievalConfig,
-                           "ranking": RankingConfig, "authors": AuthorsCode}
+                           "entities": EntityConfig, "ranking": RankingConfig, "authors": AuthorsCode}
 # flat field name -> its group; names are unique across groups (checked at import)
 FIELD_GROUP: dict[str, str] = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}
 assert len(FIELD_GROUP) == sum(len(fields(c)) for c in GROUPS.values()), "flat setting names must be unique"
@@ -93,6 +108,7 @@ class CaptionConfig:
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    entities: EntityConfig = field(default_factory=EntityConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
     authors: AuthorsCode = field(default_factory=AuthorsCode)
 
@@ -148,8 +164,16 @@ class CaptionConfig:
             raise ValueError(f"unknown rerank {self.ranking.rerank!r}; known: {RERANKERS}")
         if not 0.0 <= r.bank_mix <= 1.0:
             raise ValueError(f"bank_mix must be between 0 and 1, got {r.bank_mix}")
-        if r.mix_k < 1 or self.ranking.rerank_k < 0:
-            raise ValueError(f"mix_k must be >= 1 and rerank_k >= 0, got {r.mix_k} and {self.ranking.rerank_k}")
+        if r.mix_k < 1 or self.ranking.rerank_k < 0 or r.region_k < 1:
+            raise ValueError(f"mix_k and region_k must be >= 1 and rerank_k >= 0, got {r.mix_k}, {r.region_k} and "
+                             f"{self.ranking.rerank_k}")
+        if r.weighting not in ("mean", "softmax") or r.temperature <= 0:
+            raise ValueError(f"weighting must be 'mean' or 'softmax' and temperature > 0, got {r.weighting!r} and "
+                             f"{r.temperature}")
+        e = self.entities
+        if e.entity_k < 1 or e.entity_min < 1 or e.max_entities < 0:
+            raise ValueError(f"entity_k and entity_min must be >= 1 and max_entities >= 0, got {e.entity_k}, "
+                             f"{e.entity_min} and {e.max_entities}")
 
 
 # Inference as MacCap's public code runs it: S=4 samples, each a beam search of width 4, subregions by the double
@@ -168,12 +192,23 @@ def settings_path(weights_path: str) -> str:
     return stem + SUFFIX
 
 
+SERVED_DEVICES = ("cpu", "cuda")
+
+
 @dataclass
 class InferenceSettings:
-    """What ``NAME.inference.json`` holds: the defaults, and the caption bank (absolute path, or "")."""
+    """What ``NAME.inference.json`` holds: the defaults, the caption bank (absolute path, or "") and the named
+    served settings. The defaults ARE the setting served on CPU (the app on CPU, ``caption`` and ``evaluate``
+    without flags); ``served["cuda"]`` holds the flat settings the app changes on a GPU, where more samples cost
+    little. Each served setting has its own benchmark row (train.benchmark_photo)."""
 
     config: CaptionConfig
     bank: str = ""
+    served: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_device(self, device_type: str) -> CaptionConfig:
+        """The setting served on a device type ("cpu", "cuda"): the defaults, with that device's changes."""
+        return self.config.replace(**self.served.get(device_type, {}))
 
 
 def read_settings(weights_path: str) -> InferenceSettings:
@@ -191,8 +226,14 @@ def read_settings(weights_path: str) -> InferenceSettings:
     bank = doc.get("bank") or ""
     if bank and not os.path.isabs(bank):
         bank = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), bank))
+    served = doc.get("served") or {}
     try:
-        return InferenceSettings(CaptionConfig.from_dict({g: doc.get(g) or {} for g in GROUPS}), bank)
+        settings = InferenceSettings(CaptionConfig.from_dict({g: doc.get(g) or {} for g in GROUPS}), bank, served)
+        for device in served:
+            if device not in SERVED_DEVICES:
+                raise ValueError(f"served settings for an unknown device {device!r}; known: {SERVED_DEVICES}")
+            settings.for_device(device).check()
+        return settings
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from e
 
@@ -203,7 +244,8 @@ def write_settings(weights_path: str, settings: InferenceSettings) -> str:
     path = settings_path(weights_path)
     folder = os.path.dirname(os.path.abspath(path))
     bank = os.path.relpath(os.path.abspath(settings.bank), folder) if settings.bank else None
-    doc = {"format_version": SETTINGS_VERSION, "bank": bank, **settings.config.to_dict()}
+    doc = {"format_version": SETTINGS_VERSION, "bank": bank, **settings.config.to_dict(),
+           **({"served": settings.served} if settings.served else {})}
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -213,7 +255,7 @@ def write_settings(weights_path: str, settings: InferenceSettings) -> str:
     return path
 
 
-ADAPTOR_KINDS = ("maccap", "tipcap")  # the checkpoint kinds that have inference settings (captioner.ADAPTORS)
+ADAPTOR_KINDS = ("maccap", "tipcap", "memory")  # the checkpoint kinds that have inference settings (captioner.ADAPTORS)
 
 
 def require_adaptor(weights_path: str) -> None:
@@ -228,8 +270,22 @@ def set_defaults(weights_path: str, **flat: Any) -> InferenceSettings:
     """Change some default settings of the adaptor at ``weights_path`` (flat names): its JSON only."""
     require_adaptor(weights_path)
     current = read_settings(weights_path)
-    new = InferenceSettings(current.config.replace(**flat), current.bank)
+    new = InferenceSettings(current.config.replace(**flat), current.bank, current.served)
     new.config.check()
+    write_settings(weights_path, new)
+    return new
+
+
+def set_served(weights_path: str, device_type: str, **flat: Any) -> InferenceSettings:
+    """Set the flat settings served on ``device_type`` ("cuda"; "cpu" is the defaults themselves, set_defaults)
+    that differ from the defaults; the JSON only."""
+    if device_type not in SERVED_DEVICES or device_type == "cpu":
+        raise ValueError(f"served settings are named for 'cuda' (the CPU setting is the defaults), got {device_type!r}")
+    require_adaptor(weights_path)
+    current = read_settings(weights_path)
+    current.config.replace(**flat).check()
+    served = {**current.served, device_type: {**current.served.get(device_type, {}), **flat}}
+    new = InferenceSettings(current.config, current.bank, served)
     write_settings(weights_path, new)
     return new
 
@@ -242,7 +298,8 @@ def model_fingerprint(weights_path: str) -> str:
 
     s = read_settings(weights_path)
     bank = os.path.relpath(s.bank, os.path.dirname(os.path.abspath(weights_path))) if s.bank else None
-    doc = json.dumps({"bank": bank, **s.config.to_dict()}, sort_keys=True)
+    doc = json.dumps({"bank": bank, **s.config.to_dict(), **({"served": s.served} if s.served else {})},
+                     sort_keys=True)
     return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
 
@@ -284,5 +341,5 @@ def ship(src: str, dst: str) -> str:
     if settings.bank and not os.path.isfile(settings.bank):
         raise CheckpointError(f"{src} names a caption bank that does not exist: {settings.bank}")
     copy_checkpoint(src, dst)
-    write_settings(dst, settings)
+    write_settings(dst, settings)  # the served settings travel with it
     return dst

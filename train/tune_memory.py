@@ -1,0 +1,186 @@
+"""Choose the memory model's served settings on train-paired, with 4 sampling seeds, against retrieval (issue #45).
+
+    python -m train.tune_memory                       # -> results/tune_memory_photo.{json,md}
+    python -m train.tune_memory gpu=true              # also the GPU candidates (S=20: slow on CPU)
+
+Every row captions the 80 train-paired photos (never val-dev) through the Captioner facade. Rows with S > 1 run
+once per sampling seed (0-3); S=1 rows are noise-free and run once. The baselines: the CIDEr-consensus caption of
+the 300 nearest bank captions (the retrieval baseline the issue's target names) and the current `photo` model at
+the app's CPU setting. A row's captions are cached under the model's fingerprint, its settings and the seed, and the
+report is written after every row, so a rerun scores only what changed.
+
+The served CPU setting is the candidate with the highest mean CIDEr among those within the CPU latency budget
+(3 s a photo, bench/photo_latency.py); the report says whether it beats retrieval on every seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+from train.common import parse_overrides, set_threads
+
+RETRIEVAL_K = 300
+
+
+@dataclass
+class TuneConfig:
+    model: str = "runs/memory-photo/out.safetensors"
+    split: str = "train-paired"
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    gpu: bool = False  # also the GPU candidates (S=20)
+    out: str = "results/tune_memory_photo"
+    batch: int = 8
+    threads: int = 0
+
+
+def rows(cfg: TuneConfig) -> list[tuple[str, str, dict]]:
+    """(group, name, overrides) of every row; ``"model": "photo"`` in the overrides runs the current photo model."""
+    out = [
+        ("baseline", "current `photo` (TIPCap S4) at the app's CPU setting, S=8 greedy",
+         {"model": "photo", "samples": 8, "num_beams": 1}),
+        ("cpu", "memory, S=8 greedy, query noise sigma2=0.08 (its training noise)", {"samples": 8, "sigma2": 0.08}),
+        ("cpu", "memory, S=8 greedy, query noise sigma2=0.02", {"samples": 8, "sigma2": 0.02}),
+        ("ablation", "memory, S=1 (noise-free)", {"samples": 1}),
+        ("ablation", "memory, S=1, regions off (global anchor only)", {"samples": 1, "use_regions": False}),
+        ("ablation", "memory, S=1, entities off", {"samples": 1, "entities": False}),
+        ("ablation", "memory, S=1, regions and entities off", {"samples": 1, "use_regions": False,
+                                                               "entities": False}),
+        ("ablation", "memory, S=1, N_cr=1", {"samples": 1, "n_cr": 1}),
+        ("ablation", "memory, S=1, N_cr=5", {"samples": 1, "n_cr": 5}),
+        ("ablation", "memory, S=1, DeCap softmax weighting, temperature 0.02", {"samples": 1, "weighting": "softmax",
+                                                                               "temperature": 0.02}),
+        ("ablation", "memory, S=1, DeCap softmax weighting, temperature 0.1", {"samples": 1, "weighting": "softmax",
+                                                                              "temperature": 0.1}),
+    ]
+    if cfg.gpu:
+        out += [("gpu", "memory, S=20 greedy, sigma2=0.02", {"samples": 20, "sigma2": 0.02}),
+                ("gpu", "memory, S=20 greedy, sigma2=0.08", {"samples": 20, "sigma2": 0.08})]
+    return out
+
+
+def distinct_per_100(captions: list[str]) -> float:
+    """Distinct captions per 100 photos."""
+    return 100.0 * len(set(captions)) / max(1, len(captions))
+
+
+PERSON = frozenset("man men woman women person people boy boys girl girls child children kid kids guy guys lady "
+                   "ladies player players skier skiers surfer surfers skateboarder skateboarders rider riders "
+                   "couple family crowd baby babies adult adults teenager teenagers snowboarder snowboarders".split())
+
+
+def names_person(text: str) -> bool:
+    return any(w.strip(".,!?").lower() in PERSON for w in text.split())
+
+
+def person_rate(captions: list[str], refs: list[list[str]]) -> dict:
+    """Of the photos whose references mostly (3 of 5) name a person, how many captions name one."""
+    photos = [i for i, rs in enumerate(refs) if sum(names_person(r) for r in rs) >= 3]
+    named = sum(names_person(captions[i]) for i in photos)
+    return {"photos": len(photos), "named": named, "rate": named / len(photos) if photos else None}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_overrides(TuneConfig(), sys.argv[1:] if argv is None else argv)
+    set_threads(cfg.threads)
+    from zsc_core.bank import cider_consensus_caption
+    from zsc_core.captioner import Captioner
+    from zsc_core.evaluation import coco_items
+    from zsc_core.images import load_image
+    from zsc_core.metrics import caption_metrics
+    from zsc_core.presets import PRESETS
+    from zsc_core.settings import model_fingerprint
+
+    items = coco_items(cfg.split)
+    images = [load_image(p) for p, _ in items]
+    refs = {i: caps for i, (_, caps) in enumerate(items)}
+    report: dict = {"split": cfg.split, "n_images": len(items), "model": cfg.model, "rows": []}
+    previous = {}
+    if os.path.isfile(cfg.out + ".json"):
+        with open(cfg.out + ".json") as f:
+            previous = {tuple(r["key"]): r for r in json.load(f).get("rows", []) if "key" in r}
+    models: dict[str, Captioner] = {}
+
+    def model(source: str) -> Captioner:
+        if source not in models:
+            shared = next(iter(models.values()), None)
+            models[source] = Captioner.from_pretrained(source, clip=shared.clip if shared else None,
+                                                       lm=shared.lm if shared else None)
+        return models[source]
+
+    def scored(captions: list[str]) -> float:
+        return float(caption_metrics(refs, dict(enumerate(captions)), ("cider",))["CIDEr"])
+
+    def save() -> None:
+        os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
+        with open(cfg.out + ".json.tmp", "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(cfg.out + ".json.tmp", cfg.out + ".json")
+        write_markdown(cfg, report)
+
+    base = model(cfg.model)
+    bank = base.bank
+    captions = bank.captions()
+    feats = base.clip.encode_image(base.clip.pixels(images)).float()
+    picks = cider_consensus_caption(bank, captions.captions, feats, RETRIEVAL_K, captions.idf)
+    report["retrieval"] = {"name": f"CIDEr-consensus caption of the {RETRIEVAL_K} nearest bank captions",
+                           "CIDEr": scored(picks), "captions": picks, "distinct_per_100": distinct_per_100(picks),
+                           "person": person_rate(picks, [refs[i] for i in range(len(items))])}
+    save()
+    for group, name, overrides in rows(cfg):
+        over = dict(overrides)
+        source = PRESETS[over.pop("model")].checkpoint_path() if "model" in over else cfg.model
+        seeds = cfg.seeds if over.get("samples", 1) > 1 else (0,)
+        runs = []
+        for seed in seeds:
+            key = [model_fingerprint(source), json.dumps(over, sort_keys=True), seed, cfg.split]
+            if tuple(key) in previous:
+                runs.append(previous[tuple(key)])
+                continue
+            cap = model(source)
+            caps = []
+            for i in range(0, len(images), cfg.batch):
+                caps += [r.caption for r in cap.caption(images[i:i + cfg.batch], seed=seed, **over)]
+            runs.append({"key": key, "seed": seed, "CIDEr": scored(caps), "captions": caps})
+            print(json.dumps({"row": name, "seed": seed, "CIDEr": round(runs[-1]["CIDEr"], 4)}), flush=True)
+        for r in runs:
+            report["rows"].append({"group": group, "name": name, "overrides": overrides, **r})
+        save()
+    return report
+
+
+def summary(report: dict) -> list[dict]:
+    """Per named row: the CIDEr of each seed, their mean, and whether every seed beats retrieval."""
+    base = report["retrieval"]["CIDEr"]
+    out: dict[str, dict] = {}
+    for r in report["rows"]:
+        s = out.setdefault(r["name"], {"group": r["group"], "name": r["name"], "overrides": r["overrides"],
+                                       "seeds": {}, "captions": r["captions"]})
+        s["seeds"][r["seed"]] = r["CIDEr"]
+    for s in out.values():
+        v = list(s["seeds"].values())
+        s.update(mean=sum(v) / len(v), min=min(v), beats_retrieval_every_seed=all(x > base for x in v),
+                 distinct_per_100=distinct_per_100(s["captions"]))
+    return list(out.values())
+
+
+def write_markdown(cfg: TuneConfig, report: dict) -> None:
+    ret = report["retrieval"]
+    md = [f"# Memory model settings on {report['split']} ({report['n_images']} photos; `python -m train.tune_memory`)"
+          "\n\n", f"Model `{report['model']}`. CIDEr (pycocoevalcap) per sampling seed. Retrieval baseline, "
+          f"{ret['name']}: **{ret['CIDEr']:.3f}** (distinct per 100 photos {ret['distinct_per_100']:.0f}).\n\n",
+          "| group | row | CIDEr per seed | mean | beats retrieval on every seed | distinct / 100 (seed 0) |\n",
+          "| --- | --- | --- | --- | --- | --- |\n"]
+    for s in summary(report):
+        seeds = ", ".join(f"{v:.3f}" for _, v in sorted(s["seeds"].items()))
+        md.append(f"| {s['group']} | {s['name']} | {seeds} | {s['mean']:.3f} | "
+                  f"{'yes' if s['beats_retrieval_every_seed'] else 'no'} | {s['distinct_per_100']:.0f} |\n")
+    with open(cfg.out + ".md.tmp", "w") as f:
+        f.write("".join(md))
+    os.replace(cfg.out + ".md.tmp", cfg.out + ".md")
+
+
+if __name__ == "__main__":
+    main()
