@@ -386,3 +386,17 @@ def test_a_later_bank_sweep_keeps_the_previous_setting_unless_most_seeds_prefer_
     assert prevails(incumbent, incumbent) is incumbent  # a tie is no win
     with pytest.raises(ValueError):  # rows scored on different numbers of seeds are not compared
         prevails({"S_CIDEr": [0.6, 0.6]}, incumbent)
+
+
+def test_settings_added_later_change_a_fingerprint_only_when_they_leave_their_defaults(tmp_path):
+    """Older benchmark rows stay cached when a new setting appears at its default (settings.LATER_FIELDS)."""
+    from zsc_core.settings import model_fingerprint, set_defaults
+
+    _, path, _ = _captioner_with_bank(tmp_path)
+    before = model_fingerprint(path)
+    set_defaults(path, region_k=20, entities=False)  # the new settings at their defaults: same key
+    assert model_fingerprint(path) == before
+    set_defaults(path, region_k=7)
+    assert model_fingerprint(path) != before
+    set_defaults(path, region_k=20, entity_min=2)
+    assert model_fingerprint(path) != before

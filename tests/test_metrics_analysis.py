@@ -204,3 +204,17 @@ def test_grounding_compares_each_caption_with_its_own_and_the_next_images_words(
     # A caption that ignores its image ("a dog" everywhere) names the next image's words as often as its own.
     blind = grounding([{"dog"}] * 4, refs)
     assert blind.own == blind.other == 1 and blind.p_value == pytest.approx(3 / 4)
+
+
+def test_distinct_captions_and_person_naming_on_hand_written_captions():
+    from zsc_core.metrics import distinct_per_100, names_person, person_rate
+
+    assert distinct_per_100(["a", "b", "a", "c"]) == 75.0 and distinct_per_100([]) == 0.0
+    assert names_person("Two men riding horses.") and names_person("A surfer, on a wave")
+    assert not names_person("A plate of food on a table") and not names_person("A mannequin in a window")
+    refs = [["A man on a horse."] * 3 + ["A horse."] * 2,  # a person photo: 3 of 5 name one
+            ["A dog.", "A man.", "A dog on grass.", "A dog.", "A puppy."],  # not one: 1 of 5
+            ["A woman cooking.", "A lady in a kitchen.", "A person cooks.", "A kitchen.", "A stove."]]
+    r = person_rate(["A horse in a field.", "A man and a dog.", "A woman in a kitchen."], refs)
+    assert r == {"photos": 2, "named": 1, "rate": 0.5}
+    assert person_rate(["x"], [["A dog."] * 5])["rate"] is None

@@ -179,7 +179,8 @@ def photo_prompting():
     from zsc_core.images import load_image
 
     base = Captioner.from_pretrained("photo")
-    two = Captioner.from_pretrained(PRESETS["photo"].prompt_checkpoint_path(), clip=base.clip, lm=base.lm)
+    two = base if base.takes_prompts else Captioner.from_pretrained(PRESETS["photo"].prompt_checkpoint_path(),
+                                                                    clip=base.clip, lm=base.lm)
     return base, two, [(load_image(path), refs) for path, refs in coco_items("train-paired")]
 
 
@@ -212,15 +213,13 @@ def test_photo_prompt_model_names_the_prompted_noun_in_most_cases_at_one_sample(
 
 @pytest.mark.heavy
 def test_photo_prompt_model_names_the_prompted_noun_in_most_cases_as_the_app_runs_it(photo_prompting):
-    """The target as the app serves a prompt on CPU: S=8 samples per pass (service.CPU_SAMPLES), the rough caption
-    ranked by the preset's ranking, the refined candidates by CLIP score + the prompt model's prompt_weight x their
-    cosine with the prompt. The 80 train-paired photos."""
+    """The target as the app serves a prompt on CPU: the preset's served CPU setting (its defaults) for both passes.
+    The 80 train-paired photos."""
     from zsc_core.evaluation import evaluate_prompt_following_coco
-    from zsc_core.service import CPU_SAMPLES
 
     base, two, items = photo_prompting
-    assert two.config.ranking.prompt_weight > 0
-    res = evaluate_prompt_following_coco(two, base, items, samples=CPU_SAMPLES, num_beams=APP_BEAMS)
+    d = base.config.decoding
+    res = evaluate_prompt_following_coco(two, base, items, samples=d.samples, num_beams=d.num_beams)
     assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.5, res
 
 

@@ -9,7 +9,6 @@ from zsc_core.captioner import Captioner
 from zsc_core.evaluation import coco_items
 from zsc_core.images import load_image
 from zsc_core.presets import PRESETS
-from zsc_core.service import APP_BEAMS, CPU_SAMPLES
 
 pytestmark = pytest.mark.smoke
 N_PHOTOS = 4  # the first photos of train-paired, in id order
@@ -25,13 +24,15 @@ def photo():
 def test_the_photo_preset_captions_fixed_photos_as_the_app_serves_them_on_cpu(photo):
     cap, items, _ = photo
     images = [im for im, _ in items]
-    results = cap.caption(images, samples=CPU_SAMPLES, num_beams=APP_BEAMS)
-    again = cap.caption(images, samples=CPU_SAMPLES, num_beams=APP_BEAMS)
+    results = cap.caption(images)  # the defaults: the setting served on CPU (app, `caption`, `evaluate`)
+    again = cap.caption(images)
     assert [r.caption for r in results] == [r.caption for r in again]  # seeded: the same caption twice
     for im, r in zip(images, results):
         words = r.caption.split()
         assert 3 <= len(words) <= 25 and r.caption[0].isupper(), r.caption  # a sentence, not fragments
-        assert r.caption == r.candidates[0].text and 1 <= len(r.candidates) <= CPU_SAMPLES
+        d = cap.config.decoding
+        n = d.samples * (d.num_beams if d.keep_beams else 1)
+        assert r.caption == r.candidates[0].text and 1 <= len(r.candidates) <= n
         scores = [c.score for c in r.candidates]
         assert scores == sorted(scores, reverse=True)  # best first, by the preset's ranking
         assert len(r.regions) == cap.n_cr(cap.config)
@@ -48,7 +49,8 @@ def test_the_prompt_model_names_the_prompted_noun(photo):
     from zsc_core.evaluation import evaluate_prompt_following_coco
 
     cap, items, _ = photo
-    two = Captioner.from_pretrained(PRESETS["photo"].prompt_checkpoint_path(), clip=cap.clip, lm=cap.lm)
+    two = cap if cap.takes_prompts else Captioner.from_pretrained(PRESETS["photo"].prompt_checkpoint_path(),
+                                                                  clip=cap.clip, lm=cap.lm)
     res = evaluate_prompt_following_coco(two, cap, items, samples=1, num_beams=1)
     assert res["tried"] >= 2 and len(res["refined"]) == len(items), res
     assert res["refined"] != res["rough"]

@@ -126,11 +126,13 @@ def photo_grounding(captions: list[str], refs: list[list[str]]) -> dict:
     references more often than of the next photo's? (sign test; see zsc_core.evaluation.grounding)"""
     from train.benchmark import GROUNDING_P
     from zsc_core.evaluation import grounding
+    from zsc_core.metrics import distinct_per_100, person_rate
     from zsc_core.prompts import noun_phrases
 
     g = grounding([{lm for _, lm in noun_phrases(c)} for c in captions],
                   [{lm for r in rs for _, lm in noun_phrases(r)} for rs in refs])
-    return {"own": g.own, "other": g.other, "p_value": g.p_value, "grounded": g.p_value < GROUNDING_P}
+    return {"own": g.own, "other": g.other, "p_value": g.p_value, "grounded": g.p_value < GROUNDING_P,
+            "distinct_per_100": distinct_per_100(captions), "person": person_rate(captions, refs)}
 
 
 def _table_row(name: str, scores: dict, examples: list[str], g: dict | None = None) -> str:
@@ -140,7 +142,11 @@ def _table_row(name: str, scores: dict, examples: list[str], g: dict | None = No
 
     eg = "; ".join(f"“{e}”" for e in examples[:2])
     gr = f"{'yes' if g['grounded'] else '**no**'} ({g['own']} / {g['other']}, p={g['p_value']:.2g})" if g else ""
-    return f"| {name} | {f('BLEU-4')} | {f('METEOR')} | {f('ROUGE-L')} | {f('CIDEr')} | {gr} | {eg} |\n"
+    distinct = f"{g['distinct_per_100']:.0f}" if g and "distinct_per_100" in g else ""
+    person = g.get("person") if g else None
+    people = f"{person['named']} / {person['photos']}" if person else ""
+    return (f"| {name} | {f('BLEU-4')} | {f('METEOR')} | {f('ROUGE-L')} | {f('CIDEr')} | {gr} | {distinct} | "
+            f"{people} | {eg} |\n")
 
 
 def paired_against_baselines(rows: list[dict], refs: dict[int, list[str]]) -> list[dict]:
@@ -172,17 +178,19 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
           f"pycocoevalcap ({report.get('tokenizer', '?')}). Every captioner was trained on COCO caption TEXT only. "
           "*Grounded*: captions name a noun of their own photo's references more often than of the next photo's "
           "(sign test, p < 0.01; own / other photos).\n\n",
-          "| row | BLEU-4 | METEOR | ROUGE-L | CIDEr | grounded | first captions |\n"
-          "| --- | --- | --- | --- | --- | --- | --- |\n"]
+          "*Distinct*: distinct captions per 100 photos. *People*: of the photos whose references mostly (3 of 5) "
+          "name a person, how many captions name one.\n\n",
+          "| row | BLEU-4 | METEOR | ROUGE-L | CIDEr | grounded | distinct | people | first captions |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"]
     for group in ("Captioner", "Ablation", "Fidelity", "Baseline"):
         rows = [r for r in report["rows"] if r["group"] == group]
         if rows:
-            md.append(f"| **{group}** | | | | | | |\n")
+            md.append(f"| **{group}** | | | | | | | | |\n")
         for r in rows:
             if "scores" in r:
                 md.append(_table_row(r["name"], r["scores"], r.get("examples", []), r.get("grounding")))
             else:
-                md.append(f"| {r['name']} | not trained: `{r['todo']}` | | | | | |\n")
+                md.append(f"| {r['name']} | not trained: `{r['todo']}` | | | | | | | |\n")
     if report.get("paired"):
         md.append("\n## The default (first row) against each baseline, photo by photo\n\nPer-photo CIDEr-D difference "
                   "(default minus baseline), its 95% paired-bootstrap interval over the photos (10,000 resamples), the "

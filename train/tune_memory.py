@@ -61,27 +61,6 @@ def rows(cfg: TuneConfig) -> list[tuple[str, str, dict]]:
     return out
 
 
-def distinct_per_100(captions: list[str]) -> float:
-    """Distinct captions per 100 photos."""
-    return 100.0 * len(set(captions)) / max(1, len(captions))
-
-
-PERSON = frozenset("man men woman women person people boy boys girl girls child children kid kids guy guys lady "
-                   "ladies player players skier skiers surfer surfers skateboarder skateboarders rider riders "
-                   "couple family crowd baby babies adult adults teenager teenagers snowboarder snowboarders".split())
-
-
-def names_person(text: str) -> bool:
-    return any(w.strip(".,!?").lower() in PERSON for w in text.split())
-
-
-def person_rate(captions: list[str], refs: list[list[str]]) -> dict:
-    """Of the photos whose references mostly (3 of 5) name a person, how many captions name one."""
-    photos = [i for i, rs in enumerate(refs) if sum(names_person(r) for r in rs) >= 3]
-    named = sum(names_person(captions[i]) for i in photos)
-    return {"photos": len(photos), "named": named, "rate": named / len(photos) if photos else None}
-
-
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_overrides(TuneConfig(), sys.argv[1:] if argv is None else argv)
     set_threads(cfg.threads)
@@ -89,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.captioner import Captioner
     from zsc_core.evaluation import coco_items
     from zsc_core.images import load_image
-    from zsc_core.metrics import caption_metrics
+    from zsc_core.metrics import caption_metrics, distinct_per_100, person_rate
     from zsc_core.presets import PRESETS
     from zsc_core.settings import model_fingerprint
 
@@ -152,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def summary(report: dict) -> list[dict]:
+    from zsc_core.metrics import distinct_per_100
+
     """Per named row: the CIDEr of each seed, their mean, and whether every seed beats retrieval."""
     base = report["retrieval"]["CIDEr"]
     out: dict[str, dict] = {}

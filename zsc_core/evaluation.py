@@ -262,9 +262,9 @@ def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[
         tried += 1
         phrase, lemma = missing[0]
         for form, words in (("phrase", phrase), ("bare", lemma)):
-            refined = captioner.caption(image, prompt=make_prompt([words]),
-                                        rough=rough if captioner.interactive else None, samples=samples,
-                                        **overrides).caption
+            one_pass = not getattr(captioner, "interactive", True)  # reads the prompt as entities
+            refined = captioner.caption(image, prompt=make_prompt([words]), rough=None if one_pass else rough,
+                                        samples=samples, **overrides).caption
             if form == "phrase":
                 refineds[-1] = refined
             hit = lemma in {lm for _, lm in noun_phrases(refined)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider", "spice")
 PTB = "ptb (pycocoevalcap, Java)"
@@ -145,3 +146,26 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], draws: int = 10_000
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return {"diff": float(d.mean()), "low": float(lo), "high": float(hi), "p_above": float((means > 0).mean()),
             "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "n": len(d)}
+
+
+def distinct_per_100(captions: Sequence[str]) -> float:
+    """Distinct captions per 100 photos (100: every photo its own caption)."""
+    return 100.0 * len(set(captions)) / max(1, len(captions))
+
+
+# Words that name a person in COCO captions (ImageNet has no person class: the bridge cannot see one).
+PERSON_WORDS = frozenset(
+    "man men woman women person people boy boys girl girls child children kid kids guy guys lady ladies player "
+    "players skier skiers surfer surfers skateboarder skateboarders snowboarder snowboarders rider riders couple "
+    "family crowd baby babies adult adults teenager teenagers".split())
+
+
+def names_person(text: str) -> bool:
+    return any(w.strip(".,!?;:'\"").lower() in PERSON_WORDS for w in text.split())
+
+
+def person_rate(captions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Of the photos whose references mostly (at least 3) name a person, how many captions name one."""
+    photos = [i for i, refs in enumerate(references) if sum(names_person(r) for r in refs) >= 3]
+    named = sum(names_person(captions[i]) for i in photos)
+    return {"photos": len(photos), "named": named, "rate": named / len(photos) if photos else None}

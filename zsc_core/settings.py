@@ -290,6 +290,13 @@ def set_served(weights_path: str, device_type: str, **flat: Any) -> InferenceSet
     return new
 
 
+# Settings added after the first settings files were written (2026-12-06, the memory model): a model fingerprint
+# hashes them only where they differ from their defaults, so the benchmarks' cached rows of older models stay valid.
+FIRST_GROUPS = ("decoding", "regions", "retrieval", "ranking", "authors")
+LATER_FIELDS = {"retrieval": {"region_k", "weighting", "temperature"},
+                "entities": {"entities", "entity_k", "entity_min", "max_entities"}}
+
+
 def model_fingerprint(weights_path: str) -> str:
     """What a model captions with, as one short key: the weights file's sha256 prefix and that of its settings
     (the defaults and the bank's path relative to the weights), so a benchmark row cached under it is recomputed
@@ -298,8 +305,15 @@ def model_fingerprint(weights_path: str) -> str:
 
     s = read_settings(weights_path)
     bank = os.path.relpath(s.bank, os.path.dirname(os.path.abspath(weights_path))) if s.bank else None
-    doc = json.dumps({"bank": bank, **s.config.to_dict(), **({"served": s.served} if s.served else {})},
-                     sort_keys=True)
+    settings = s.config.to_dict()
+    for group, names in LATER_FIELDS.items():  # at their defaults they change nothing: keep older keys valid
+        kept = {k: v for k, v in settings.get(group, {}).items()
+                if k not in names or v != getattr(GROUPS[group](), k)}
+        if kept or group in FIRST_GROUPS:
+            settings[group] = kept
+        else:
+            settings.pop(group)
+    doc = json.dumps({"bank": bank, **settings, **({"served": s.served} if s.served else {})}, sort_keys=True)
     return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
 
