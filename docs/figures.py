@@ -49,22 +49,40 @@ def _cider(row: dict) -> float | None:
     return (row.get("scores") or {}).get("CIDEr")
 
 
+def _latency(lat: dict, name: str) -> float | None:
+    return (lat.get(name) or {}).get("median_s")
+
+
+CPU, GPU = "served on CPU (defaults)", "served on a GPU, timed on this CPU"
+
+
+def _setting(lat: dict, name: str) -> str:
+    """A served setting in words, from the latency report's record of it: "S=8 greedy"."""
+    s = (lat.get(name) or {}).get("settings") or {}
+    if not s:
+        return "—"
+    beams = "greedy" if s["num_beams"] == 1 else f"beam {s['num_beams']}" + (", all kept" if s["keep_beams"] else "")
+    return f"S={s['samples']} {beams}"
+
+
 def models_table() -> str:
-    """One row per preset: what it is made of, what it read, CIDEr where the app serves it, CPU latency, size."""
+    """One row per preset: what it is made of, what it read, CIDEr at each served setting, CPU latency, size."""
     photo, world = _json("benchmark_photo.json"), _json("benchmark.json")
-    lat = _json("photo_latency.json")
-    app_cpu = (photo.get("prompts_S8") or {}).get("rough_CIDEr")  # the app on CPU: S=8 greedy, the preset's ranking
-    app_lat = (lat.get("S=8 greedy (the app on CPU)") or {}).get("median_s")
-    default = _photo_row(photo, "photo", {"samples": 20})
-    default_lat = (lat.get("S=20 (the preset's default decoding)") or {}).get("median_s")
+    lat, mem_lat = _json("photo_latency.json"), _json("photo_latency_memory.json")
+    cpu, gpu = _photo_row(photo, "photo", {}), _photo_row(photo, "photo", {"served": "cuda"})
+    mem = _photo_row(photo, "photo-memory", {})
     bridge, smol = "MobileNetV2 x MiniLM bridge", "SmolLM2-135M"
     coco, world_text = "83k COCO captions", "generated-scene captions"
     rows = [
         ("`photo` (default)", bridge, smol, coco + " (TIPCap S4)",
-         f"{_f(app_cpu)} (app, CPU: S=8 greedy); {_f(_cider(default))} (CLI default: S=20 x beam 5)",
-         f"{_f(app_lat, 2)} s; {_f(default_lat, 2)} s",
+         f"{_f(_cider(cpu))} (served on CPU: {_setting(lat, CPU)}); {_f(_cider(gpu))} (served on a GPU: "
+         f"{_setting(lat, GPU)})", f"{_f(_latency(lat, CPU), 2)} s; {_f(_latency(lat, GPU), 2)} s (GPU setting, "
+         "on this CPU)",
          _mb("tipcap-s4-photo.safetensors", "bank-coco-photo.safetensors", "bank-coco-photo.captions.json.gz",
              "bridge-photo.safetensors")),
+        ("`photo-memory`", bridge, smol, coco + " (region memory, retrieval-matched inputs, entity prompts)",
+         f"{_f(_cider(mem))} ({_setting(mem_lat, CPU)})", f"{_f(_latency(mem_lat, CPU), 2)} s",
+         _mb("memory-photo.safetensors", "bank-coco-photo.entities.json.gz")),
         ("`photo-maccap`", bridge, smol, coco + " (MacCap)",
          f"{_f(_cider(_photo_row(photo, 'photo-maccap', {'samples': 20})))} (S=20, CLIP rerank)", "—",
          _mb("maccap-photo.safetensors")),
@@ -91,20 +109,29 @@ def models_table() -> str:
     return "\n".join(out)
 
 
+def _train_paired(tune: dict, name: str) -> str:
+    """A tuning row's CIDEr per seed on train-paired against the retrieval baseline's."""
+    runs = sorted((r for r in tune.get("rows", []) if r["name"] == name), key=lambda r: r["seed"])
+    if not runs or "retrieval" not in tune:
+        return "—"
+    base = tune["retrieval"]["CIDEr"]
+    ahead = sum(r["CIDEr"] > base for r in runs)
+    return ", ".join(f"{r['CIDEr']:.3f}" for r in runs) + f" (ahead of retrieval on {ahead} of {len(runs)} seeds)"
+
+
 def results_table() -> str:
     """The headline results, each linked to its full report."""
-    photo, world = _json("benchmark_photo.json"), _json("benchmark.json")
-    default = _photo_row(photo, "photo", {"samples": 20})
+    photo, world, tune = _json("benchmark_photo.json"), _json("benchmark.json"), _json("tune_memory_photo.json")
+    lat = _json("photo_latency.json")
+    cpu, gpu = _photo_row(photo, "photo", {}), _photo_row(photo, "photo", {"served": "cuda"})
     one = _photo_row(photo, "photo", {"samples": 1, "num_beams": 1})
+    mem = _photo_row(photo, "photo-memory", {})
     s8 = photo.get("prompts_S8") or {}
     s1 = photo.get("prompts") or {}
     paired = {p["name"]: p for p in photo.get("paired", [])}
     consensus = next((r for r in photo.get("rows", []) if r.get("name", "").startswith(
         "CIDEr-consensus corpus caption: of the 300")), {})
     pc = paired.get(consensus.get("name", ""), {})
-    nearest = next((r for r in photo.get("rows", []) if r.get("name", "").startswith(
-        "nearest corpus caption, corpus-grounded")), {})
-    pn = paired.get(nearest.get("name", ""), {})
 
     def interval(p: dict) -> str:
         return f"{p['diff']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" if p else "—"
@@ -112,27 +139,34 @@ def results_table() -> str:
     def rate(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:.1f}%"
 
-    g = default.get("grounding") or {}
-    mac, tip = (_world_row(world, f) for f in ("maccap-offline-world.safetensors",
-                                                "tipcap-s4-offline-world.safetensors"))
+    g = cpu.get("grounding") or {}
+    person = g.get("person") or {}
+    mac, tip_w = (_world_row(world, f) for f in ("maccap-offline-world.safetensors",
+                                                  "tipcap-s4-offline-world.safetensors"))
     clipre = next((r for r in world.get("rows", []) if r.get("name", "").startswith("CLIPRe")), {})
     n = photo.get("n_images", "—")
+    ret = (tune.get("retrieval") or {}).get("CIDEr")
     rows = [
-        (f"`photo`, CLI default (S=20 x beam 5), val-dev ({n} photos)", f"CIDEr {_f(_cider(default))}, BLEU-4 "
-         f"{_f((default.get('scores') or {}).get('BLEU-4'))}; grounded {g.get('own', '—')} / {g.get('other', '—')}",
+        (f"`photo` served on CPU ({_setting(lat, CPU)}; the app, `caption`, `evaluate`), val-dev ({n} photos)",
+         f"CIDEr {_f(_cider(cpu))}, BLEU-4 {_f((cpu.get('scores') or {}).get('BLEU-4'))}; grounded "
+         f"{g.get('own', '—')} / {g.get('other', '—')}; {_f(g.get('distinct_per_100'), 0)} distinct captions per "
+         f"100 photos; a person named on {person.get('named', '—')} of {person.get('photos', '—')} person photos",
          "results/benchmark_photo.md"),
-        ("`photo`, as the app serves it on CPU (S=8 greedy)", f"CIDEr {_f(s8.get('rough_CIDEr'))}",
-         "results/benchmark_photo.md"),
+        (f"`photo` served on a GPU ({_setting(lat, GPU)})", f"CIDEr {_f(_cider(gpu))}", "results/benchmark_photo.md"),
         ("`photo`, one greedy caption (S=1)", f"CIDEr {_f(_cider(one))}", "results/benchmark_photo.md"),
-        ("retrieval: CIDEr-consensus caption of the 300 nearest", f"CIDEr {_f(_cider(consensus))}; default minus "
-         f"it, paired bootstrap: {interval(pc)}", "results/benchmark_photo.md"),
-        ("retrieval: the nearest corpus caption", f"CIDEr {_f(_cider(nearest))}; default minus it: "
-         f"{interval(pn)}", "results/benchmark_photo.md"),
+        ("retrieval: CIDEr-consensus caption of the 300 nearest", f"CIDEr {_f(_cider(consensus))}; served CPU "
+         f"setting minus it, paired bootstrap: {interval(pc)}", "results/benchmark_photo.md"),
+        (f"train-paired (80 photos, 4 seeds; retrieval {_f(ret)}): `photo` served on CPU",
+         _train_paired(tune, "current `photo` (TIPCap S4) at the app's CPU setting, S=8 greedy"),
+         "results/tune_memory_photo.md"),
+        ("train-paired: `photo-memory` at its defaults (S=8 greedy, sigma2=0.02)",
+         _train_paired(tune, "memory, S=8 greedy, query noise sigma2=0.02"), "results/tune_memory_photo.md"),
+        ("`photo-memory` at its defaults, val-dev", f"CIDEr {_f(_cider(mem))}", "results/benchmark_photo.md"),
         ("interactive prompts: refined caption names the prompted noun (phrase / bare)",
          f"S=8: {rate(s8.get('followed_phrase'))} / {rate(s8.get('followed_bare'))}; S=1: "
          f"{rate(s1.get('followed_phrase'))} / {rate(s1.get('followed_bare'))}", "results/benchmark_photo.md"),
         ("offline world, held-out scenes: MacCap / TIPCap S4 / CLIPRe retrieval",
-         f"CIDEr {_f(_cider(mac))} / {_f(_cider(tip))} / {_f(_cider(clipre))}", "results/benchmark.md"),
+         f"CIDEr {_f(_cider(mac))} / {_f(_cider(tip_w))} / {_f(_cider(clipre))}", "results/benchmark.md"),
     ]
     out = ["| what | figure | full report |", "| --- | --- | --- |"]
     out += [f"| {a} | {b} | [{c}]({c}) |" for a, b, c in rows]

@@ -400,3 +400,43 @@ def test_settings_added_later_change_a_fingerprint_only_when_they_leave_their_de
     assert model_fingerprint(path) != before
     set_defaults(path, region_k=20, entity_min=2)
     assert model_fingerprint(path) != before
+
+
+def test_a_run_that_spells_out_its_settings_keeps_its_fingerprint_when_a_default_moves(tmp_path):
+    """The benchmark caches a row under its weights and effective settings (settings.setting_fingerprint)."""
+    from zsc_core.settings import set_defaults, setting_fingerprint
+
+    _, path, _ = _captioner_with_bank(tmp_path)
+    set_defaults(path, samples=20, num_beams=5, keep_beams=True)  # the `photo` defaults before they moved
+    spelled = setting_fingerprint(path, samples=20, num_beams=5, keep_beams=True)
+    relying = setting_fingerprint(path, samples=20)
+    assert spelled == relying
+    set_defaults(path, samples=8, num_beams=1, keep_beams=False)  # the CPU setting becomes the defaults
+    assert setting_fingerprint(path, samples=20, num_beams=5, keep_beams=True) == spelled
+    assert setting_fingerprint(path, samples=20) != relying  # it relied on the moved default: re-run
+    # with one beam, keeping "every" hypothesis is the same run
+    assert setting_fingerprint(path, num_beams=1, keep_beams=True) == setting_fingerprint(path, num_beams=1)
+
+
+def test_served_settings_name_the_cpu_defaults_and_the_gpu_changes(tmp_path):
+    """The JSON's defaults are what is served on CPU; `served.cuda` what the app changes on a GPU; the CLI sets
+    either without touching the weights, and the service starts the app's sliders at the device's setting."""
+    from zsc_core.cli import main
+    from zsc_core.settings import read_settings, set_served
+
+    _, path, _ = _captioner_with_bank(tmp_path)
+    before = file_fingerprint(path)
+    assert main(["defaults", path, "samples=8", "num_beams=1"]) == 0
+    assert main(["defaults", "--device", "cuda", path, "samples=20", "num_beams=5", "keep_beams=true"]) == 0
+    s = read_settings(path)
+    assert (s.config.decoding.samples, s.config.decoding.num_beams) == (8, 1)
+    gpu = s.for_device("cuda").decoding
+    assert (gpu.samples, gpu.num_beams, gpu.keep_beams) == (20, 5, True)
+    assert s.for_device("cpu") == s.config and file_fingerprint(path) == before
+    cap = Captioner.from_pretrained(path)
+    assert cap.served_settings("cuda") == {"samples": 20, "num_beams": 5, "keep_beams": True}
+    assert cap.served_settings("cpu") == {}
+    with pytest.raises(ValueError, match="cuda"):
+        set_served(path, "cpu", samples=3)
+    with pytest.raises(ValueError, match="samples"):
+        set_served(path, "cuda", samples=0)

@@ -199,8 +199,9 @@ def test_memory_captioner_reads_retrieved_anchors_and_entities(tmp_path):
     cap.caption(img, samples=1, max_new_tokens=4, use_regions=False, entities=False)
     assert seen[-1][0].shape == (1, 1, cap.clip.embed_dim) and prompts[-1] is None
     # a user's prompt is read as entities, first, in one pass
-    cap.caption(img, samples=1, max_new_tokens=4, prompt="An image contains a zebra")
+    prompted = cap.caption(img, samples=1, max_new_tokens=4, prompt="An image contains a zebra")
     assert prompts[-1] == cap.lm.encode([entity_prompt(merge_entities(["zebra"], found, 3))])
+    assert prompted.entities == merge_entities(["zebra"], found, 3)  # what it read, for the app to show
     assert r.candidates and r.caption == r.candidates[0].text
 
 

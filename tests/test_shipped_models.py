@@ -90,7 +90,7 @@ def test_every_ablation_is_judged_by_the_same_rule_in_the_benchmark(path):
     import json
 
     from train.benchmark import GROUNDING_P, row_grounding
-    from zsc_core.settings import model_fingerprint
+    from zsc_core.checkpoint import file_fingerprint
 
     photo = read_metadata(path)["clip"]["name"] == PRESETS["photo"].clip.name
     stem = os.path.join(os.path.dirname(checkpoints_dir()), "results", "benchmark_photo" if photo else "benchmark")
@@ -110,7 +110,8 @@ def test_every_ablation_is_judged_by_the_same_rule_in_the_benchmark(path):
     else:
         def judge(captions):
             return row_grounding(captions, report["n"])
-    rows = [r for r in report["rows"] if r.get("key", [None])[0] == model_fingerprint(path) and r.get("captions")]
+    weights = file_fingerprint(path)  # row keys: WEIGHTS:SETTINGS (model or setting fingerprint)
+    rows = [r for r in report["rows"] if str(r.get("key", [""])[0]).split(":")[0] == weights and r.get("captions")]
     assert rows, f"no row of {stem}.json has captions of {path} as shipped (re-run the benchmark)"
     for r in rows:
         g = judge(r["captions"])  # recomputed, not trusted from the file
@@ -265,7 +266,7 @@ def test_the_photo_preset_ranks_by_consensus_with_a_bank_of_its_training_caption
 @pytest.mark.heavy
 def test_the_photo_preset_writes_better_captions_than_the_nearest_corpus_caption():
     """The comparison on the 80 train-paired photos (where the choices were made; the benchmark reports val-dev),
-    at S=1 and at the preset's own decoding: the default photo model's captions score higher CIDEr than each
+    at S=1 and at the setting it serves on CPU: the default photo model's captions score higher CIDEr than each
     photo's nearest corpus caption on the same bridge (the retrieval baseline; looked up in the caption bank, which
     holds those corpus captions)."""
     from train.features import filter_captions, read_corpus
@@ -279,10 +280,10 @@ def test_the_photo_preset_writes_better_captions_than_the_nearest_corpus_caption
     cap = Captioner.from_pretrained("photo")
     corpus = filter_captions(read_corpus("coco"), cap.bank.cfg.max_words)
     ours = {s: [r.caption for i in range(0, len(images), 16) for r in cap.caption(images[i:i + 16], **kw)]
-            for s, kw in ((1, {"samples": 1, "num_beams": 1}), (20, {"samples": 20}))}
+            for s, kw in ((1, {"samples": 1, "num_beams": 1}), ("served", {}))}
     feats = torch.cat([cap.clip.encode_image(cap.clip.pixels(images[i:i + 32])).float()
                        for i in range(0, len(images), 32)])
     nearest = [corpus[j] for j in cap.bank.neighbours(feats, 1)[:, 0].tolist()]
     cider = {name: caption_metrics(refs, dict(enumerate(hyps)), ("cider",))["CIDEr"]
-             for name, hyps in (("S=1", ours[1]), ("S=20", ours[20]), ("nearest", nearest))}
-    assert cider["S=1"] > cider["nearest"] and cider["S=20"] > cider["nearest"], cider
+             for name, hyps in (("S=1", ours[1]), ("served", ours["served"]), ("nearest", nearest))}
+    assert cider["S=1"] > cider["nearest"] and cider["served"] > cider["nearest"], cider

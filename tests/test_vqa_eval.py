@@ -1,6 +1,7 @@
 """Zero-shot VQA retrieval and the evaluation CLI, on tiny models."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -148,3 +149,26 @@ def test_prompt_following_counts_prompted_objects_that_appear():
     kinds = {o.kind for s in world.iter_scenes(0, "eval", 6) for o in s.objects}
     assert all(world.kinds_named(p) <= kinds and len(world.kinds_named(p)) == 1 for p in asked)
     assert {r for _, r in deaf.calls} == {"a plain background"}
+
+
+def test_evaluate_without_flags_scores_the_held_out_photos_at_the_models_served_cpu_setting(tmp_path):
+    """`evaluate --model M` alone: the val-dev folder under $ZSC_DATA, the model's defaults (what the app serves on
+    CPU), each photo captioned alone as the app does, so every caption is the app's caption of that photo."""
+    from zsc_core.images import load_image
+    from zsc_core.settings import set_defaults
+
+    _, model = _saved_captioner(tmp_path)
+    set_defaults(model, samples=3)
+    data = tmp_path / "data"
+    world.write_split(str(data / "coco" / "val-dev"), 0, "eval", 3, size=64)
+    out = tmp_path / "results.json"
+    env = {**os.environ, "ZSC_DATA": str(data)}
+    r = subprocess.run([sys.executable, "-m", "zsc_core", "evaluate", "--model", model, "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    full = json.loads(out.read_text())
+    assert full["n_captioned"] == 3
+    cap = Captioner.from_pretrained(model)
+    for im in full["images"]:
+        alone = cap.caption(load_image(str(data / "coco" / "val-dev" / "images" / im["file_name"])))
+        assert im["caption"] == alone.caption and len(im["candidates"]) == len(alone.candidates)

@@ -67,10 +67,12 @@ NO_NOISE_TRAIN = ("python -m train.train_maccap preset=photo corpus=coco eval_se
                   f"eval_every=100 sigma2=0 threads=2 out=checkpoints/{NO_NOISE} run_dir=runs/maccap-no-noise-photo")
 
 
+MEMORY = "region-memory model (`photo-memory`)"
 ROWS = [
-    Row("Captioner", "TIPCap S4, text only (the `photo` preset), S=20, decoded from the nearest bank captions, "
-        "each sample a beam search of width 5, all 100 hypotheses CIDEr-D reranked against them", "photo",
-        {"samples": 20}),
+    Row("Captioner", "TIPCap S4 (`photo`), served on CPU: its defaults, S=8 greedy samples decoded from the nearest "
+        "bank captions, CIDEr-D reranked against them (the app on CPU, `caption`, `evaluate`)", "photo", {}),
+    Row("Captioner", "TIPCap S4 (`photo`), served on a GPU: S=20, each sample a beam search of width 5, all 100 "
+        "hypotheses CIDEr-D reranked", "photo", {"served": "cuda"}),
     Row("Captioner", "TIPCap S4, text only, decoded from the nearest bank captions, one sample (S=1)", "photo",
         {"samples": 1, "num_beams": 1}),
     Row("Captioner", "MacCap (`photo-maccap`), S=20 + CLIP rerank", "photo-maccap", {"samples": 20}),
@@ -78,22 +80,28 @@ ROWS = [
     Row("Captioner", "TIPCap S1, N(mu, Sigma) from 80 paired photos (`photo-tipcap-s1`), S=20 + CLIP rerank",
         "photo-tipcap-s1", {"samples": 20}),
     Row("Captioner", "TIPCap S1, one sample (S=1)", "photo-tipcap-s1", {"samples": 1, "num_beams": 1}),
+    Row("Captioner", f"{MEMORY}, its defaults: S=8 greedy, query noise sigma2=0.02, CIDEr-D reranked", "photo-memory",
+        {}),
+    Row("Captioner", f"{MEMORY}, one noise-free sample (S=1)", "photo-memory", {"samples": 1, "num_beams": 1}),
     Row("Ablation", "TIPCap S4, S=20 decoded greedily, 20 candidates CIDEr-D ranked (the `photo` default before "
         "beam search with every hypothesis ranked)", "photo", {"samples": 20, "num_beams": 1}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, embedding-consensus rerank (mean "
-        "cosine with them)", "photo", {"samples": 20, "rerank": "consensus"}),
+        "cosine with them)", "photo", {"samples": 20, "rerank": "consensus", "num_beams": 5, "keep_beams": True}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, CIDEr-D rerank against only the "
-        "ones the input mix averages (rerank_k=0)", "photo", {"samples": 20, "rerank_k": 0}),
+        "ones the input mix averages (rerank_k=0)", "photo",
+        {"samples": 20, "rerank_k": 0, "num_beams": 5, "keep_beams": True}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the mean of the 300 nearest bank captions (mix_k=300; "
-        "not chosen, train.build_bank), CIDEr-D rerank against them", "photo", {"samples": 20, "mix_k": 300}),
+        "not chosen, train.build_bank), CIDEr-D rerank against them", "photo",
+        {"samples": 20, "mix_k": 300, "num_beams": 5, "keep_beams": True}),
     Row("Ablation", "TIPCap S4, S=1, decoded from the mean of the 300 nearest bank captions (mix_k=300)",
         "photo", {"samples": 1, "num_beams": 1, "mix_k": 300}),
     Row("Ablation", "TIPCap S4, S=20 + CIDEr-D rerank, the image feature alone as input (bank_mix=0)", "photo",
-        {"samples": 20, "bank_mix": 0.0}),
+        {"samples": 20, "bank_mix": 0.0, "num_beams": 5, "keep_beams": True}),
     Row("Ablation", "TIPCap S4, S=1, the image feature alone as input (bank_mix=0)", "photo",
         {"samples": 1, "num_beams": 1, "bank_mix": 0.0}),
     Row("Ablation", "TIPCap S4, S=20 + CLIP rerank, image feature alone (MacCap's ranking; the `photo` preset "
-        "before the caption bank)", "photo", {"samples": 20, "rerank": "clip", "bank_mix": 0.0}),
+        "before the caption bank)", "photo",
+        {"samples": 20, "rerank": "clip", "bank_mix": 0.0, "num_beams": 5, "keep_beams": True}),
     Row("Ablation", "MacCap without subregions (the global feature as every region token), S=20 + rerank",
         "photo-maccap", {"samples": 20, "use_regions": False}),
     Row("Ablation", "MacCap without subregions, S=1", "photo-maccap",
@@ -102,6 +110,14 @@ ROWS = [
         {"samples": 1, "num_beams": 1}, NO_NOISE, NO_NOISE_TRAIN),
     Row("Ablation", "MacCap trained without region noise, S=20 sampled with sigma2=0.016 (the noise `photo-maccap` "
         "was trained with) + CLIP rerank", "photo-maccap", {"samples": 20, "sigma2": 0.016}, NO_NOISE, NO_NOISE_TRAIN),
+    Row("Ablation", f"{MEMORY}, S=1, subregions off (the global anchor alone)", "photo-memory",
+        {"samples": 1, "num_beams": 1, "use_regions": False}),
+    Row("Ablation", f"{MEMORY}, S=1, entity prompts off", "photo-memory",
+        {"samples": 1, "num_beams": 1, "entities": False}),
+    Row("Ablation", f"{MEMORY}, S=1, N_cr=1", "photo-memory", {"samples": 1, "num_beams": 1, "n_cr": 1}),
+    Row("Ablation", f"{MEMORY}, S=1, N_cr=5", "photo-memory", {"samples": 1, "num_beams": 1, "n_cr": 5}),
+    Row("Ablation", f"{MEMORY}, S=1, DeCap's softmax weighting of the neighbours (temperature 0.02)", "photo-memory",
+        {"samples": 1, "num_beams": 1, "weighting": "softmax", "temperature": 0.02}),
     Row("Fidelity", "our MacCap adaptor + the authors' inference (S=4 x beam 4, double-softmax regions, CLS "
         "eligible, noise on the unnormalised sum)", "photo-maccap", AUTHORS_INFERENCE),
     Row("Fidelity", "our MacCap adaptor + the authors' inference, without subregions", "photo-maccap",
@@ -114,6 +130,9 @@ ROWS = [
     Row("Fidelity", "the authors' adaptor + our inference, without subregions", "photo-maccap-authors",
         {**OURS_INFERENCE, "use_regions": False}),
 ]
+
+
+TIPCAP_S4 = "photo-tipcap-s4" if "photo-tipcap-s4" in PRESETS else "photo"  # the TIPCap S4 photo model's preset
 
 
 def prompt_key(samples: int) -> str:
@@ -256,12 +275,13 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.bank import captions_path, recorded_bank
     from zsc_core.bridge import imagenet_categories
     from zsc_core.captioner import Captioner
-    from zsc_core.checkpoint import file_fingerprint
+    from zsc_core.checkpoint import file_fingerprint, read_metadata
+    from zsc_core.entities import entities_path
     from zsc_core.evaluation import coco_items, evaluate_prompt_following_coco, retrieval_captions
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
     from zsc_core.presets import preset_status
-    from zsc_core.settings import model_fingerprint, read_settings
+    from zsc_core.settings import model_fingerprint, read_settings, setting_fingerprint
 
     old, previous_prompts, previous = {}, {}, {}
     if os.path.isfile(cfg.out + ".json") and not cfg.fresh:
@@ -295,12 +315,20 @@ def main(argv: list[str] | None = None) -> dict:
             entry["todo"] = row.train_command() + (f" (in training: {partial})" if partial else "")
             report["rows"].append(entry)
             continue
-        key = [model_fingerprint(row.path()), json.dumps(row.overrides, sort_keys=True), cfg.split]
-        served = read_settings(row.path()).config.replace(**row.overrides)
-        if served.uses_bank:
+        overrides = dict(row.overrides)
+        if "served" in overrides:  # a named served setting: {"served": "cuda"} is what the app serves on a GPU
+            overrides = {**read_settings(row.path()).served.get(overrides.pop("served"), {}), **overrides}
+        # cached under the weights and the effective settings: a moved default leaves a row that spells out its
+        # settings cached, and re-runs one that relied on it
+        key = [setting_fingerprint(row.path(), **overrides), cfg.split]
+        served = read_settings(row.path()).config.replace(**overrides)
+        memory = read_metadata(row.path())["kind"] == "memory"
+        if served.uses_bank or memory:
             key.append(file_fingerprint(photo_bank))  # the row's captions depend on the bank's bytes too
         if served.ranking.rerank == "cider":
             key.append(file_fingerprint(captions_path(photo_bank)))  # and on its texts
+        if memory and (served.entities.entities or overrides.get("prompt")):
+            key.append(file_fingerprint(entities_path(photo_bank)))  # and on its nouns
         entry["key"] = key
         if tuple(key) in old:
             entry.update({k: old[tuple(key)][k] for k in ("scores", "captions", "examples")})
@@ -308,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
             cap = model(row.source())
             hyps = {}
             for i in range(0, len(images), 8):
-                for j, r in enumerate(cap.caption(images[i:i + 8], **row.overrides)):
+                for j, r in enumerate(cap.caption(images[i:i + 8], **overrides)):
                     hyps[i + j] = r.caption
             entry["scores"] = caption_metrics(refs, hyps, cfg.metrics)
             entry["captions"] = [hyps[i] for i in range(len(images))]
@@ -368,24 +396,23 @@ def main(argv: list[str] | None = None) -> dict:
         write_report(cfg, report)
 
     p = PRESETS["photo"]
-    ready = cfg.prompts and base is not None and os.path.isfile(p.prompt_checkpoint_path()) \
-        and not _in_training(p.prompt_checkpoint_path())
+    # who re-captions with a prompt: the preset's stage-2 model, or the preset itself when it reads prompts as entities
+    two_path = p.prompt_checkpoint_path() or p.checkpoint_path()
+    ready = cfg.prompts and base is not None and os.path.isfile(two_path) and not _in_training(two_path)
     for samples in cfg.prompt_samples if ready else ():
         name = prompt_key(samples)
-        pkey = [model_fingerprint(p.prompt_checkpoint_path()), model_fingerprint(p.checkpoint_path()), cfg.split,
-                f"beams={APP_BEAMS}"]
-        if samples != 1:
-            pkey.append(samples)
+        pkey = [model_fingerprint(two_path),
+                setting_fingerprint(p.checkpoint_path(), samples=samples, num_beams=APP_BEAMS), cfg.split]
         if (previous_prompts.get(name) or {}).get("key") == pkey:
             report[name] = previous_prompts[name]
             continue
-        two = Captioner.from_pretrained(p.prompt_checkpoint_path(), clip=base.clip, lm=base.lm)
+        two = base if base.takes_prompts else Captioner.from_pretrained(two_path, clip=base.clip, lm=base.lm)
         pr = evaluate_prompt_following_coco(two, base, list(zip(images, [refs[i] for i in range(len(images))])),
                                             samples=samples, num_beams=APP_BEAMS)
         for which in ("rough", "refined"):
             pr[f"{which}_CIDEr"] = float(caption_metrics(refs, dict(enumerate(pr[which])), ("cider",))["CIDEr"])
-        pr.update(model=p.prompt_checkpoint, key=pkey, samples=samples, prompt_weight=two.config.ranking.prompt_weight,
-                  rough_rerank=base.config.ranking.rerank)
+        pr.update(model=os.path.basename(two_path), key=pkey, samples=samples,
+                  prompt_weight=two.config.ranking.prompt_weight, rough_rerank=base.config.ranking.rerank)
         report[name] = pr
         write_report(cfg, report)
 
@@ -394,7 +421,8 @@ def main(argv: list[str] | None = None) -> dict:
         from zsc_core.service import VQA_SAMPLES
         from zsc_core.vqa import PROTOCOL, answer_vocabulary
 
-        vkey = [model_fingerprint(PRESETS["photo"].checkpoint_path()), PROTOCOL, VQA_SAMPLES, APP_BEAMS]
+        vkey = [setting_fingerprint(PRESETS["photo"].checkpoint_path(), samples=VQA_SAMPLES, num_beams=APP_BEAMS),
+                PROTOCOL]
         if (previous.get("vqa") or {}).get("key") == vkey:
             report["vqa"] = previous["vqa"]
         else:
@@ -408,8 +436,8 @@ def main(argv: list[str] | None = None) -> dict:
         from zsc_core.analysis import gap_report
 
         mappings = {}
-        for name, preset in (("S1 estimated", "photo-tipcap-s1"), ("S4 learned", "photo")):
-            if preset_status(preset).ready:
+        for name, preset in (("S1 estimated", "photo-tipcap-s1"), ("S4 learned", TIPCAP_S4)):
+            if preset in PRESETS and preset_status(preset).ready:
                 m = model(preset).adaptor.mapping
                 mappings[name] = (m.mu.detach().float().cpu(), m.L.detach().float().cpu())
         rep = gap_report(base.clip, images, [refs[i][0] for i in range(len(images))], mapping=mappings or None,

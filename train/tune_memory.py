@@ -31,6 +31,7 @@ class TuneConfig:
     split: str = "train-paired"
     seeds: tuple[int, ...] = (0, 1, 2, 3)
     gpu: bool = False  # also the GPU candidates (S=20)
+    groups: tuple[str, ...] = ()  # only these row groups (baseline, cpu, ablation, gpu); empty: all
     out: str = "results/tune_memory_photo"
     batch: int = 8
     threads: int = 0
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics, distinct_per_100, person_rate
     from zsc_core.presets import PRESETS
-    from zsc_core.settings import model_fingerprint
+    from zsc_core.settings import setting_fingerprint
 
     items = coco_items(cfg.split)
     images = [load_image(p) for p, _ in items]
@@ -109,12 +110,15 @@ def main(argv: list[str] | None = None) -> dict:
                            "person": person_rate(picks, [refs[i] for i in range(len(items))])}
     save()
     for group, name, overrides in rows(cfg):
+        if cfg.groups and group not in cfg.groups:  # not run this time: its earlier rows stay in the report
+            report["rows"] += [{**r} for r in previous.values() if r.get("name") == name]
+            continue
         over = dict(overrides)
         source = PRESETS[over.pop("model")].checkpoint_path() if "model" in over else cfg.model
         seeds = cfg.seeds if over.get("samples", 1) > 1 else (0,)
         runs = []
         for seed in seeds:
-            key = [model_fingerprint(source), json.dumps(over, sort_keys=True), seed, cfg.split]
+            key = [setting_fingerprint(source, **over), seed, cfg.split]
             if tuple(key) in previous:
                 runs.append(previous[tuple(key)])
                 continue
@@ -127,6 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
         for r in runs:
             report["rows"].append({"group": group, "name": name, "overrides": overrides, **r})
         save()
+    for group in ("cpu", "gpu"):  # the choice: the highest mean over the seeds
+        candidates = [s for s in summary(report) if s["group"] == group]
+        if candidates:
+            best = max(candidates, key=lambda s: s["mean"])
+            report[f"served_{group}"], report[f"served_{group}_overrides"] = best["name"], best["overrides"]
+    save()
     return report
 
 
@@ -158,6 +168,9 @@ def write_markdown(cfg: TuneConfig, report: dict) -> None:
         seeds = ", ".join(f"{v:.3f}" for _, v in sorted(s["seeds"].items()))
         md.append(f"| {s['group']} | {s['name']} | {seeds} | {s['mean']:.3f} | "
                   f"{'yes' if s['beats_retrieval_every_seed'] else 'no'} | {s['distinct_per_100']:.0f} |\n")
+    for group in ("cpu", "gpu"):
+        if report.get(f"served_{group}"):
+            md.append(f"\nChosen for {group.upper()} (highest mean): {report[f'served_{group}']}.\n")
     with open(cfg.out + ".md.tmp", "w") as f:
         f.write("".join(md))
     os.replace(cfg.out + ".md.tmp", cfg.out + ".md")

@@ -60,6 +60,7 @@ class CaptionResult:
     prompt: str | None = None
     sigma2: float | None = None  # the noise variance the S samples were drawn with (CaptionConfig or the adaptor's)
     n_cr: int | None = None  # the subregions N_cr the adaptor read
+    entities: list[str] | None = None  # the entity prompt's nouns its first sample read (memory models)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class Proposal:
     n_cr: int
     timings: dict[str, float]  # per image, ranking not included
     single: bool  # one image was passed (rank returns one result)
+    entities: list[list[str]] | None = None  # per image, the entities its first sample read (memory models)
 
     @property
     def image_feats(self) -> torch.Tensor:
@@ -288,7 +290,8 @@ class Captioner:
             results.append(CaptionResult(
                 caption=cands[0].text, candidates=cands, regions=proposal.regions[i], timings={},
                 rough_caption=proposal.rough[i] if proposal.rough else None, prompt=proposal.prompt,
-                sigma2=proposal.sigma2, n_cr=proposal.n_cr))
+                sigma2=proposal.sigma2, n_cr=proposal.n_cr,
+                entities=proposal.entities[i] if proposal.entities is not None else None))
         timings = dict(proposal.timings)
         timings["rerank_s"] += (time.perf_counter() - t) / max(1, len(results))
         timings["total_s"] = timings["encode_s"] + timings["generate_s"] + timings["rerank_s"]
@@ -343,10 +346,11 @@ class Captioner:
         if self.reads_memory:
             if rough is not None:
                 raise ValueError(f"{self.name!r} reads the prompt as entities in one pass: pass no rough caption")
-            pending, t = self._caption_from_memory(feats, memory, cfg, b, s, prompt,
-                                                   index if cfg.uses_bank else None, cider_texts)
+            pending, t, entities = self._caption_from_memory(feats, memory, cfg, b, s, prompt,
+                                                             index if cfg.uses_bank else None, cider_texts)
             t_rank += t
         else:
+            entities = None
             pending, rough, t = self._caption_from_features(feats, memory, cfg, b, s, noisy, prompt, rough,
                                                             neighbours, cider_texts)
             t_rank += t
@@ -359,7 +363,7 @@ class Captioner:
         timings = {"encode_s": (t1 - t0) / b, "generate_s": (t2 - t1 - t_rank) / b, "rerank_s": t_rank / b,
                    "total_s": (t2 - t0) / b}
         return Proposal(pending, boxes, rough, prompt or None, self.noise_variance(cfg), self.n_cr(cfg), timings,
-                        single)
+                        single, entities)
 
     def _caption_from_features(self, feats, memory, cfg: CaptionConfig, b: int, s: int, noisy: bool,
                                prompt: str | None, rough: list[str] | None, neighbours: torch.Tensor | None,
@@ -403,7 +407,7 @@ class Captioner:
 
     def _caption_from_memory(self, feats, regions_in: torch.Tensor, cfg: CaptionConfig, b: int, s: int,
                              prompt: str | None, index: torch.Tensor | None, cider_texts: list | None
-                             ) -> tuple["Pending", float]:
+                             ) -> tuple["Pending", float, list[list[str]] | None]:
         """The memory adaptor: retrieve each sample's memory (global and region anchors) from its query, the
         image and region features with N(0, sigma2) noise for S > 1, and its entities; one decoding pass. A user
         prompt's nouns come first among the entities (entities.merge_entities)."""
@@ -420,15 +424,17 @@ class Captioner:
             rq = mem.noisy(rq, sigma2, gen) if rq is not None else None
         spec = mem.MemorySpec(r.mix_k, r.region_k, r.weighting, r.temperature)
         m = mem.build_memory(self.bank, q, rq, spec)
-        prompts = None
+        prompts = entities = None
         user = prompt_nouns(prompt) if prompt else []
         if e.entities or user:
             nouns = self.bank.nouns()
             k = min(e.entity_k, m.neighbours.shape[1])
             found = [retrieved_entities([nouns[j] for j in row], e.entity_min, e.max_entities) if e.entities else []
                      for row in m.neighbours[:, :k].tolist()]
-            texts = [entity_prompt(merge_entities(user, f, max(e.max_entities, len(user)))) for f in found]
+            read = [merge_entities(user, f, max(e.max_entities, len(user))) for f in found]
+            texts = [entity_prompt(x) for x in read]
             prompts = [ids[:MAX_PROMPT_TOKENS] for ids in self.lm.encode(texts)]
+            entities = [read[i * s] for i in range(b)]  # each image's first sample's entities
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(m.tokens.to(self.lm.device), m.padding.to(self.lm.device))  # (B*S, N_q, H)
         gen_cfg = GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
@@ -436,9 +442,10 @@ class Captioner:
         neighbours = None
         if cfg.ranking.rerank == "consensus" and index is not None:
             neighbours = self.bank.feats(index[:, :cfg.ranking_k]).to(feats.global_feat.device)
-        return self._decode(prefix, feats.global_feat, b, s, gen_cfg, [""] * b, None, neighbours,
-                            cfg.ranking.prompt_weight if prompt else 0.0, cider_texts, prefix_prompts=prompts,
-                            ranking_prompt=prompt)
+        pending, t = self._decode(prefix, feats.global_feat, b, s, gen_cfg, [""] * b, None, neighbours,
+                                  cfg.ranking.prompt_weight if prompt else 0.0, cider_texts, prefix_prompts=prompts,
+                                  ranking_prompt=prompt)
+        return pending, t, entities
 
     def answer(self, image: Image.Image, question: str, answers: Sequence[str] | None = None,
                use_caption: bool = True, samples: int | None = None, by_type: bool = False, **caption_kw: Any):

@@ -4,7 +4,7 @@
                                [--rerank clip|consensus|cider] [--rerank-k K] [--bank-mix W]
                                [--beams B] [--keep-beams] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
-    python -m zsc_core evaluate --model NAME_OR_PATH --images DIR [--references refs.json] [--samples S] [--out F]
+    python -m zsc_core evaluate [--model NAME_OR_PATH] [--images DIR] [--references refs.json] [--samples S] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
     python -m zsc_core presets
     python -m zsc_core defaults MODEL [NAME=VALUE ...]                # show or change a model's inference defaults
@@ -128,6 +128,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .evaluation import evaluate_coco
 
+    if args.images is None:  # with no other flags: the held-out photos, at the model's served CPU setting
+        from .presets import data_dir
+
+        args.images = os.path.join(data_dir(), "coco", "val-dev")
     images, references = resolve_eval_paths(args.images, args.references)
     for path, what in ((images, "folder"), (references, "file")):
         if not os.path.exists(path):
@@ -285,11 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="caption a COCO-format image set and score it (BLEU, METEOR, ROUGE-L, "
                                          "CIDEr; SPICE where available)")
     e.add_argument("--model", default=None, help=f"preset name or adaptor checkpoint path (default: {DEFAULT_PRESET})")
-    e.add_argument("--images", required=True, help="folder of the images named in the references, or a folder "
-                                                   "that `world` wrote (images/ and references.json inside)")
+    e.add_argument("--images", default=None, help="folder of the images named in the references, or a folder "
+                                                  "that `world` wrote (images/ and references.json inside); "
+                                                  "default: the held-out COCO photos, data/coco/val-dev")
     e.add_argument("--references", default=None, help="COCO-format captions JSON (default: IMAGES/references.json)")
     e.add_argument("--samples", type=int, default=None)
-    e.add_argument("--batch", type=int, default=8)
+    e.add_argument("--batch", type=int, default=1,
+                   help="images per call; 1 (default) captions each photo alone, as the app does: the sampling "
+                        "noise of an image depends on its place in a batch")
     e.add_argument("--device", default="auto")
     e.add_argument("--dtype", default="auto", choices=DTYPES, help="the LM's runtime dtype (auto: bf16 on CUDA)")
     e.add_argument("--out", default=None, help="write metrics and every caption to this JSON file")

@@ -363,7 +363,12 @@ class CaptionService:
                 f"{regions}ranked by {ranked}; "
                 f"{r.timings['total_s']:.2f} s (encode {r.timings['encode_s']:.2f}, "
                 f"generate {r.timings['generate_s']:.2f}, rerank {r.timings['rerank_s']:.2f})")
-        return CaptionView(r.caption, draw_regions(request.image, r.regions), table, info, r.rough_caption or "",
+        if r.entities is not None:
+            info += f"; entities the first sample read: {', '.join(r.entities) or 'none'}"
+        rough = r.rough_caption or ""
+        if prompt and not cap.interactive:
+            rough = "(one pass: this model reads the prompt's nouns as entities, before the ones it retrieved)"
+        return CaptionView(r.caption, draw_regions(request.image, r.regions), table, info, rough,
                            self.retrieved_caption(self.captioner(preset), proposal.image_feats))
 
     @staticmethod

