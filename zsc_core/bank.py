@@ -28,8 +28,6 @@ first time a consensus ranking needs it (not at start-up: the app's warm start h
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -41,9 +39,11 @@ import torch
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
+    read_json_gz,
     read_metadata,
     save_checkpoint,
     state_fingerprint,
+    write_json_gz,
 )
 from .cider import Idf
 from .settings import InferenceSettings, read_settings, require_adaptor, write_settings
@@ -172,25 +172,14 @@ def save_bank_captions(bank_path: str, captions: list[str], bank: CaptionBank, i
     doc = {"kind": CAPTIONS_KIND, "rows": len(bank), "text_fingerprint": bank.text_fingerprint,
            "rows_fingerprint": bank.rows_fingerprint(), "n_docs": idf.n_docs, "captions": captions,
            "df": [dict(sorted(d.items())) for d in idf.df]}
-    path = captions_path(bank_path)
-    with open(path + ".tmp", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(json.dumps(doc, separators=(",", ":")).encode())
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json_gz(captions_path(bank_path), doc)
 
 
 def load_bank_captions(path: str, bank: CaptionBank) -> BankCaptions:
     """Read a captions file and check that it belongs to ``bank`` (rows, text encoder, row fingerprint)."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"the caption bank {bank.path or '(in memory)'} has no captions file {path}, which "
-                              "CIDEr ranking needs (build it with `python -m train.build_bank`)")
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable captions file: {e}") from e
-    if doc.get("kind") != CAPTIONS_KIND:
-        raise CheckpointError(f"{path} is not a caption bank's captions file")
+    doc = read_json_gz(path, CAPTIONS_KIND, "captions file",
+                       f"the caption bank {bank.path or '(in memory)'} has no captions file {path}, which CIDEr "
+                       "ranking needs (build it with `python -m train.build_bank`)")
     if (doc["rows"], doc["text_fingerprint"], doc["rows_fingerprint"]) != (
             len(bank), bank.text_fingerprint, bank.rows_fingerprint()):
         raise CheckpointError(f"{path} belongs to another caption bank ({doc['rows']} rows, text encoder "

@@ -214,3 +214,34 @@ def file_fingerprint(path: str, n_hex: int = 16) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()[:n_hex]
+
+
+# -- the gzipped JSON files beside a caption bank (its texts, its nouns) ------------------------------------------
+
+
+def write_json_gz(path: str, doc: dict[str, Any]) -> str:
+    """Write ``doc`` as gzipped JSON, atomically; the bytes depend on the content only (no time stamp, no name),
+    so an unchanged file stays unchanged in git."""
+    import gzip
+
+    with open(path + ".tmp", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write(json.dumps(doc, separators=(",", ":")).encode())
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def read_json_gz(path: str, kind: str, what: str, missing: str) -> dict[str, Any]:
+    """Read a gzipped JSON file whose ``kind`` field must be ``kind``; a CheckpointError naming ``what`` it is, and
+    saying ``missing`` when there is no file."""
+    import gzip
+
+    if not os.path.isfile(path):
+        raise CheckpointError(missing)
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable {what}: {e}") from e
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
+        raise CheckpointError(f"{path} is not a caption bank's {what}")
+    return doc

@@ -16,13 +16,10 @@ always read, and the retrieved nouns add what the user did not name.
 
 from __future__ import annotations
 
-import gzip
-import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, read_json_gz, write_json_gz
 
 ENTITIES_KIND = "bank-entities"
 TEMPLATE = "There are {} in the image."
@@ -81,26 +78,15 @@ def prompt_nouns(prompt: str) -> list[str]:
 def save_entities(bank_path: str, nouns: list[list[str]], rows_fingerprint: str) -> str:
     """Write the head nouns of every bank row beside the bank; bytes depend on the content only."""
     doc = {"kind": ENTITIES_KIND, "rows": len(nouns), "rows_fingerprint": rows_fingerprint, "nouns": nouns}
-    path = entities_path(bank_path)
-    with open(path + ".tmp", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(json.dumps(doc, separators=(",", ":")).encode())
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json_gz(entities_path(bank_path), doc)
 
 
 def load_entities(bank_path: str, rows: int, rows_fingerprint: str) -> list[list[str]]:
     """Read a bank's entities file and check it belongs to that bank (rows and their fingerprint)."""
     path = entities_path(bank_path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"the caption bank {bank_path} has no entities file {path}, which entity prompts "
-                              "need (build it with `python -m train.build_entities`)")
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable entities file: {e}") from e
-    if doc.get("kind") != ENTITIES_KIND:
-        raise CheckpointError(f"{path} is not a caption bank's entities file")
+    doc = read_json_gz(path, ENTITIES_KIND, "entities file",
+                       f"the caption bank {bank_path} has no entities file {path}, which entity prompts need (build "
+                       "it with `python -m train.build_entities`)")
     if (doc["rows"], doc["rows_fingerprint"]) != (rows, rows_fingerprint):
         raise CheckpointError(f"{path} belongs to another caption bank ({doc['rows']} rows) than {bank_path} "
                               f"({rows} rows); rebuild it with `python -m train.build_entities`")
