@@ -1,7 +1,7 @@
 """Choose the memory model's served settings on train-paired, with 4 sampling seeds, against retrieval (issue #45).
 
     python -m train.tune_memory                       # -> results/tune_memory_photo.{json,md}
-    python -m train.tune_memory gpu=true              # also the GPU candidates (S=20: slow on CPU)
+    python -m train.tune_memory gpu=true              # also S=20 candidates (slow on CPU; not run on 2026-12-06)
 
 Every row captions the 80 train-paired photos (never val-dev) through the Captioner facade. Rows with S > 1 run
 once per sampling seed (0-3); S=1 rows are noise-free and run once. The baselines: the CIDEr-consensus caption of
