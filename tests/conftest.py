@@ -56,6 +56,23 @@ def make_tiny_checkpoints(ck) -> None:
     two.save(str(ck / "prompts-offline-world.safetensors"))
 
 
+def app_client(proc, port: int, log, timeout: float, poll: float = 2.0):
+    """A gradio_client Client of the app that ``proc`` (a `python app.py` subprocess writing to ``log``) serves on
+    ``port``, once it answers; fails with the app's log if the process ends, or after ``timeout`` seconds."""
+    import time
+
+    from gradio_client import Client
+
+    deadline = time.time() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline, f"the app did not come up in {timeout:.0f} s"
+        try:
+            return Client(f"http://127.0.0.1:{port}/", verbose=False)
+        except Exception:
+            time.sleep(poll)
+
+
 @contextlib.contextmanager
 def launched_app(env: dict[str, str]):
     """Import app.py afresh with ``env`` set and launch it on loopback; yields its URL, restores ``env`` after."""

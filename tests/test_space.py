@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import zipfile
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import pytest
 
 from zsc_core import bridge, lm, space
 from zsc_core.presets import PRESETS
+
+from .conftest import app_client
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB = Path(__file__).resolve().parent / "space_stub"
@@ -348,16 +349,9 @@ def test_simulated_space_build_comes_up_and_serves_every_tab(staged, tmp_path):
     with open(tmp_path / "app.log", "w") as out:
         proc = subprocess.Popen([py, "app.py"], cwd=staged.path, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            from gradio_client import Client, handle_file
+            from gradio_client import handle_file
 
-            deadline, client = time.time() + 600, None
-            while client is None:
-                assert proc.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
-                assert time.time() < deadline, "the app did not come up in 10 minutes"
-                try:
-                    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                except Exception:
-                    time.sleep(3)
+            client = app_client(proc, port, tmp_path / "app.log", timeout=600, poll=3)
             photo = str(next(Path(staged.path, "data", "coco", "val-dev", "images").glob("*.jpg")))
             caption, _, candidates, info, retrieved = client.predict(handle_file(photo), "photo", 2, None, None, 1,
                                                                      0, api_name="/caption")

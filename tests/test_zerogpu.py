@@ -9,12 +9,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from zsc_core.service import GPU_MAX_S, gpu_seconds
 
-from .conftest import make_tiny_checkpoints
+from .conftest import app_client, make_tiny_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB = Path(__file__).resolve().parent / "space_stub"
@@ -90,18 +89,11 @@ def test_app_on_simulated_zerogpu_serves_every_tab_with_model_work_in_forked_gpu
     with open(tmp_path / "app.log", "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            from gradio_client import Client, handle_file
+            from gradio_client import handle_file
 
             from zsc_core import world
 
-            deadline, client = time.time() + 240, None
-            while client is None:
-                assert proc.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
-                assert time.time() < deadline, "the app did not come up"
-                try:
-                    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                except Exception:
-                    time.sleep(2)
+            client = app_client(proc, port, tmp_path / "app.log", timeout=240)
             img = tmp_path / "scene.png"
             world.render(world.make_scene(0, "eval", 1), 64).save(img)
             caption, _, cands, info, _ = client.predict(handle_file(str(img)), "offline-world", 3, None, None, 1, 0,

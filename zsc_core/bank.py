@@ -238,14 +238,15 @@ def cider_consensus_caption(bank: CaptionBank, corpus: list[str], image_feats: t
     """Retrieval baseline of the CIDEr ranking: among each image's k nearest bank captions, the one with the
     highest CIDEr-D against the other k-1 (Devlin et al.'s consensus caption, n-gram weights ``idf``). What the
     benchmark reports as the retrieval baseline, and what the app shows beside the generated caption."""
+    return [cider_consensus_pick([corpus[j] for j in row], idf) for row in bank.neighbours(image_feats, k).tolist()]
+
+
+def cider_consensus_pick(texts: list[str], idf: Idf) -> str:
+    """Of some captions, the one with the highest CIDEr-D against the others (first of equals)."""
     from .cider import leave_one_out_cider_d
 
-    out = []
-    for row in bank.neighbours(image_feats, k).tolist():
-        texts = [corpus[j] for j in row]
-        scores = leave_one_out_cider_d(texts, idf)
-        out.append(texts[max(range(len(texts)), key=scores.__getitem__)])
-    return out
+    scores = leave_one_out_cider_d(texts, idf)
+    return texts[max(range(len(texts)), key=scores.__getitem__)]
 
 
 def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: float = 0.0) -> str:

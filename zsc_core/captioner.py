@@ -335,7 +335,7 @@ class Captioner:
         noisy = s > 1 or cfg.authors.noise_single
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t1 = time.perf_counter()
-        neighbours = cider_texts = index = None
+        neighbours = cider_texts = None
         mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
         if cfg.uses_bank:  # the bank captions nearest each image, nearest first: (B, k)
             index = self.bank.neighbours(feats.global_feat.float(), max(mix_k, rank_k))
@@ -346,8 +346,8 @@ class Captioner:
         if self.reads_memory:
             if rough is not None:
                 raise ValueError(f"{self.name!r} reads the prompt as entities in one pass: pass no rough caption")
-            pending, t, entities = self._caption_from_memory(feats, memory, cfg, b, s, prompt,
-                                                             index if cfg.uses_bank else None, cider_texts)
+            pending, t, entities = self._caption_from_memory(feats, memory, cfg, b, s, prompt, neighbours,
+                                                             cider_texts)
             t_rank += t
         else:
             entities = None
@@ -386,8 +386,7 @@ class Captioner:
             x = self.adaptor.perturb(x, self.noise_variance(cfg), gen)
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(x)  # (B*S, N_q, H)
-        gen_cfg = GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
-                                num_return=d.num_beams if d.keep_beams else 1)
+        gen_cfg = self._generation(cfg)
         # the consensus ranking's rank_k nearest (the input mix read its mix_k nearest)
         neighbours = neighbours[:, :rank_k] if ranking == "consensus" else None
         pending = None
@@ -406,7 +405,7 @@ class Captioner:
         return pending, rough if prompt else None, t_rank
 
     def _caption_from_memory(self, feats, regions_in: torch.Tensor, cfg: CaptionConfig, b: int, s: int,
-                             prompt: str | None, index: torch.Tensor | None, cider_texts: list | None
+                             prompt: str | None, neighbours: torch.Tensor | None, cider_texts: list | None
                              ) -> tuple["Pending", float, list[list[str]] | None]:
         """The memory adaptor: retrieve each sample's memory (global and region anchors) from its query, the
         image and region features with N(0, sigma2) noise for S > 1, and its entities; one decoding pass. A user
@@ -437,12 +436,9 @@ class Captioner:
             entities = [read[i * s] for i in range(b)]  # each image's first sample's entities
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(m.tokens.to(self.lm.device), m.padding.to(self.lm.device))  # (B*S, N_q, H)
-        gen_cfg = GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
-                                num_return=d.num_beams if d.keep_beams else 1)
-        neighbours = None
-        if cfg.ranking.rerank == "consensus" and index is not None:
-            neighbours = self.bank.feats(index[:, :cfg.ranking_k]).to(feats.global_feat.device)
-        pending, t = self._decode(prefix, feats.global_feat, b, s, gen_cfg, [""] * b, None, neighbours,
+        # the consensus ranking's ranking_k nearest, as the bank look-up of _propose found them
+        neighbours = neighbours[:, :cfg.ranking_k] if cfg.ranking.rerank == "consensus" else None
+        pending, t = self._decode(prefix, feats.global_feat, b, s, self._generation(cfg), [""] * b, None, neighbours,
                                   cfg.ranking.prompt_weight if prompt else 0.0, cider_texts, prefix_prompts=prompts,
                                   ranking_prompt=prompt)
         return pending, t, entities
@@ -453,6 +449,13 @@ class Captioner:
         from .vqa import answer
 
         return answer(self, image, question, answers, use_caption, samples, by_type, **caption_kw)
+
+    @staticmethod
+    def _generation(cfg: CaptionConfig) -> GenerationCfg:
+        """How the LM decodes each sample under ``cfg``: its beams, and how many hypotheses each returns."""
+        d = cfg.decoding
+        return GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
+                             num_return=d.num_beams if d.keep_beams else 1)
 
     def _decode(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int, gen_cfg: GenerationCfg,
                 rough: list[str], prompt: str | None, neighbours: torch.Tensor | None = None,

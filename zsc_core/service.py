@@ -49,6 +49,14 @@ class UserError(ValueError):
     """Something the user can fix; the message is shown as is."""
 
 
+def preset_name(name: str | None) -> str:
+    """A preset's name as a request gives it (None: the default); a UserError for one that is not a preset."""
+    name = name or default_preset()
+    if name not in PRESETS:
+        raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
+    return name
+
+
 def _blank_is_none(value: Any) -> Any:
     """A settings field left blank (None, or a text box holding only spaces) means the model's own value."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -119,9 +127,7 @@ class CaptionService:
         ``served["cuda"]`` changes on a GPU), read without loading the model: what the app's sliders start at."""
         from .settings import read_settings
 
-        name = name or default_preset()
-        if name not in PRESETS:
-            raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
+        name = preset_name(name)
         return read_settings(PRESETS[name].checkpoint_path()).for_device(self.device_type())
 
     def usable(self, name: str) -> bool:
@@ -139,9 +145,7 @@ class CaptionService:
         from .checkpoint import read_metadata
         from .settings import read_settings
 
-        name = name or default_preset()
-        if name not in PRESETS:
-            raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
+        name = preset_name(name)
         p, path = PRESETS[name], PRESETS[name].checkpoint_path()
         exists = os.path.isfile(path)
         settings = read_settings(path)
@@ -176,9 +180,7 @@ class CaptionService:
 
     def captioner(self, name: str | None, prompts: bool = False):
         """The preset's captioner (``prompts``: its interactive-prompt model), loaded once and kept."""
-        name = name or default_preset()
-        if name not in PRESETS:
-            raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
+        name = preset_name(name)
         key = f"{name}:prompts" if prompts else name
         what = "interactive-prompt model" if prompts else "model"
         with self._lock:
@@ -288,9 +290,7 @@ class CaptionService:
         """Step 1 (CPU): read the upload and check every setting; a clear UserError for anything wrong."""
         image = self.read_image(image_source)
         prompt = self.check_text(prompt, "prompt", MAX_PROMPT_CHARS, required=False)
-        name = preset or default_preset()
-        if name not in PRESETS:
-            raise UserError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
+        name = preset_name(preset)
         n_cr, sigma2 = _blank_is_none(n_cr), _blank_is_none(sigma2)  # blank: the model's own
         try:
             samples, num_beams, seed = int(samples), int(num_beams), int(seed)
@@ -368,20 +368,26 @@ class CaptionService:
         rough = r.rough_caption or ""
         if prompt and not cap.interactive:
             rough = "(one pass: this model reads the prompt's nouns as entities, before the ones it retrieved)"
+        base = self.captioner(preset)
+        # the base model's CIDEr-D ranking already looked up the photo's ranking_k nearest bank captions
+        nearest = proposal.pending.cider_texts[0] if cap is base and proposal.pending.cider_texts else None
         return CaptionView(r.caption, draw_regions(request.image, r.regions), table, info, rough,
-                           self.retrieved_caption(self.captioner(preset), proposal.image_feats))
+                           self.retrieved_caption(base, proposal.image_feats, nearest))
 
     @staticmethod
-    def retrieved_caption(cap, image_feats) -> str:
+    def retrieved_caption(cap, image_feats, nearest: list[str] | None = None) -> str:
         """The nearest human-written caption: of the image's nearest bank captions (as many as the model's ranking
         reads), the one with the highest CIDEr-D against the others, i.e. the retrieval baseline the benchmark
-        reports. ``image_feats`` (1, D): the feature the captioning already computed. "" without a caption bank."""
+        reports. ``image_feats`` (1, D): the feature the captioning already computed; ``nearest``: those captions
+        when the ranking already looked them up. "" without a caption bank."""
         if not cap.has_bank:
             return ""
-        from .bank import cider_consensus_caption
+        from .bank import cider_consensus_caption, cider_consensus_pick
 
         bank = cap.bank
         captions = bank.captions()
+        if nearest is not None and len(nearest) == cap.config.ranking_k:
+            return cider_consensus_pick(nearest, captions.idf)
         return cider_consensus_caption(bank, captions.captions, image_feats[:1].float(), cap.config.ranking_k,
                                        captions.idf)[0]
 

@@ -18,6 +18,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
+from .memory import WEIGHTINGS
 from .sampling import BANK_RERANKERS, RERANKERS
 
 SETTINGS_VERSION = 1
@@ -167,7 +168,7 @@ class CaptionConfig:
         if r.mix_k < 1 or self.ranking.rerank_k < 0 or r.region_k < 1:
             raise ValueError(f"mix_k and region_k must be >= 1 and rerank_k >= 0, got {r.mix_k}, {r.region_k} and "
                              f"{self.ranking.rerank_k}")
-        if r.weighting not in ("mean", "softmax") or r.temperature <= 0:
+        if r.weighting not in WEIGHTINGS or r.temperature <= 0:
             raise ValueError(f"weighting must be 'mean' or 'softmax' and temperature > 0, got {r.weighting!r} and "
                              f"{r.temperature}")
         e = self.entities

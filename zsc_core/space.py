@@ -154,8 +154,8 @@ def space_files() -> list[tuple[str, str]]:
     from .checkpoint import read_metadata
     from .entities import entities_path
 
-    if any(read_metadata(c)["kind"] == "memory" for c in ck if c.endswith(".safetensors") and os.path.isfile(c)
-           and read_metadata(c)["kind"] in ("maccap", "tipcap", "memory")):  # the banks' nouns (entity prompts)
+    # the banks' nouns, when a staged model reads entity prompts
+    if any(read_metadata(c)["kind"] == "memory" for c in ck if c.endswith(".safetensors") and os.path.isfile(c)):
         out += [(entities_path(b), f"checkpoints/{os.path.basename(entities_path(b))}") for b in sorted(banks)
                 if os.path.isfile(entities_path(b))]
     return out
