@@ -112,9 +112,10 @@ def _caption(request, progress):
 
 
 @_guard
-def caption(image, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progress()):
+def caption(image, preset, samples, sigma2, n_cr, beams, seed, guide=None, progress=gr.Progress()):
     """Caption an image: caption, regions image, candidates table, timing line, retrieved human caption."""
-    v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed), progress)
+    v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed, guide_weight=guide),
+                 progress)
     return v.caption, v.regions_image, v.candidates, v.info, v.retrieved
 
 
@@ -132,13 +133,15 @@ def relabel(preset):
     return (lb.header, gr.update(label=lb.regions), gr.update(headers=lb.candidate_headers()),
             gr.update(visible=lb.reads_regions), gr.update(visible=lb.offline_world),
             gr.update(visible=lb.offline_world), gr.update(visible=lb.has_bank),
-            gr.update(value=served.decoding.samples), gr.update(value=served.decoding.num_beams))
+            gr.update(value=served.decoding.samples), gr.update(value=served.decoding.num_beams),
+            gr.update(value=served.guidance.guide_weight, visible=lb.has_bank))
 
 
 @_guard
-def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, progress=gr.Progress()):
+def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, guide=None, progress=gr.Progress()):
     """Re-caption with an interactive prompt: rough caption, refined caption, regions, candidates, timing."""
-    v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed, prompt=prompt), progress)
+    v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed, prompt=prompt,
+                                         guide_weight=guide), progress)
     return v.rough_caption, v.caption, v.regions_image, v.candidates, v.info
 
 
@@ -190,6 +193,9 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                         n_cr = gr.Textbox(value="", label="Subregions N_cr (blank: the model's own)",
                                           placeholder="the model's own, e.g. 10", visible=LABELS.reads_regions)
                         beams = gr.Slider(1, 8, value=DEFAULT_BEAMS, step=1, label="Beam size per sample")
+                        guide = gr.Slider(0, 0.9, value=SERVED.guidance.guide_weight, step=0.05,
+                                          label="Bank guidance: weight of the nearest captions' n-grams in each "
+                                                "next token (0: the LM alone)", visible=LABELS.has_bank)
                     run = gr.Button("Caption", variant="primary")
                 with gr.Column(scale=1):
                     out_caption = gr.Textbox(label="Caption", interactive=False)
@@ -234,12 +240,12 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
         with gr.Tab("Models"):
             gr.Markdown(service.status_markdown())
 
-    settings = [samples, sigma2, n_cr, beams, seed]
+    settings = [samples, sigma2, n_cr, beams, seed, guide]
     # preprocess=False: uploads reach zsc_core's own image loader untouched, so a broken or odd file gets a clear
     # message from it (Gradio's own decoding would fail first, with a generic error).
     scene_btn.click(random_scene, inputs=seed, outputs=[image, scene_refs], api_name="random_scene")
     preset.change(relabel, inputs=preset, outputs=[header, out_regions, out_cands, n_cr, scene_btn, scene_refs,
-                                                   out_retrieved, samples, beams], api_name="labels")
+                                                   out_retrieved, samples, beams, guide], api_name="labels")
     # Each request first clears the info line in the browser, so a failed one never leaves the last one's there.
     run.click(None, js="() => ''", outputs=out_info).then(
         caption, inputs=[image, preset] + settings,

@@ -217,6 +217,26 @@ def test_a_preset_that_cannot_load_is_reported_and_the_others_keep_serving(tmp_p
         s.caption(img, "offline-world", samples=2)
 
 
+def test_the_guidance_weight_is_checked_and_ignored_by_a_model_without_a_caption_bank(tmp_path, monkeypatch):
+    """The app's bank-guidance slider: a weight outside [0, 1) is a clear message; for a model without a caption
+    bank (its slider is hidden) the weight it still sends changes nothing, rather than failing the request."""
+    from zsc_core.service import CaptionService, UserError
+
+    from .conftest import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    s = CaptionService()
+    img = world.render(world.make_scene(0, "eval", 1), 64)
+    for bad in (1.0, -0.1, "much"):
+        with pytest.raises(UserError, match="guidance weight"):
+            s.caption_request(img, "offline-world", 2, guide_weight=bad)
+    assert not s.captioner("offline-world").has_bank
+    plain = s.caption(img, "offline-world", samples=2)
+    assert s.caption(img, "offline-world", samples=2, guide_weight=0.4).caption == plain.caption
+    assert "bank guidance" not in plain.info
+
+
 def test_app_starts_and_says_why_when_its_default_cannot_load(tmp_path, monkeypatch):
     import importlib
     import sys

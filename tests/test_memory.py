@@ -173,9 +173,9 @@ def test_memory_captioner_reads_retrieved_anchors_and_entities(tmp_path):
     cap.adaptor.register_forward_pre_hook(lambda m, args: seen.append([x.clone() for x in args]))
     generate = cap.lm.generate
 
-    def recording(prefix, prompts=None, cfg=None):
+    def recording(prefix, prompts=None, cfg=None, **kw):
         prompts_seen.append(prompts)
-        return generate(prefix, prompts=prompts, cfg=cfg)
+        return generate(prefix, prompts=prompts, cfg=cfg, **kw)
 
     prompts_seen = prompts
     cap.lm.generate = recording

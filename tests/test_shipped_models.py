@@ -287,3 +287,25 @@ def test_the_photo_preset_writes_better_captions_than_the_nearest_corpus_caption
     cider = {name: caption_metrics(refs, dict(enumerate(hyps)), ("cider",))["CIDEr"]
              for name, hyps in (("S=1", ours[1]), ("served", ours["served"]), ("nearest", nearest))}
     assert cider["S=1"] > cider["nearest"] and cider["served"] > cider["nearest"], cider
+
+
+@pytest.mark.smoke
+def test_the_photo_preset_serves_the_bank_guidance_chosen_on_train_paired_and_it_reaches_the_words():
+    """The photo model's served CPU setting is the one train.tune_memory (study=guidance) chose on train-paired, and
+    on 4 fixed train-paired photos its bank guidance does what it is for: one noise-free caption per photo agrees
+    more with the photo's nearest bank captions (CIDEr-D against them, the ranking's score) than the same model's
+    caption without guidance."""
+    with open(os.path.join(os.path.dirname(checkpoints_dir()), "results", "tune_guidance_photo.json")) as f:
+        chosen = json.load(f)["served_cpu_overrides"]
+    served = read_settings(PRESETS["photo"].checkpoint_path()).config.flat()
+    assert {k: served[k] for k in chosen} == chosen and served["guide_weight"] > 0
+    from zsc_core.evaluation import coco_items
+    from zsc_core.images import load_image
+
+    cap = Captioner.from_pretrained("photo")
+    images = [load_image(p) for p, _ in coco_items("train-paired")[:4]]
+    guided = cap.caption(images, samples=1)
+    plain = cap.caption(images, samples=1, guide_weight=0.0)
+    assert all(len(r.candidates) == 1 and r.caption for r in guided + plain)
+    agree = [sum(r.candidates[0].consensus for r in rs) / len(rs) for rs in (guided, plain)]
+    assert agree[0] > agree[1], (agree, [r.caption for r in guided], [r.caption for r in plain])

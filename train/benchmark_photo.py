@@ -68,40 +68,49 @@ NO_NOISE_TRAIN = ("python -m train.train_maccap preset=photo corpus=coco eval_se
 
 
 MEMORY = "region-memory model (`photo-memory`)"
+NO_GUIDE = {"guide_weight": 0.0}  # the rows measured before bank guidance (guidance.py) keep their meaning
 ROWS = [
-    Row("Captioner", "TIPCap S4 (`photo`), served on CPU: its defaults, S=8 greedy samples decoded from the nearest "
-        "bank captions, CIDEr-D reranked against them (the app on CPU, `caption`, `evaluate`)", "photo", {}),
-    Row("Captioner", "TIPCap S4 (`photo`), served on a GPU: S=20, each sample a beam search of width 5, all 100 "
-        "hypotheses CIDEr-D reranked", "photo", {"served": "cuda"}),
-    Row("Captioner", "TIPCap S4, text only, decoded from the nearest bank captions, one sample (S=1)", "photo",
-        {"samples": 1, "num_beams": 1}),
+    Row("Captioner", "TIPCap S4 (`photo`), served on CPU and on a GPU: its defaults, S=8 greedy samples decoded from "
+        "the nearest bank captions with bank guidance 0.4 (each token mixed with the n-grams of the 300 nearest), "
+        "CIDEr-D reranked against them (the app, `caption`, `evaluate`)", "photo", {}),
+    Row("Captioner", "TIPCap S4 (`photo`), one guided sample (S=1)", "photo", {"samples": 1, "num_beams": 1}),
+    Row("Captioner", "TIPCap S4, text only, decoded from the nearest bank captions, one sample (S=1), no bank "
+        "guidance", "photo", {"samples": 1, "num_beams": 1, **NO_GUIDE}),
     Row("Captioner", "MacCap (`photo-maccap`), S=20 + CLIP rerank", "photo-maccap", {"samples": 20}),
     Row("Captioner", "MacCap, one sample (S=1)", "photo-maccap", {"samples": 1, "num_beams": 1}),
     Row("Captioner", "TIPCap S1, N(mu, Sigma) from 80 paired photos (`photo-tipcap-s1`), S=20 + CLIP rerank",
         "photo-tipcap-s1", {"samples": 20}),
     Row("Captioner", "TIPCap S1, one sample (S=1)", "photo-tipcap-s1", {"samples": 1, "num_beams": 1}),
-    Row("Captioner", f"{MEMORY}, its defaults: S=8 greedy, query noise sigma2=0.02, CIDEr-D reranked", "photo-memory",
-        {}),
-    Row("Captioner", f"{MEMORY}, one noise-free sample (S=1)", "photo-memory", {"samples": 1, "num_beams": 1}),
+    Row("Captioner", f"{MEMORY}, its defaults: S=8 greedy, query noise sigma2=0.02, bank guidance 0.5, CIDEr-D "
+        "reranked", "photo-memory", {}),
+    Row("Captioner", f"{MEMORY}, one noise-free sample (S=1), no bank guidance", "photo-memory",
+        {"samples": 1, "num_beams": 1, **NO_GUIDE}),
+    Row("Ablation", "TIPCap S4 served on CPU without bank guidance (S=8 greedy; the `photo` default before it)",
+        "photo", NO_GUIDE),
+    Row("Ablation", "TIPCap S4, S=20, each sample a beam search of width 5, all 100 hypotheses CIDEr-D reranked, "
+        "no bank guidance (the GPU setting before it)", "photo",
+        {"samples": 20, "num_beams": 5, "keep_beams": True, **NO_GUIDE}),
+    Row("Ablation", f"{MEMORY}, its defaults without bank guidance", "photo-memory", NO_GUIDE),
     Row("Ablation", "TIPCap S4, S=20 decoded greedily, 20 candidates CIDEr-D ranked (the `photo` default before "
-        "beam search with every hypothesis ranked)", "photo", {"samples": 20, "num_beams": 1}),
+        "beam search with every hypothesis ranked)", "photo", {"samples": 20, "num_beams": 1, **NO_GUIDE}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, embedding-consensus rerank (mean "
-        "cosine with them)", "photo", {"samples": 20, "rerank": "consensus", "num_beams": 5, "keep_beams": True}),
+        "cosine with them)", "photo",
+        {"samples": 20, "rerank": "consensus", "num_beams": 5, "keep_beams": True, **NO_GUIDE}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the nearest bank captions, CIDEr-D rerank against only the "
         "ones the input mix averages (rerank_k=0)", "photo",
-        {"samples": 20, "rerank_k": 0, "num_beams": 5, "keep_beams": True}),
+        {"samples": 20, "rerank_k": 0, "num_beams": 5, "keep_beams": True, **NO_GUIDE}),
     Row("Ablation", "TIPCap S4, S=20, decoded from the mean of the 300 nearest bank captions (mix_k=300; "
         "not chosen, train.build_bank), CIDEr-D rerank against them", "photo",
-        {"samples": 20, "mix_k": 300, "num_beams": 5, "keep_beams": True}),
+        {"samples": 20, "mix_k": 300, "num_beams": 5, "keep_beams": True, **NO_GUIDE}),
     Row("Ablation", "TIPCap S4, S=1, decoded from the mean of the 300 nearest bank captions (mix_k=300)",
-        "photo", {"samples": 1, "num_beams": 1, "mix_k": 300}),
+        "photo", {"samples": 1, "num_beams": 1, "mix_k": 300, **NO_GUIDE}),
     Row("Ablation", "TIPCap S4, S=20 + CIDEr-D rerank, the image feature alone as input (bank_mix=0)", "photo",
-        {"samples": 20, "bank_mix": 0.0, "num_beams": 5, "keep_beams": True}),
+        {"samples": 20, "bank_mix": 0.0, "num_beams": 5, "keep_beams": True, **NO_GUIDE}),
     Row("Ablation", "TIPCap S4, S=1, the image feature alone as input (bank_mix=0)", "photo",
-        {"samples": 1, "num_beams": 1, "bank_mix": 0.0}),
+        {"samples": 1, "num_beams": 1, "bank_mix": 0.0, **NO_GUIDE}),
     Row("Ablation", "TIPCap S4, S=20 + CLIP rerank, image feature alone (MacCap's ranking; the `photo` preset "
         "before the caption bank)", "photo",
-        {"samples": 20, "rerank": "clip", "bank_mix": 0.0, "num_beams": 5, "keep_beams": True}),
+        {"samples": 20, "rerank": "clip", "bank_mix": 0.0, "num_beams": 5, "keep_beams": True, **NO_GUIDE}),
     Row("Ablation", "MacCap without subregions (the global feature as every region token), S=20 + rerank",
         "photo-maccap", {"samples": 20, "use_regions": False}),
     Row("Ablation", "MacCap without subregions, S=1", "photo-maccap",
@@ -111,13 +120,13 @@ ROWS = [
     Row("Ablation", "MacCap trained without region noise, S=20 sampled with sigma2=0.016 (the noise `photo-maccap` "
         "was trained with) + CLIP rerank", "photo-maccap", {"samples": 20, "sigma2": 0.016}, NO_NOISE, NO_NOISE_TRAIN),
     Row("Ablation", f"{MEMORY}, S=1, subregions off (the global anchor alone)", "photo-memory",
-        {"samples": 1, "num_beams": 1, "use_regions": False}),
+        {"samples": 1, "num_beams": 1, "use_regions": False, **NO_GUIDE}),
     Row("Ablation", f"{MEMORY}, S=1, entity prompts off", "photo-memory",
-        {"samples": 1, "num_beams": 1, "entities": False}),
-    Row("Ablation", f"{MEMORY}, S=1, N_cr=1", "photo-memory", {"samples": 1, "num_beams": 1, "n_cr": 1}),
-    Row("Ablation", f"{MEMORY}, S=1, N_cr=5", "photo-memory", {"samples": 1, "num_beams": 1, "n_cr": 5}),
+        {"samples": 1, "num_beams": 1, "entities": False, **NO_GUIDE}),
+    Row("Ablation", f"{MEMORY}, S=1, N_cr=1", "photo-memory", {"samples": 1, "num_beams": 1, "n_cr": 1, **NO_GUIDE}),
+    Row("Ablation", f"{MEMORY}, S=1, N_cr=5", "photo-memory", {"samples": 1, "num_beams": 1, "n_cr": 5, **NO_GUIDE}),
     Row("Ablation", f"{MEMORY}, S=1, DeCap's softmax weighting of the neighbours (temperature 0.02)", "photo-memory",
-        {"samples": 1, "num_beams": 1, "weighting": "softmax", "temperature": 0.02}),
+        {"samples": 1, "num_beams": 1, "weighting": "softmax", "temperature": 0.02, **NO_GUIDE}),
     Row("Fidelity", "our MacCap adaptor + the authors' inference (S=4 x beam 4, double-softmax regions, CLS "
         "eligible, noise on the unnormalised sum)", "photo-maccap", AUTHORS_INFERENCE),
     Row("Fidelity", "our MacCap adaptor + the authors' inference, without subregions", "photo-maccap",

@@ -1,7 +1,11 @@
-"""Choose the memory model's served settings on train-paired, with 4 sampling seeds, against retrieval (issue #45).
+"""Choose the photo models' served settings on train-paired, with 4 sampling seeds, against retrieval (issue #45).
 
     python -m train.tune_memory                       # -> results/tune_memory_photo.{json,md}
     python -m train.tune_memory gpu=true              # also S=20 candidates (slow on CPU; not run on 2026-12-06)
+    python -m train.tune_memory study=guidance        # bank-guided decoding -> results/tune_guidance_photo.{json,md}
+
+A study is a list of rows: ``memory`` (the region-memory model's settings and ablations) or ``guidance`` (bank-
+guided decoding, guidance.py, on the `photo` model and the memory model).
 
 Every row captions the 80 train-paired photos (never val-dev) through the Captioner facade. Rows with S > 1 run
 once per sampling seed (0-3); S=1 rows are noise-free and run once. The baselines: the CIDEr-consensus caption of
@@ -10,7 +14,8 @@ the app's CPU setting. A row's captions are cached under the model's fingerprint
 report is written after every row, so a rerun scores only what changed.
 
 The served CPU setting is the candidate with the highest mean CIDEr among those within the CPU latency budget
-(3 s a photo, bench/photo_latency.py); the report says whether it beats retrieval on every seed.
+(3 s a photo, bench/photo_latency.py); the served GPU setting the highest among the CPU and GPU rows (a GPU serves
+the CPU setting where nothing slower scores higher). The report says whether each beats retrieval on every seed.
 """
 
 from __future__ import annotations
@@ -27,21 +32,29 @@ RETRIEVAL_K = 300
 
 @dataclass
 class TuneConfig:
-    model: str = "runs/memory-photo/out.safetensors"
+    study: str = "memory"  # which rows: "memory" or "guidance" (STUDIES)
+    model: str = ""  # the model the rows run; "": the study's
     split: str = "train-paired"
     seeds: tuple[int, ...] = (0, 1, 2, 3)
     gpu: bool = False  # also the GPU candidates (S=20)
     groups: tuple[str, ...] = ()  # only these row groups (baseline, cpu, ablation, gpu); empty: all
-    out: str = "results/tune_memory_photo"
+    out: str = ""  # "": results/tune_{study}_photo
     batch: int = 8
     threads: int = 0
 
 
+BASELINE = ("baseline", "current `photo` (TIPCap S4) at the app's CPU setting, S=8 greedy",
+            {"model": "photo", "samples": 8, "num_beams": 1})
+
+
 def rows(cfg: TuneConfig) -> list[tuple[str, str, dict]]:
-    """(group, name, overrides) of every row; ``"model": "photo"`` in the overrides runs the current photo model."""
+    """(group, name, overrides) of every row of the study; ``"model": NAME`` in the overrides runs that preset."""
+    return STUDIES[cfg.study][1](cfg)
+
+
+def memory_rows(cfg: TuneConfig) -> list[tuple[str, str, dict]]:
     out = [
-        ("baseline", "current `photo` (TIPCap S4) at the app's CPU setting, S=8 greedy",
-         {"model": "photo", "samples": 8, "num_beams": 1}),
+        BASELINE,
         ("cpu", "memory, S=8 greedy, query noise sigma2=0.08 (its training noise)", {"samples": 8, "sigma2": 0.08}),
         ("cpu", "memory, S=8 greedy, query noise sigma2=0.02", {"samples": 8, "sigma2": 0.02}),
         ("ablation", "memory, S=1 (noise-free)", {"samples": 1}),
@@ -62,8 +75,37 @@ def rows(cfg: TuneConfig) -> list[tuple[str, str, dict]]:
     return out
 
 
+def guidance_rows(cfg: TuneConfig) -> list[tuple[str, str, dict]]:
+    g = {"samples": 8, "num_beams": 1}
+    out = [BASELINE]
+    out += [("cpu", f"`photo`, S=8 greedy, bank guidance weight {w}", {**g, "guide_weight": w})
+            for w in (0.3, 0.5, 0.7)]
+    out += [("cpu", f"`photo`, S=8 greedy, bank guidance weight 0.5 from the {k} nearest (guide_k={k})",
+             {**g, "guide_weight": 0.5, "guide_k": k}) for k in (50, 1000)]
+    out += [("cpu", f"`photo`, S=8 greedy, bank guidance weight {w}", {**g, "guide_weight": w}) for w in (0.4, 0.6)]
+    out += [("cpu", f"`photo`, S={s} greedy, bank guidance weight 0.5", {"samples": s, "num_beams": 1,
+                                                                        "guide_weight": 0.5}) for s in (12,)]
+    out += [("ablation", "`photo`, S=1, no guidance", {"samples": 1}),
+            ("ablation", "`photo`, S=1, bank guidance weight 0.5", {"samples": 1, "guide_weight": 0.5}),
+            ("ablation", "memory model, S=8 greedy, bank guidance weight 0.5",
+             {"model": "photo-memory", "samples": 8, "guide_weight": 0.5})]
+    if cfg.gpu:
+        out += [("gpu", "`photo`, S=20 greedy, bank guidance weight 0.5", {"samples": 20, "num_beams": 1,
+                                                                          "guide_weight": 0.5})]
+    return out
+
+
+# study -> (its default model, its rows)
+STUDIES = {"memory": ("runs/memory-photo/out.safetensors", memory_rows),
+           "guidance": ("checkpoints/tipcap-s4-photo.safetensors", guidance_rows)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_overrides(TuneConfig(), sys.argv[1:] if argv is None else argv)
+    if cfg.study not in STUDIES:
+        raise SystemExit(f"unknown study {cfg.study!r}; known: {sorted(STUDIES)}")
+    cfg.model = cfg.model or STUDIES[cfg.study][0]
+    cfg.out = cfg.out or f"results/tune_{cfg.study}_photo"
     set_threads(cfg.threads)
     from zsc_core.bank import cider_consensus_caption
     from zsc_core.captioner import Captioner
@@ -77,10 +119,13 @@ def main(argv: list[str] | None = None) -> dict:
     images = [load_image(p) for p, _ in items]
     refs = {i: caps for i, (_, caps) in enumerate(items)}
     report: dict = {"split": cfg.split, "n_images": len(items), "model": cfg.model, "rows": []}
-    previous = {}
-    if os.path.isfile(cfg.out + ".json"):
-        with open(cfg.out + ".json") as f:
-            previous = {tuple(r["key"]): r for r in json.load(f).get("rows", []) if "key" in r}
+    previous = {}  # runs already scored, by (setting fingerprint, seed, split): this report's, then other studies'
+    for path in [cfg.out + ".json"] + [f"results/tune_{s}_photo.json" for s in STUDIES]:
+        if os.path.isfile(path):
+            with open(path) as f:
+                for r in json.load(f).get("rows", []):
+                    if "key" in r:
+                        previous.setdefault(tuple(r["key"]), r)
     models: dict[str, Captioner] = {}
 
     def model(source: str) -> Captioner:
@@ -120,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in seeds:
             key = [setting_fingerprint(source, **over), seed, cfg.split]
             if tuple(key) in previous:
-                runs.append(previous[tuple(key)])
+                runs.append({k: previous[tuple(key)][k] for k in ("key", "seed", "CIDEr", "captions")})
                 continue
             cap = model(source)
             caps = []
@@ -131,8 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
         for r in runs:
             report["rows"].append({"group": group, "name": name, "overrides": overrides, **r})
         save()
-    for group in ("cpu", "gpu"):  # the choice: the highest mean over the seeds
-        candidates = [s for s in summary(report) if s["group"] == group]
+    for group in ("cpu", "gpu"):  # the choice: the highest mean over the seeds (a GPU can serve a CPU row too)
+        candidates = [s for s in summary(report) if s["group"] in ("cpu", group)]
         if candidates:
             best = max(candidates, key=lambda s: s["mean"])
             report[f"served_{group}"], report[f"served_{group}_overrides"] = best["name"], best["overrides"]
@@ -159,8 +204,8 @@ def summary(report: dict) -> list[dict]:
 
 def write_markdown(cfg: TuneConfig, report: dict) -> None:
     ret = report["retrieval"]
-    md = [f"# Memory model settings on {report['split']} ({report['n_images']} photos; `python -m train.tune_memory`)"
-          "\n\n", f"Model `{report['model']}`. CIDEr (pycocoevalcap) per sampling seed. Retrieval baseline, "
+    md = [f"# Photo settings, study `{cfg.study}`, on {report['split']} ({report['n_images']} photos; "
+          f"`python -m train.tune_memory study={cfg.study}`)\n\n", f"Model `{report['model']}`. CIDEr (pycocoevalcap) per sampling seed. Retrieval baseline, "
           f"{ret['name']}: **{ret['CIDEr']:.3f}** (distinct per 100 photos {ret['distinct_per_100']:.0f}).\n\n",
           "| group | row | CIDEr per seed | mean | beats retrieval on every seed | distinct / 100 (seed 0) |\n",
           "| --- | --- | --- | --- | --- | --- |\n"]

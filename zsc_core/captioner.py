@@ -22,6 +22,7 @@ from .bank import CaptionBank, load_bank
 from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec
+from .guidance import BankGuidance, tables_for
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
 from .sampling import Candidate, mix_features, rerank
@@ -337,22 +338,28 @@ class Captioner:
         t1 = time.perf_counter()
         neighbours = cider_texts = None
         mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
+        guide = None
         if cfg.uses_bank:  # the bank captions nearest each image, nearest first: (B, k)
-            index = self.bank.neighbours(feats.global_feat.float(), max(mix_k, rank_k))
+            guide_k = cfg.guide_k if cfg.guidance.guide_weight else 0
+            index = self.bank.neighbours(feats.global_feat.float(), max(mix_k, rank_k, guide_k))
             neighbours = self.bank.feats(index).to(feats.global_feat.device)  # (B, k, D)
             if ranking == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
                 cider_texts = self.bank.texts(index[:, :rank_k])
+            if guide_k:  # the guidance's n-gram tables, one per image (guidance.py)
+                texts = cider_texts if guide_k == rank_k and cider_texts is not None else self.bank.texts(
+                    index[:, :guide_k])
+                guide = tables_for(self.lm, texts, cfg.guidance.guide_order)
         t_rank = time.perf_counter() - t1
         if self.reads_memory:
             if rough is not None:
                 raise ValueError(f"{self.name!r} reads the prompt as entities in one pass: pass no rough caption")
             pending, t, entities = self._caption_from_memory(feats, memory, cfg, b, s, prompt, neighbours,
-                                                             cider_texts)
+                                                             cider_texts, guide)
             t_rank += t
         else:
             entities = None
             pending, rough, t = self._caption_from_features(feats, memory, cfg, b, s, noisy, prompt, rough,
-                                                            neighbours, cider_texts)
+                                                            neighbours, cider_texts, guide)
             t_rank += t
         t2 = time.perf_counter()
         boxes = []
@@ -367,9 +374,12 @@ class Captioner:
 
     def _caption_from_features(self, feats, memory, cfg: CaptionConfig, b: int, s: int, noisy: bool,
                                prompt: str | None, rough: list[str] | None, neighbours: torch.Tensor | None,
-                               cider_texts: list | None) -> tuple["Pending", list[str] | None, float]:
+                               cider_texts: list | None, guide: list | None = None
+                               ) -> tuple["Pending", list[str] | None, float]:
         """MacCap and TIPCap: the adaptor reads the image feature or the region tokens (mixed with the bank
-        anchor by bank_mix), S noisy copies; with a prompt, a second pass after the stage-2 template."""
+        anchor by bank_mix), S noisy copies; with a prompt, a second pass after the stage-2 template. ``guide``
+        (one n-gram table per image) guides the first pass only: the prompted pass writes the user's words, which
+        the neighbours' n-grams would pull away from."""
         d = cfg.decoding
         mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
         t_rank = 0.0
@@ -392,7 +402,8 @@ class Captioner:
         pending = None
         if rough is None:
             pending, t = self._decode(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
-                                      "" if self.interactive else None, neighbours, cider_texts=cider_texts)
+                                      "" if self.interactive else None, neighbours, cider_texts=cider_texts,
+                                      guide=self._guidance(guide, cfg, s))
             t_rank += t
             if prompt:  # the first pass is ranked here: its best caption is the second pass's rough one
                 t = time.perf_counter()
@@ -405,8 +416,8 @@ class Captioner:
         return pending, rough if prompt else None, t_rank
 
     def _caption_from_memory(self, feats, regions_in: torch.Tensor, cfg: CaptionConfig, b: int, s: int,
-                             prompt: str | None, neighbours: torch.Tensor | None, cider_texts: list | None
-                             ) -> tuple["Pending", float, list[list[str]] | None]:
+                             prompt: str | None, neighbours: torch.Tensor | None, cider_texts: list | None,
+                             guide: list | None = None) -> tuple["Pending", float, list[list[str]] | None]:
         """The memory adaptor: retrieve each sample's memory (global and region anchors) from its query, the
         image and region features with N(0, sigma2) noise for S > 1, and its entities; one decoding pass. A user
         prompt's nouns come first among the entities (entities.merge_entities)."""
@@ -440,7 +451,7 @@ class Captioner:
         neighbours = neighbours[:, :cfg.ranking_k] if cfg.ranking.rerank == "consensus" else None
         pending, t = self._decode(prefix, feats.global_feat, b, s, self._generation(cfg), [""] * b, None, neighbours,
                                   cfg.ranking.prompt_weight if prompt else 0.0, cider_texts, prefix_prompts=prompts,
-                                  ranking_prompt=prompt)
+                                  ranking_prompt=prompt, guide=None if prompt else self._guidance(guide, cfg, s))
         return pending, t, entities
 
     def answer(self, image: Image.Image, question: str, answers: Sequence[str] | None = None,
@@ -457,23 +468,32 @@ class Captioner:
         return GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
                              num_return=d.num_beams if d.keep_beams else 1)
 
+    @staticmethod
+    def _guidance(tables: list | None, cfg: CaptionConfig, s: int) -> BankGuidance | None:
+        """The bank guidance of a pass over B x S rows (each image's S samples read its table), or None."""
+        if not tables:
+            return None
+        return BankGuidance([tables[i // s] for i in range(len(tables) * s)], cfg.guidance.guide_weight,
+                            cfg.decoding.num_beams)
+
     def _decode(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int, gen_cfg: GenerationCfg,
                 rough: list[str], prompt: str | None, neighbours: torch.Tensor | None = None,
                 prompt_weight: float = 0.0, cider_texts: list | None = None,
-                prefix_prompts: list[list[int]] | None = None, ranking_prompt: str | None = None
-                ) -> tuple["Pending", float]:
+                prefix_prompts: list[list[int]] | None = None, ranking_prompt: str | None = None,
+                guide: BankGuidance | None = None) -> tuple["Pending", float]:
         """One batched generate over B*S prefixes (with the stage-2 template when ``prompt`` is not None), all
         candidates CLIP-encoded in one batch: what :meth:`_rank` ranks per image (by CIDEr-D against
         ``cider_texts`` (per image) when given, else by consensus with ``neighbours`` (B, k, D) when given, else
         by CLIP score; plus ``prompt_weight`` x the cosine with a non-empty ``prompt`` or ``ranking_prompt``).
         ``prefix_prompts``: token ids after each of the B*S prefixes when there is no stage-2 template (entity
-        prompts). Also returns the seconds spent embedding the candidates."""
+        prompts). ``guide``: the bank guidance of this pass (guidance.py). Also returns the seconds spent embedding
+        the candidates."""
         prompts = prefix_prompts
         if prompt is not None:
             ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
             prompts = [ids[i // s] for i in range(b * s)]
         with autocast(self.lm.device, self.lm.model.dtype):
-            texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg)
+            texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg, logits_processor=guide)
         t = time.perf_counter()
         n = s * gen_cfg.num_return  # candidates per image: each sample's hypotheses, image-major
         text_feats = self.clip.encode_text(texts).view(b, n, -1)  # (B, S x num_return, D)

@@ -47,7 +47,8 @@ def _caption(args: argparse.Namespace) -> int:
     if cap is None:
         return 2
     settings = dict(samples=args.samples, seed=args.seed, rerank=args.rerank, rerank_k=args.rerank_k,
-                    bank_mix=args.bank_mix, num_beams=args.beams, keep_beams=args.keep_beams)
+                    bank_mix=args.bank_mix, num_beams=args.beams, keep_beams=args.keep_beams,
+                    guide_weight=args.guide)
     try:
         two = _prompt_model(args.model, cap) if args.prompt and not cap.interactive else None
         if two is not None:  # as the app does: the preset's own caption is the rough one its prompt model refines
@@ -271,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0: as many as the bank mix averages; default: the model's)")
     c.add_argument("--bank-mix", type=float, default=None, metavar="W",
                    help="0-1: weight of the nearest bank captions' mean in the adaptor's input (default: the model's)")
+    c.add_argument("--guide", type=float, default=None, metavar="W",
+                   help="0-1: weight of the nearest bank captions' n-grams mixed into each next token (bank-guided "
+                        "decoding; 0: the LM alone; default: the model's)")
     c.add_argument("--beams", type=int, default=None, metavar="B",
                    help="decode each sample by a beam search of width B (default: the model's; 1: greedy)")
     c.add_argument("--keep-beams", action="store_const", const=True, default=None,

@@ -192,9 +192,10 @@ class LanguageModel(FrozenIdentity, nn.Module):
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prompts: Sequence[list[int]] | None = None,
-                 cfg: GenerationCfg | None = None) -> list[str]:
+                 cfg: GenerationCfg | None = None, logits_processor: Any = None) -> list[str]:
         """Decode ``cfg.num_return`` captions per row of ``prefix`` (B, L, H) in ONE ``generate`` call; cleaned
-        sentences, row-major (row i's hypotheses at i * num_return ..., best first)."""
+        sentences, row-major (row i's hypotheses at i * num_return ..., best first). ``logits_processor``: a
+        transformers ``LogitsProcessor`` applied after the built-in ones (guidance.BankGuidance)."""
         cfg = cfg or GenerationCfg()
         if not 1 <= cfg.num_return <= cfg.num_beams:
             raise ValueError(f"num_return must be between 1 and num_beams={cfg.num_beams}, got {cfg.num_return}")
@@ -202,6 +203,10 @@ class LanguageModel(FrozenIdentity, nn.Module):
         kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
                                   do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
                                   begin_suppress_tokens=self.empty_starts, num_return_sequences=cfg.num_return)
+        if logits_processor is not None:
+            from transformers import LogitsProcessorList
+
+            kw["logits_processor"] = LogitsProcessorList([logits_processor])
         out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
         return [clean_caption(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 

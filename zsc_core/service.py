@@ -277,27 +277,34 @@ class CaptionService:
             raise UserError(str(e)) from None
 
     def caption(self, image_source: Any, preset: str | None = None, samples: int = 20, sigma2: float | None = None,
-                n_cr: int | None = None, num_beams: int = 1, seed: int = 0, prompt: str | None = None
-                ) -> CaptionView:
+                n_cr: int | None = None, num_beams: int = 1, seed: int = 0, prompt: str | None = None,
+                guide_weight: float | None = None) -> CaptionView:
         """Caption an upload; with a prompt, re-caption it (the preset's interactive-prompt model, or the preset
         itself when it reads prompts as entities). The three steps below, in one call."""
-        request = self.caption_request(image_source, preset, samples, sigma2, n_cr, num_beams, seed, prompt)
+        request = self.caption_request(image_source, preset, samples, sigma2, n_cr, num_beams, seed, prompt,
+                                       guide_weight)
         return self.caption_view(request, self.propose(request))
 
     def caption_request(self, image_source: Any, preset: str | None = None, samples: int = 20,
                         sigma2: float | None = None, n_cr: int | None = None, num_beams: int = 1, seed: int = 0,
-                        prompt: str | None = None) -> CaptionRequest:
-        """Step 1 (CPU): read the upload and check every setting; a clear UserError for anything wrong."""
+                        prompt: str | None = None, guide_weight: float | None = None) -> CaptionRequest:
+        """Step 1 (CPU): read the upload and check every setting; a clear UserError for anything wrong.
+        ``guide_weight`` None: the model's own bank guidance (it applies only to a model with a caption bank)."""
         image = self.read_image(image_source)
         prompt = self.check_text(prompt, "prompt", MAX_PROMPT_CHARS, required=False)
         name = preset_name(preset)
         n_cr, sigma2 = _blank_is_none(n_cr), _blank_is_none(sigma2)  # blank: the model's own
+        guide_weight = _blank_is_none(guide_weight)
         try:
             samples, num_beams, seed = int(samples), int(num_beams), int(seed)
             n_cr = int(n_cr) if n_cr is not None else None
             sigma2 = float(sigma2) if sigma2 is not None else None
+            guide_weight = float(guide_weight) if guide_weight is not None else None
         except (TypeError, ValueError):
-            raise UserError("Samples, N_cr, beams and seed must be whole numbers, sigma² a number.") from None
+            raise UserError("Samples, N_cr, beams and seed must be whole numbers, sigma² a number, the guidance "
+                            "weight a number.") from None
+        if guide_weight is not None and not 0 <= guide_weight < 1:
+            raise UserError("The bank guidance weight must be at least 0 and below 1.")
         if n_cr is not None and not 1 <= n_cr <= 49:
             raise UserError("N_cr must be between 1 and 49.")
         if not 1 <= samples <= 64:
@@ -306,7 +313,8 @@ class CaptionService:
             raise UserError("Noise σ² must be between 0 and 1.")
         if not 1 <= num_beams <= 8:
             raise UserError("Beams must be between 1 and 8.")
-        settings = dict(samples=samples, sigma2=sigma2, n_cr=n_cr, num_beams=num_beams, seed=seed)
+        settings = dict(samples=samples, sigma2=sigma2, n_cr=n_cr, num_beams=num_beams, seed=seed,
+                        guide_weight=guide_weight)
         return CaptionRequest(image, name, settings, prompt)
 
     def prompt_model(self, name: str):
@@ -320,7 +328,11 @@ class CaptionService:
         (:meth:`Captioner.propose`). TIPCap's two-stage prompt path first captions with the preset (ranked here:
         its caption is the rough one the prompt model reads)."""
         base = self.captioner(request.preset)
-        settings = {**base.served_settings(self.device_type()), **request.settings}  # the device's served setting
+        # the device's served setting, with what the request sets (None: the model's own)
+        settings = {**base.served_settings(self.device_type()),
+                    **{k: v for k, v in request.settings.items() if v is not None}}
+        if not base.has_bank:  # bank guidance reads the caption bank; the app hides its slider for other models
+            settings.pop("guide_weight", None)
         if not request.prompt:
             return base.propose(request.image, **settings)
         cap = self.prompt_model(request.preset)
@@ -357,6 +369,12 @@ class CaptionService:
                        f"; decoded from the photo's feature mixed {mix:g} with {mean}")
         if prompt and cfg.ranking.prompt_weight:
             ranked += f" + {cfg.ranking.prompt_weight:g} x similarity to the prompt"
+        guide = settings.get("guide_weight")
+        if guide is None:  # the setting this model serves on this device (read at load: no file per request)
+            guide = cap.config.replace(**cap.served_settings(self.device_type())).guidance.guide_weight
+        if guide and not prompt and cap.has_bank:  # a prompted pass is never guided (Captioner._caption_from_*)
+            ranked += (f"; each token mixed {guide:g} with the n-grams of its {cfg.guide_k} nearest corpus captions "
+                       "(bank guidance)")
         noise = f"σ² {r.sigma2:g}" + (" (the model's)" if sigma2 is None else "")
         regions = f"N_cr {r.n_cr}, " if cap.adaptor.reads_regions and cfg.regions.use_regions else ""
         info = (f"{len(r.candidates)} distinct candidates from S={samples} x beam {num_beams}, {noise}, "

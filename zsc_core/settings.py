@@ -71,6 +71,15 @@ class EntityConfig:
 
 
 @dataclass
+class GuidanceConfig:
+    """Bank-guided decoding (guidance.py): the LM's next token mixed with an n-gram model of the nearest captions."""
+
+    guide_weight: float = 0.0  # weight of the captions' n-gram distribution; 0: plain decoding
+    guide_k: int = 0  # nearest bank captions the n-gram table is built from; 0: the ranking's (rerank_k)
+    guide_order: int = 4  # n-gram order: contexts of up to guide_order - 1 tokens
+
+
+@dataclass
 class RankingConfig:
     """How the candidates are ranked (sampling.py)."""
 
@@ -94,7 +103,8 @@ class AuthorsCode:
 
 
 GROUPS: dict[str, type] = {"decoding": DecodingConfig, "regions": RegionConfig, "retrieval": RetrievalConfig,
-                           "entities": EntityConfig, "ranking": RankingConfig, "authors": AuthorsCode}
+                           "entities": EntityConfig, "guidance": GuidanceConfig, "ranking": RankingConfig,
+                           "authors": AuthorsCode}
 # flat field name -> its group; names are unique across groups (checked at import)
 FIELD_GROUP: dict[str, str] = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}
 assert len(FIELD_GROUP) == sum(len(fields(c)) for c in GROUPS.values()), "flat setting names must be unique"
@@ -110,6 +120,7 @@ class CaptionConfig:
     regions: RegionConfig = field(default_factory=RegionConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     entities: EntityConfig = field(default_factory=EntityConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
     authors: AuthorsCode = field(default_factory=AuthorsCode)
 
@@ -152,7 +163,13 @@ class CaptionConfig:
     @property
     def uses_bank(self) -> bool:
         """Whether these settings read a caption bank (a bank ranking, or a non-zero mix)."""
-        return self.ranking.rerank in BANK_RERANKERS or bool(self.retrieval.bank_mix)
+        return (self.ranking.rerank in BANK_RERANKERS or bool(self.retrieval.bank_mix)
+                or bool(self.guidance.guide_weight))
+
+    @property
+    def guide_k(self) -> int:
+        """How many nearest bank captions the guidance's n-gram table reads: guide_k, else the ranking's."""
+        return self.guidance.guide_k or self.ranking_k
 
     def check(self) -> None:
         """Raise ValueError, naming the setting, for a value no caption can be made with."""
@@ -175,6 +192,10 @@ class CaptionConfig:
         if e.entity_k < 1 or e.entity_min < 1 or e.max_entities < 0:
             raise ValueError(f"entity_k and entity_min must be >= 1 and max_entities >= 0, got {e.entity_k}, "
                              f"{e.entity_min} and {e.max_entities}")
+        g = self.guidance
+        if not 0.0 <= g.guide_weight < 1.0 or g.guide_k < 0 or g.guide_order < 2:
+            raise ValueError(f"guide_weight must be in [0, 1), guide_k >= 0 and guide_order >= 2, got "
+                             f"{g.guide_weight}, {g.guide_k} and {g.guide_order}")
 
 
 # Inference as MacCap's public code runs it: S=4 samples, each a beam search of width 4, subregions by the double
@@ -291,11 +312,13 @@ def set_served(weights_path: str, device_type: str, **flat: Any) -> InferenceSet
     return new
 
 
-# Settings added after the first settings files were written (2026-12-06, the memory model): a model fingerprint
-# hashes them only where they differ from their defaults, so the benchmarks' cached rows of older models stay valid.
+# Settings added after the first settings files were written (2026-12-06: the memory model, bank guidance): a
+# model fingerprint hashes them only where they differ from their defaults, so the benchmarks' cached rows of older
+# models stay valid.
 FIRST_GROUPS = ("decoding", "regions", "retrieval", "ranking", "authors")
 LATER_FIELDS = {"retrieval": {"region_k", "weighting", "temperature"},
-                "entities": {"entities", "entity_k", "entity_min", "max_entities"}}
+                "entities": {"entities", "entity_k", "entity_min", "max_entities"},
+                "guidance": {"guide_weight", "guide_k", "guide_order"}}
 
 
 def model_fingerprint(weights_path: str) -> str:
