@@ -205,7 +205,8 @@ def summary(report: dict) -> list[dict]:
 def write_markdown(cfg: TuneConfig, report: dict) -> None:
     ret = report["retrieval"]
     md = [f"# Photo settings, study `{cfg.study}`, on {report['split']} ({report['n_images']} photos; "
-          f"`python -m train.tune_memory study={cfg.study}`)\n\n", f"Model `{report['model']}`. CIDEr (pycocoevalcap) per sampling seed. Retrieval baseline, "
+          f"`python -m train.tune_memory study={cfg.study}`)\n\n",
+          f"Model `{report['model']}`. CIDEr (pycocoevalcap) per sampling seed. Retrieval baseline, "
           f"{ret['name']}: **{ret['CIDEr']:.3f}** (distinct per 100 photos {ret['distinct_per_100']:.0f}).\n\n",
           "| group | row | CIDEr per seed | mean | beats retrieval on every seed | distinct / 100 (seed 0) |\n",
           "| --- | --- | --- | --- | --- | --- |\n"]
