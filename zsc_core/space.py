@@ -84,7 +84,8 @@ SHORT_DESCRIPTION = "Captions from a captioner trained on text only"  # <= 60 ch
 HARDWARE = {"zero-gpu": "zero-a10g", "cpu": "cpu-basic"}
 PAPERS = {"MacCap": "https://arxiv.org/abs/2401.02347", "TIPCap": "https://arxiv.org/abs/2403.19193",
           "DeCap": "https://arxiv.org/abs/2303.03032", "Knight": "https://arxiv.org/abs/2304.13270",
-          "IFCap": "https://arxiv.org/abs/2409.18046", "ViECap": "https://arxiv.org/abs/2307.16686"}
+          "IFCap": "https://arxiv.org/abs/2409.18046", "ViECap": "https://arxiv.org/abs/2307.16686",
+          "kNN-LM": "https://arxiv.org/abs/1911.00172", "Infini-gram": "https://arxiv.org/abs/2401.17377"}
 BIBTEX = """@inproceedings{qiu2024maccap,
   title     = {Mining Fine-Grained Image-Text Alignment for Zero-Shot Captioning via Text-Only Training},
   author    = {Qiu, Longtian and Ning, Shan and He, Xuming},
@@ -221,12 +222,13 @@ Upload a photo and get a caption from a captioner whose only trainable part neve
 CLIP-shaped encoder, a small adaptor trained on 83k COCO caption *texts*, and a frozen SmolLM2-135M that writes
 the caption. Built on MacCap and TIPCap (region noise injection, subregions, multiple sampling with reranking, a
 mapping driven by N(mu, Sigma), interactive prompts "An image contains motorcycle") and on what followed them:
-DeCap's text memory, Knight's and IFCap's retrieval-matched training, ViECap's entity prompts.
+DeCap's text memory, Knight's and IFCap's retrieval-matched training, ViECap's entity prompts, and bank guidance
+(kNN-LM's interpolation with the n-grams of the photo's nearest captions).
 
 - **photo** (default): a bridge of an ImageNet MobileNetV2 and all-MiniLM-L6-v2; captions decoded from the
-  training captions nearest the photo and ranked by CIDEr-D against them (CIDEr and latency of each served setting
-  are in the project's README). It knows ImageNet's 1,000 classes only: people and places are guessed from the
-  objects around them.
+  training captions nearest the photo, each token guided by their n-grams, and ranked by CIDEr-D against them
+  (CIDEr and latency of each served setting are in the project's README). It knows ImageNet's 1,000 classes only:
+  people and places are guessed from the objects around them.
 - **offline-world**, **offline-world-maccap**: the lab models, for the procedurally generated scenes that the
   "Random offline-world scene" button draws.
 
