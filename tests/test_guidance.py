@@ -67,13 +67,11 @@ def test_guidance_mixes_the_distributions_and_leaves_unknown_contexts_to_the_lm(
     assert math.isclose(g._log_lm, math.log(0.7))
 
 
-def _captioner_with_bank(n_rows=30):
+def _captioner_with_bank(tmp_path, n_rows=30):
     clip, lm = make_tiny_clip(0), load_lm(LMSpec("tiny"))
     cap = Captioner.build(clip, lm, SMALL)
     texts = [world.make_scene(0, "corpus", i).captions[0] for i in range(n_rows)]
-    import tempfile
-
-    path = tempfile.mkdtemp() + "/bank.safetensors"
+    path = str(tmp_path / "bank.safetensors")
     save_bank(path, clip.encode_text(texts).float(), BankConfig("world", n_rows),
               {"name": "tiny (text)", "text_fingerprint": clip.text_fingerprint})
     from zsc_core.bank import save_bank_captions
@@ -84,8 +82,8 @@ def _captioner_with_bank(n_rows=30):
     return cap, texts
 
 
-def test_strong_guidance_from_one_neighbour_writes_that_neighbour():
-    cap, texts = _captioner_with_bank()
+def test_strong_guidance_from_one_neighbour_writes_that_neighbour(tmp_path):
+    cap, texts = _captioner_with_bank(tmp_path)
     img = _img(2)
     feat = cap.clip.image_features(cap.clip.pixels([img])).global_feat.float()
     nearest = texts[int(cap.bank.neighbours(feat, 1)[0, 0])]
@@ -103,3 +101,25 @@ def test_guidance_settings_are_checked_and_the_ranking_k_is_the_default():
     for bad in ({"guide_weight": 1.0}, {"guide_weight": -0.1}, {"guide_order": 1}, {"guide_k": -1}):
         with pytest.raises(ValueError, match="guide"):
             CaptionConfig().replace(**bad).check()
+
+
+def test_the_first_pass_is_guided_and_a_prompted_pass_never_is(tmp_path):
+    """A typed prompt writes the user's words: the n-grams of the neighbours would pull away from them. So with a
+    prompt, the rough first pass reads the guidance and the prompted pass does not."""
+    cap, _ = _captioner_with_bank(tmp_path)
+    cap.interactive = True
+    seen = []
+    generate = cap.lm.generate
+
+    def recording(prefix, prompts=None, cfg=None, logits_processor=None):
+        seen.append(logits_processor)
+        return generate(prefix, prompts=prompts, cfg=cfg, logits_processor=logits_processor)
+
+    cap.lm.generate = recording
+    cap.caption(_img(3), prompt="An image contains red circle.", samples=2, max_new_tokens=4, guide_weight=0.5)
+    assert len(seen) == 2 and isinstance(seen[0], BankGuidance) and seen[1] is None
+    assert seen[0].weight == 0.5 and len(seen[0].tables) == 2  # one row per sample, both reading the photo's table
+    assert seen[0].tables[0] is seen[0].tables[1]
+    seen.clear()
+    cap.caption(_img(3), samples=2, max_new_tokens=4)  # weight 0 (the default): plain decoding
+    assert seen == [None]
