@@ -36,6 +36,21 @@ def tiny_lm():
     return load_lm(LMSpec("tiny"))
 
 
+def make_tiny_bank(clip: ClipEncoder, folder, n_rows: int = 40):
+    """A caption bank of ``n_rows`` offline-world corpus captions embedded by ``clip``'s text tower, with its
+    captions file, saved in ``folder``; returns (the loaded bank, its texts)."""
+    from zsc_core import world
+    from zsc_core.bank import BankConfig, load_bank, save_bank, save_bank_captions
+
+    texts = [world.make_scene(0, "corpus", i).captions[0] for i in range(n_rows)]
+    path = os.path.join(str(folder), "bank.safetensors")
+    save_bank(path, clip.encode_text(texts).float(), BankConfig("world", n_rows),
+              {"name": "tiny (text)", "text_fingerprint": clip.text_fingerprint})
+    bank = load_bank(path)
+    save_bank_captions(path, texts, bank)
+    return bank, texts
+
+
 def make_tiny_checkpoints(ck) -> None:
     """Tiny seeded checkpoints named like the offline-world presets' (CLIP, TIPCap, MacCap, prompt model)."""
     from zsc_core.adaptor import MacCapConfig, TIPCapConfig

@@ -7,10 +7,8 @@ import math
 import pytest
 import torch
 
-from tests.conftest import make_tiny_clip
+from tests.conftest import make_tiny_bank, make_tiny_clip
 from tests.test_bank import SMALL, _img
-from zsc_core import world
-from zsc_core.bank import BankConfig, load_bank, save_bank
 from zsc_core.captioner import Captioner
 from zsc_core.guidance import START, BankGuidance, NgramTable
 from zsc_core.lm import LMSpec, clean_caption, load_lm
@@ -68,17 +66,9 @@ def test_guidance_mixes_the_distributions_and_leaves_unknown_contexts_to_the_lm(
 
 
 def _captioner_with_bank(tmp_path, n_rows=30):
-    clip, lm = make_tiny_clip(0), load_lm(LMSpec("tiny"))
-    cap = Captioner.build(clip, lm, SMALL)
-    texts = [world.make_scene(0, "corpus", i).captions[0] for i in range(n_rows)]
-    path = str(tmp_path / "bank.safetensors")
-    save_bank(path, clip.encode_text(texts).float(), BankConfig("world", n_rows),
-              {"name": "tiny (text)", "text_fingerprint": clip.text_fingerprint})
-    from zsc_core.bank import save_bank_captions
-
-    bank = load_bank(path)
-    save_bank_captions(path, texts, bank)
-    cap.bank = bank
+    clip = make_tiny_clip(0)
+    cap = Captioner.build(clip, load_lm(LMSpec("tiny")), SMALL)
+    cap.bank, texts = make_tiny_bank(clip, tmp_path, n_rows)
     return cap, texts
 
 

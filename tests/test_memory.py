@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from train.train_memory import MemoryTrainConfig, inference_defaults, memory_loss
 from zsc_core import world
 from zsc_core.adaptor import MemoryAdaptor, MemoryConfig
-from zsc_core.bank import BankConfig, CaptionBank, load_bank, save_bank
+from zsc_core.bank import BankConfig, CaptionBank
 from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import CheckpointError
 from zsc_core.entities import (
@@ -23,6 +23,7 @@ from zsc_core.entities import (
 from zsc_core.lm import LMSpec, load_lm
 from zsc_core.memory import MemorySpec, build_memory, duplicate_rows, neighbour_anchor, noisy, pick_regions, search
 
+from .conftest import make_tiny_bank
 from .test_captioner import make_tiny_clip
 
 TINY_MEMORY = MemoryConfig(n_queries=2, d_model=32, n_heads=2, ffn_dim=64, dropout=0.0, n_cr=2, k=8, region_k=2,
@@ -137,15 +138,10 @@ def test_entities_file_is_refused_for_another_bank(tmp_path):
 def _tiny_memory_captioner(tmp_path, n_rows=40):
     clip, lm = make_tiny_clip(0), load_lm(LMSpec("tiny"))
     cap = Captioner.build(clip, lm, TINY_MEMORY, config=inference_defaults(TINY_MEMORY).replace(rerank_k=6))
-    texts = [world.make_scene(0, "corpus", i).captions[0] for i in range(n_rows)]
-    bank_path = str(tmp_path / "bank.safetensors")
-    save_bank(bank_path, clip.encode_text(texts).float(), BankConfig("world", n_rows),
-              {"name": "tiny (text)", "text_fingerprint": clip.text_fingerprint})
-    bank = load_bank(bank_path)
+    bank, texts = make_tiny_bank(clip, tmp_path, n_rows)
+    bank_path = bank.path
     from train.build_entities import row_phrases
-    from zsc_core.bank import save_bank_captions
 
-    save_bank_captions(bank_path, texts, bank)
     phrases = row_phrases(texts)
     save_entities(bank_path, [list(dict.fromkeys(lemma for _, lemma in r)) for r in phrases], bank.rows_fingerprint())
     cap.bank = bank
