@@ -345,10 +345,9 @@ class Captioner:
             neighbours = self.bank.feats(index).to(feats.global_feat.device)  # (B, k, D)
             if ranking == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
                 cider_texts = self.bank.texts(index[:, :rank_k])
-            if guide_k:  # the guidance's n-gram tables, one per image (guidance.py)
-                texts = cider_texts if guide_k == rank_k and cider_texts is not None else self.bank.texts(
+            if guide_k:  # the texts of the guidance's n-gram tables, per image (guidance.py)
+                guide = cider_texts if guide_k == rank_k and cider_texts is not None else self.bank.texts(
                     index[:, :guide_k])
-                guide = tables_for(self.lm, texts, cfg.guidance.guide_order)
         t_rank = time.perf_counter() - t1
         if self.reads_memory:
             if rough is not None:
@@ -378,8 +377,8 @@ class Captioner:
                                ) -> tuple["Pending", list[str] | None, float]:
         """MacCap and TIPCap: the adaptor reads the image feature or the region tokens (mixed with the bank
         anchor by bank_mix), S noisy copies; with a prompt, a second pass after the stage-2 template. ``guide``
-        (one n-gram table per image) guides the first pass only: the prompted pass writes the user's words, which
-        the neighbours' n-grams would pull away from."""
+        (per image, the captions of its n-gram table) guides the first pass only: the prompted pass writes the
+        user's words, which the neighbours' n-grams would pull away from."""
         d = cfg.decoding
         mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
         t_rank = 0.0
@@ -468,11 +467,12 @@ class Captioner:
         return GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
                              num_return=d.num_beams if d.keep_beams else 1)
 
-    @staticmethod
-    def _guidance(tables: list | None, cfg: CaptionConfig, s: int) -> BankGuidance | None:
-        """The bank guidance of a pass over B x S rows (each image's S samples read its table), or None."""
-        if not tables:
+    def _guidance(self, texts: list[list[str]] | None, cfg: CaptionConfig, s: int) -> BankGuidance | None:
+        """The bank guidance of a pass over B x S rows from each image's guidance captions (each image's S samples
+        read its table), or None. Tables are built here, only for a pass that is guided."""
+        if not texts:
             return None
+        tables = tables_for(self.lm, texts, cfg.guidance.guide_order)
         return BankGuidance([tables[i // s] for i in range(len(tables) * s)], cfg.guidance.guide_weight,
                             cfg.decoding.num_beams)
 
