@@ -169,7 +169,7 @@ def results_table() -> str:
         (f"train-paired (80 photos, 4 seeds; retrieval {_f(ret)}): `photo` served ({_setting(lat, CPU)})",
          _train_paired(guided, guided.get("served_cpu", "")), "results/tune_guidance_photo.md"),
         ("train-paired: `photo` without bank guidance (S=8 greedy)",
-         _train_paired(guided, "current `photo` (TIPCap S4) at the app's CPU setting, S=8 greedy"),
+         _train_paired(guided, "`photo` (TIPCap S4) at its CPU setting before bank guidance, S=8 greedy"),
          "results/tune_guidance_photo.md"),
         ("train-paired: `photo-memory` with / without bank guidance 0.5 (S=8 greedy, sigma2=0.02)",
          _train_paired(guided, "memory model, S=8 greedy, bank guidance weight 0.5") + " / "
