@@ -23,25 +23,32 @@ except ImportError:
 
 import gradio as gr
 
-from zsc_core import world
-from zsc_core.presets import default_preset
-from zsc_core.service import APP_BEAMS, VQA_SAMPLES, CaptionService, UserError, gpu_seconds
+from zsc_core import display, world
+from zsc_core.captioner import MAX_PROMPT_CHARS
+from zsc_core.gap_service import GapService
+from zsc_core.models import ModelCache, UserError
+from zsc_core.presets import default_preset, example_images
+from zsc_core.requests import check_text, read_image
+from zsc_core.service import CaptionService
 from zsc_core.vqa import MAX_QUESTION_CHARS
+from zsc_core.vqa_service import VQA_BEAMS, VQA_SAMPLES, AnswerService
+from zsc_core.zerogpu import gpu_seconds
 
 MAX_UPLOAD = "20mb"
 # Example outputs are cached on first click (lazily: start-up stays fast), outside the working directory.
 os.environ.setdefault("GRADIO_EXAMPLES_CACHE", os.path.join(tempfile.gettempdir(), "zsc-examples-cache"))
 
 ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
-service = CaptionService(device=os.environ.get("ZSC_DEVICE") or ("cuda" if ZERO_GPU else "auto"))
+models = ModelCache(device=os.environ.get("ZSC_DEVICE") or ("cuda" if ZERO_GPU else "auto"))
+service, answers, gaps = CaptionService(models), AnswerService(models), GapService(models)
 DEFAULT = default_preset()
-STARTUP_PROBLEM = service.warm_up(DEFAULT)  # weights loaded once, at start-up; never raises
+STARTUP_PROBLEM = models.warm_up(DEFAULT)  # weights loaded once, at start-up; never raises
 if ZERO_GPU:  # GPU functions run in forked workers: whatever they load lazily would be loaded again on every call
-    service.warm_all()
-CHOICES = service.preset_choices()  # only the presets that can caption here
+    models.warm_all()
+CHOICES = models.preset_choices()  # only the presets that can caption here
 SELECTED = DEFAULT if (DEFAULT, DEFAULT) in CHOICES else (CHOICES[0][1] if CHOICES else None)
-LABELS = service.labels(SELECTED)
-SERVED = service.served_config(SELECTED)  # the setting this model serves on this device: the sliders start there
+LABELS = display.labels(SELECTED or DEFAULT)
+SERVED = service.served_config(SELECTED)  # the setting this model serves (CPU and GPU): the sliders start there
 DEFAULT_SAMPLES, DEFAULT_BEAMS = SERVED.decoding.samples, SERVED.decoding.num_beams
 
 
@@ -76,22 +83,28 @@ def _gpu(duration):
 # -- the GPU-billed functions: the model's work only; their arguments and results pickle ------------------------
 
 
-@_gpu(lambda request: gpu_seconds(request.settings["samples"], request.settings["num_beams"], bool(request.prompt)))
+def _request_seconds(request) -> int:
+    """The GPU duration of a caption request: its samples and beams, the model's own where it sets none."""
+    d = service.served_config(request.preset).replace(**request.settings).decoding
+    return gpu_seconds(d.samples, d.num_beams, bool(request.prompt))
+
+
+@_gpu(_request_seconds)
 def propose(request):
     """Encode, retrieve and decode one caption request's candidates (unranked)."""
     return service.propose(request)
 
 
-@_gpu(lambda image, question, preset: gpu_seconds(VQA_SAMPLES, APP_BEAMS))
+@_gpu(lambda image, question, preset: gpu_seconds(VQA_SAMPLES, VQA_BEAMS))
 def answer_image(image, question, preset):
     """Caption the image once and answer the question (zero-shot VQA)."""
-    return service.answer_image(image, question, preset)
+    return answers.answer_image(image, question, preset)
 
 
 @_gpu(lambda preset, images, texts: gpu_seconds(1, 1, images=len(images)))
 def gap_features(preset, images, texts):
     """Encode the gap tab's images and captions."""
-    return service.gap_features(preset, images, texts)
+    return gaps.gap_features(preset, images, texts)
 
 
 # -- the handlers -------------------------------------------------------------------------------------------------
@@ -122,14 +135,16 @@ def caption(image, preset, samples, sigma2, n_cr, beams, seed, guide=None, progr
 @_guard
 def example(image, progress=gr.Progress()):
     """An example photo captioned by the default model at the app's settings (cached after its first click)."""
-    v = _caption(service.caption_request(image, SELECTED, DEFAULT_SAMPLES, None, None, DEFAULT_BEAMS, 0), progress)
+    v = _caption(service.caption_request(image, SELECTED), progress)  # the model's own settings
     return v.caption, v.regions_image, v.candidates, v.info, v.retrieved
 
 
 @_guard
 def relabel(preset):
     """The labels and the settings that apply to the chosen model, and the setting it serves here."""
-    lb, served = service.labels(preset), service.served_config(preset)
+    from zsc_core.models import preset_name
+
+    lb, served = display.labels(preset_name(preset)), service.served_config(preset)
     return (lb.header, gr.update(label=lb.regions), gr.update(headers=lb.candidate_headers()),
             gr.update(visible=lb.reads_regions), gr.update(visible=lb.offline_world),
             gr.update(visible=lb.offline_world), gr.update(visible=lb.has_bank),
@@ -140,6 +155,8 @@ def relabel(preset):
 @_guard
 def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, guide=None, progress=gr.Progress()):
     """Re-caption with an interactive prompt: rough caption, refined caption, regions, candidates, timing."""
+    if not check_text(prompt, "prompt", MAX_PROMPT_CHARS, required=False):
+        raise UserError('The prompt is empty: type what the image contains, e.g. "An image contains motorcycle".')
     v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed, prompt=prompt,
                                          guide_weight=guide), progress)
     return v.rough_caption, v.caption, v.regions_image, v.candidates, v.info
@@ -148,8 +165,8 @@ def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, guide=N
 @_guard
 def answer(image, question, preset, progress=gr.Progress()):
     """Zero-shot VQA: answer, the LM's free text, the caption it read, top-5 answers."""
-    question = service.check_text(question, "question", MAX_QUESTION_CHARS)
-    picture = service.read_image(image)
+    question = check_text(question, "question", MAX_QUESTION_CHARS)
+    picture = read_image(image)
     progress(0.2, desc="answering")
     v = answer_image(picture, question, preset)
     return v.answer, v.generated, v.caption, v.top
@@ -158,11 +175,11 @@ def answer(image, question, preset, progress=gr.Progress()):
 @_guard
 def gap(preset, source, n, files, captions, progress=gr.Progress()):
     """Modality-gap analysis: Table-1 numbers, difference histograms, t-SNE."""
-    images, texts = service.gap_inputs(source, n, files, captions)
+    images, texts = gaps.gap_inputs(source, n, files, captions)
     progress(0.2, desc="encoding")
     features = gap_features(preset, images, texts)
     progress(0.6, desc="running t-SNE")
-    v = service.gap_view(features)
+    v = gaps.gap_view(features)
     return v.markdown, v.histograms, v.tsne
 
 
@@ -214,7 +231,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                 out_rough = gr.Textbox(label="Rough caption (first pass)", interactive=False)
                 out_refined = gr.Textbox(label="Refined caption (with the prompt)", interactive=False)
             # Examples run on click; their outputs are cached after the first click (lazily: start-up stays fast).
-            gr.Examples(service.example_images(), inputs=image, label="Examples (captioned by the default model)",
+            gr.Examples(example_images(), inputs=image, label="Examples (captioned by the default model)",
                         fn=example, outputs=[out_caption, out_regions, out_cands, out_info, out_retrieved],
                         cache_examples=True, cache_mode="lazy", preprocess=False)
         with gr.Tab("Ask (VQA)"):
@@ -238,7 +255,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                                 elem_id="gap-hist")
             gap_tsne = gr.Image(label="t-SNE: raw, isotropic noise, multivariate mapping", type="pil")
         with gr.Tab("Models"):
-            gr.Markdown(service.status_markdown())
+            gr.Markdown(display.status_markdown(models.failed))
 
     settings = [samples, sigma2, n_cr, beams, seed, guide]
     # preprocess=False: uploads reach zsc_core's own image loader untouched, so a broken or odd file gets a clear

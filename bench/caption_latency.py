@@ -78,7 +78,7 @@ def peak_rss_gb() -> float:
 def loop_of_single_calls(cap: Captioner, image, s: int, max_new_tokens: int) -> str:
     """MacCap's reference way: one noisy copy -> adaptor -> generate -> CLIP score, s times, then pick."""
     feats = cap.clip.image_features(cap.clip.pixels([image]))
-    memory, _ = cap.region_memory(feats, cap.config)
+    memory, _ = cap.region_memory(feats, cap.effective())
     gen = torch.Generator().manual_seed(0)
     best, best_score = "", -2.0
     for _ in range(s):

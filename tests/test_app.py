@@ -169,13 +169,13 @@ def test_text_inputs_are_checked(client, tmp_path):
 
 def test_presets_on_the_same_frozen_models_share_them(tmp_path, monkeypatch):
     """Switching between the offline-world presets (and their prompt model) loads one CLIP and one LM in all."""
-    from zsc_core.service import CaptionService
+    from zsc_core.models import ModelCache
 
     from .conftest import make_tiny_checkpoints
 
     make_tiny_checkpoints(tmp_path)
     monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
-    s = CaptionService()
+    s = ModelCache()
     tip, mac = s.captioner("offline-world"), s.captioner("offline-world-maccap")
     prompts = s.captioner("offline-world-maccap", prompts=True)
     assert (tip.kind, mac.kind, prompts.interactive) == ("tipcap", "maccap", True)
@@ -194,6 +194,8 @@ def test_a_preset_that_cannot_load_is_reported_and_the_others_keep_serving(tmp_p
     """A checkpoint that fails to load (here: trained against another LM) must not kill the app at start-up:
     warm-up says what is wrong, the dropdown drops that preset, the Models tab says why, the rest still caption."""
     from zsc_core.checkpoint import load_checkpoint, save_checkpoint
+    from zsc_core.display import status_markdown
+    from zsc_core.models import ModelCache
     from zsc_core.service import CaptionService, UserError
 
     from .conftest import make_tiny_checkpoints
@@ -204,13 +206,14 @@ def test_a_preset_that_cannot_load_is_reported_and_the_others_keep_serving(tmp_p
     save_checkpoint(path, ck.tensors, kind=ck.kind, config=ck.config, clip=ck.clip,
                     lm={**ck.lm, "fingerprint": "0123456789abcdef"})  # "trained against another LM"
     monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
-    s = CaptionService()
-    problem = s.warm_up("offline-world")
+    models = ModelCache()
+    s = CaptionService(models)
+    problem = models.warm_up("offline-world")
     assert "could not be loaded" in problem and "language model" in problem
     assert "offline-world-maccap" in problem  # ...and which models still work
-    names = [n for _, n in s.preset_choices()]
+    names = [n for _, n in models.preset_choices()]
     assert "offline-world" not in names and "offline-world-maccap" in names and "real-photo" not in names
-    assert "Failed to load" in s.status_markdown()
+    assert "Failed to load" in status_markdown(models.failed)
     img = world.render(world.make_scene(0, "eval", 1), 64)
     assert s.caption(img, "offline-world-maccap", samples=2).caption is not None
     with pytest.raises(UserError, match="could not be loaded"):

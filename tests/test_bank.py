@@ -251,11 +251,11 @@ def test_prompted_pass_ranks_with_the_prompt_weight_and_only_there(tiny_clip, ti
 
 
 def test_only_adaptors_have_inference_settings(tmp_path):
-    from zsc_core.captioner import ADAPTOR_KINDS
-    from zsc_core.settings import ADAPTOR_KINDS as SETTINGS_KINDS
+    from zsc_core import adaptor, settings
     from zsc_core.settings import set_defaults
 
-    assert SETTINGS_KINDS == ADAPTOR_KINDS  # the settings' list is the captioner's registry
+    # one list of adaptor kinds, the registry in adaptor.py (the settings module keeps no copy)
+    assert adaptor.ADAPTOR_KINDS == tuple(adaptor.ADAPTORS) and not hasattr(settings, "ADAPTOR_KINDS")
     not_adaptor = str(tmp_path / "clip.safetensors")
     save_checkpoint(not_adaptor, {"w": torch.zeros(1)}, kind="clip", config={})
     for call in (lambda: set_defaults(not_adaptor, samples=2), lambda: attach_bank(not_adaptor, None)):
@@ -389,8 +389,9 @@ def test_a_later_bank_sweep_keeps_the_previous_setting_unless_most_seeds_prefer_
 
 
 def test_settings_added_later_change_a_fingerprint_only_when_they_leave_their_defaults(tmp_path):
-    """Older benchmark rows stay cached when a new setting appears at its default (settings.LATER_FIELDS)."""
-    from zsc_core.settings import model_fingerprint, set_defaults
+    """Older benchmark rows stay cached when a new setting appears at its default (train.cache_keys.LATER_FIELDS)."""
+    from train.cache_keys import model_fingerprint
+    from zsc_core.settings import set_defaults
 
     _, path, _ = _captioner_with_bank(tmp_path)
     before = model_fingerprint(path)
@@ -403,8 +404,9 @@ def test_settings_added_later_change_a_fingerprint_only_when_they_leave_their_de
 
 
 def test_a_run_that_spells_out_its_settings_keeps_its_fingerprint_when_a_default_moves(tmp_path):
-    """The benchmark caches a row under its weights and effective settings (settings.setting_fingerprint)."""
-    from zsc_core.settings import set_defaults, setting_fingerprint
+    """The benchmark caches a row under its weights and effective settings (train.cache_keys.setting_fingerprint)."""
+    from train.cache_keys import setting_fingerprint
+    from zsc_core.settings import set_defaults
 
     _, path, _ = _captioner_with_bank(tmp_path)
     set_defaults(path, samples=20, num_beams=5, keep_beams=True)  # the `photo` defaults before they moved
@@ -418,25 +420,54 @@ def test_a_run_that_spells_out_its_settings_keeps_its_fingerprint_when_a_default
     assert setting_fingerprint(path, num_beams=1, keep_beams=True) == setting_fingerprint(path, num_beams=1)
 
 
-def test_served_settings_name_the_cpu_defaults_and_the_gpu_changes(tmp_path):
-    """The JSON's defaults are what is served on CPU; `served.cuda` what the app changes on a GPU; the CLI sets
-    either without touching the weights, and the service starts the app's sliders at the device's setting."""
-    from zsc_core.cli import main
-    from zsc_core.settings import read_settings, set_served
+def test_a_noisy_run_is_keyed_under_per_image_noise_and_a_noise_free_one_keeps_its_key(tmp_path):
+    """Issue #52: captions that draw noise changed when each image got its own generator, so their cached rows
+    re-run; S=1 captions did not change, so theirs stay cached."""
+    import hashlib
+    import json
+
+    from train.cache_keys import NOISE_PROTOCOL, noise_key, setting_fingerprint
+    from zsc_core.checkpoint import file_fingerprint
+    from zsc_core.settings import CaptionConfig, read_settings
+
+    _, path, _ = _captioner_with_bank(tmp_path)
+    assert noise_key(path, samples=4) == [NOISE_PROTOCOL] and noise_key(path, samples=1) == []
+    assert noise_key(path, samples=1, noise_single=True) == [NOISE_PROTOCOL]
+
+    def old_key(**flat):  # the key as it was computed before per-image noise
+        s = read_settings(path)
+        defaults = CaptionConfig().flat()
+        later = {"region_k", "weighting", "temperature", "entities", "entity_k", "entity_min", "max_entities",
+                 "guide_weight", "guide_k", "guide_order"}
+        eff = {k: v for k, v in s.config.replace(**flat).flat().items() if k not in later or v != defaults[k]}
+        eff["keep_beams"] = eff["keep_beams"] if eff["num_beams"] > 1 else False
+        bank = os.path.relpath(s.bank, os.path.dirname(path)) if s.bank else None
+        doc = json.dumps({"bank": bank, **eff}, sort_keys=True)
+        return f"{file_fingerprint(path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
+
+    assert setting_fingerprint(path, samples=1) == old_key(samples=1)
+    assert setting_fingerprint(path, samples=4) != old_key(samples=4)
+
+
+def test_one_setting_is_served_everywhere_and_a_per_device_layer_is_refused(tmp_path):
+    """The JSON's defaults are what the app (CPU and GPU), `caption` and `evaluate` serve; `defaults` changes them
+    without touching the weights; a settings file with a per-device "served" layer (removed, issue #52) is a clear
+    error rather than silently ignored."""
+    import json
+
+    from zsc_core.cli import build_parser, main
+    from zsc_core.settings import read_settings, settings_path
 
     _, path, _ = _captioner_with_bank(tmp_path)
     before = file_fingerprint(path)
     assert main(["defaults", path, "samples=8", "num_beams=1"]) == 0
-    assert main(["defaults", "--device", "cuda", path, "samples=20", "num_beams=5", "keep_beams=true"]) == 0
     s = read_settings(path)
-    assert (s.config.decoding.samples, s.config.decoding.num_beams) == (8, 1)
-    gpu = s.for_device("cuda").decoding
-    assert (gpu.samples, gpu.num_beams, gpu.keep_beams) == (20, 5, True)
-    assert s.for_device("cpu") == s.config and file_fingerprint(path) == before
-    cap = Captioner.from_pretrained(path)
-    assert cap.served_settings("cuda") == {"samples": 20, "num_beams": 5, "keep_beams": True}
-    assert cap.served_settings("cpu") == {}
-    with pytest.raises(ValueError, match="cuda"):
-        set_served(path, "cpu", samples=3)
-    with pytest.raises(ValueError, match="samples"):
-        set_served(path, "cuda", samples=0)
+    assert (s.config.decoding.samples, s.config.decoding.num_beams) == (8, 1) and file_fingerprint(path) == before
+    assert Captioner.from_pretrained(path).effective().decoding.samples == 8
+    with pytest.raises(SystemExit):  # no per-device flag any more
+        build_parser().parse_args(["defaults", "--device", "cuda", path, "samples=20"])
+    doc = json.load(open(settings_path(path)))
+    doc["served"] = {"cuda": {"samples": 20}}
+    json.dump(doc, open(settings_path(path), "w"))
+    with pytest.raises(ValueError, match="served"):
+        read_settings(path)

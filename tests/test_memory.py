@@ -201,6 +201,16 @@ def test_memory_captioner_reads_retrieved_anchors_and_entities(tmp_path):
     assert r.candidates and r.caption == r.candidates[0].text
 
 
+def test_memory_captions_do_not_depend_on_the_other_photos_in_their_batch(tmp_path):
+    from .test_captioner import _batch_and_singles, _ranked
+
+    cap, _, _ = _tiny_memory_captioner(tmp_path)
+    images = [world.render(world.make_scene(0, "eval", i), 64) for i in range(3)]
+    x_batch, x_single, batch, singles = _batch_and_singles(cap, images, samples=3, max_new_tokens=4, seed=5)
+    assert x_batch.shape[0] == 3 * 3 and torch.allclose(x_batch, x_single, atol=1e-6)
+    assert _ranked(batch) == _ranked(singles)
+
+
 def test_memory_training_step_excludes_each_caption_and_trains_the_adaptor(tmp_path):
     cap, texts, phrases = _tiny_memory_captioner(tmp_path)
     pf = [cap.clip.encode_text([p for p, _ in row]).float() if row else torch.zeros(0, cap.clip.embed_dim)

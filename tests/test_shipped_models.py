@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from zsc_core import world
-from zsc_core.captioner import ADAPTOR_KINDS, Captioner
+from zsc_core.adaptor import ADAPTOR_KINDS
+from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import read_metadata
 from zsc_core.presets import DEFAULT_PRESET, PRESETS, checkpoints_dir
-from zsc_core.service import APP_BEAMS
+from train.benchmark_photo import GREEDY
 from zsc_core.settings import read_settings, settings_path
 
 ADAPTOR_FILES = sorted(p for p in glob.glob(os.path.join(checkpoints_dir(), "**", "*.safetensors"), recursive=True)
@@ -194,7 +195,7 @@ def test_photo_prompts_improve_the_caption(photo_prompting):
 
     base, two, items = photo_prompting
     refs = {i: r for i, (_, r) in enumerate(items)}
-    res = evaluate_prompt_following_coco(two, base, items, num_beams=APP_BEAMS)
+    res = evaluate_prompt_following_coco(two, base, items, num_beams=GREEDY)
     assert res["tried"] > 0 and len(res["rough"]) == len(res["refined"]) == len(items)
     before, after = (caption_metrics(refs, dict(enumerate(res[k])), ("cider",))["CIDEr"] for k in ("rough", "refined"))
     assert after > before, (before, after)
@@ -208,7 +209,7 @@ def test_photo_prompt_model_names_the_prompted_noun_in_most_cases_at_one_sample(
     from zsc_core.evaluation import evaluate_prompt_following_coco
 
     base, two, items = photo_prompting
-    res = evaluate_prompt_following_coco(two, base, items, num_beams=APP_BEAMS)
+    res = evaluate_prompt_following_coco(two, base, items, num_beams=GREEDY)
     assert res["followed_phrase"] >= 0.5 and res["followed_bare"] >= 0.5, res
 
 

@@ -35,11 +35,21 @@ def test_the_photo_preset_captions_fixed_photos_as_the_app_serves_them_on_cpu(ph
         assert r.caption == r.candidates[0].text and 1 <= len(r.candidates) <= n
         scores = [c.score for c in r.candidates]
         assert scores == sorted(scores, reverse=True)  # best first, by the preset's ranking
-        assert len(r.regions) == cap.n_cr(cap.config)
+        assert len(r.regions) == cap.effective().regions.n_cr == r.n_cr
         for reg in r.regions:
             x0, y0, x1, y1 = reg.box
             assert 0 <= x0 < x1 <= im.size[0] and 0 <= y0 < y1 <= im.size[1], (reg.box, im.size)
     assert len({r.caption for r in results}) > 1  # different photos, different captions
+
+
+def test_a_photos_caption_is_the_same_alone_and_in_a_batch_of_eight(photo):
+    """`evaluate --batch 8` and the app (one photo a call) serve the same caption for a photo (issue #52)."""
+    cap, _, items = photo
+    images = [load_image(p) for p, _ in items[:8]]
+    batch = cap.caption(images)
+    singles = [cap.caption(im) for im in images]
+    assert [r.caption for r in batch] == [r.caption for r in singles]
+    assert [[c.text for c in r.candidates] for r in batch] == [[c.text for c in r.candidates] for r in singles]
 
 
 def test_the_prompt_model_names_the_prompted_noun(photo):
@@ -84,6 +94,11 @@ def test_vqa_answers_with_a_candidate_after_reading_the_caption(photo):
                      samples=1)
     assert res.answer in {"dog", "pizza", "bus", "bed", "cat"} and res.caption and res.generated is not None
     assert [a for a, _ in res.ranking][0] == res.answer
+    # with no answers given, the photo preset answers from VQAv2's (issue #52: it used the offline world's 33 words)
+    from zsc_core.vqa import answer_vocabulary
+
+    own = cap.answer(items[0][0], "What kind of room is this?", samples=1)
+    assert cap.answers == "vqav2" and len(own.ranking) == len(answer_vocabulary("vqav2")) > 3000
 
 
 def test_captions_depend_on_the_photo_on_all_of_train_paired(photo):

@@ -49,6 +49,7 @@ def test_vqa_prompt_format():
 
 def test_answer_through_the_facade(tiny_clip, tiny_lm):
     cap = Captioner.build(tiny_clip, tiny_lm, SMALL)
+    cap.answers = "world"  # a built captioner has no preset: say which vocabulary it answers from
     img = world.render(world.make_scene(0, "eval", 0), 64)
     r = cap.answer(img, "what color is the car?", samples=2)
     assert r.answer in world.ANSWER_VOCAB and r.caption is not None and len(r.ranking) == len(world.ANSWER_VOCAB)
@@ -56,6 +57,24 @@ def test_answer_through_the_facade(tiny_clip, tiny_lm):
     assert base.caption is None
     with pytest.raises(ValueError, match="empty"):
         cap.answer(img, "   ")
+
+
+def test_a_loaded_model_answers_from_its_presets_vocabulary(tmp_path, monkeypatch):
+    """Issue #52: `Captioner.answer` with no answers given retrieves from the model's own vocabulary: the offline
+    world's words for its presets (by name or by path), VQAv2's for the photo presets and any other tower."""
+    from zsc_core.presets import PRESETS, answer_vocabulary_of
+
+    from .conftest import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    by_name = Captioner.from_pretrained("offline-world")
+    by_path = Captioner.from_pretrained(str(tmp_path / "maccap-offline-world.safetensors"))
+    assert by_name.answers == by_path.answers == "world"
+    img = world.render(world.make_scene(0, "eval", 0), 64)
+    assert len(by_name.answer(img, "what color is the car?", samples=1).ranking) == len(world.ANSWER_VOCAB)
+    assert all(answer_vocabulary_of(n, PRESETS[n].clip.name) == "vqav2" for n in PRESETS if n.startswith("photo"))
+    assert answer_vocabulary_of("/some/adaptor.safetensors", "ViT-B-16/laion") == "vqav2"
 
 
 def test_vqa_world_evaluation(tiny_clip, tiny_lm):

@@ -60,16 +60,15 @@ def test_answers_are_encoded_once_per_text_tower(tiny_clip, monkeypatch):
 
 
 def test_labels_say_what_each_preset_is():
-    from zsc_core.service import CaptionService
+    from zsc_core.display import labels
 
-    service = CaptionService()
-    photo = service.labels("photo")
+    photo = labels("photo")
     assert "bridge" in photo.header and "CLIP" not in photo.header and "MobileNetV2" in photo.header
     assert "CAM saliency" in photo.regions and "CLS attention" not in photo.regions
     assert "shown, not read" in photo.regions and not photo.reads_regions  # TIPCap reads the global feature
     assert photo.score == "bridge cosine" and photo.ranking.startswith("CIDEr-D vs 300 nearest captions")
     assert photo.has_bank and not photo.offline_world
-    world = service.labels("offline-world-maccap")
+    world = labels("offline-world-maccap")
     assert "CLIP" in world.header and "CLS attention" in world.regions and world.reads_regions
     assert world.candidate_headers() == ["chosen", "candidate", "CLIP score", "CLIP score (ranks)", "count"]
     assert world.offline_world and not world.has_bank

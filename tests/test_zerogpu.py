@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from zsc_core.service import GPU_MAX_S, gpu_seconds
+from zsc_core.zerogpu import GPU_MAX_S, gpu_seconds
 
 from .conftest import app_client, make_tiny_checkpoints
 

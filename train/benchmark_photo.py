@@ -21,7 +21,9 @@ import torch
 from train.benchmark import AUTHORS_INFERENCE, OURS_INFERENCE, rate
 from train.common import parse_overrides, set_threads
 from zsc_core.presets import PRESETS, checkpoints_dir
-from zsc_core.service import APP_BEAMS
+from zsc_core.vqa_service import VQA_BEAMS, VQA_SAMPLES
+
+GREEDY = 1  # the prompt protocol decodes greedily, as the app serves the photo preset
 
 
 @dataclass
@@ -33,12 +35,15 @@ class PhotoBenchConfig:
     out: str = "results/benchmark_photo"
     fresh: bool = False  # score every row again
     prompts: bool = True  # the interactive-prompt protocol
-    # ...at these S: 1 (one noise-free caption per pass) and the app's S on CPU (service.CPU_SAMPLES), where the
+    # ...at these S: 1 (one noise-free caption per pass) and the served S (the photo preset's defaults), where the
     # prompted candidates are ranked with the prompt model's prompt_weight
-    prompt_samples: tuple[int, ...] = (1, 8)  # both decoded greedily (APP_BEAMS), as the app does
+    prompt_samples: tuple[int, ...] = (1, 8)  # both decoded greedily (GREEDY), as the app does
     gap: bool = True  # the bridge's modality-gap analysis (Table-1 numbers, histograms, t-SNE)
     vqa: bool = True  # zero-shot VQA on the real VQAv2 questions of train-paired and val-dev, as the app answers
     threads: int = 0
+    # Re-run only the rows README.md reports (HEADLINE); any other row whose key moved keeps its earlier scores,
+    # marked as measured before per-image noise (train.cache_keys.NOISE_PROTOCOL) until a full run.
+    headline_only: bool = False
 
 
 @dataclass
@@ -68,6 +73,11 @@ NO_NOISE_TRAIN = ("python -m train.train_maccap preset=photo corpus=coco eval_se
 
 
 MEMORY = "region-memory model (`photo-memory`)"
+# The rows README.md reports (docs/figures.py): (preset, overrides) of rows on a preset's own checkpoint.
+HEADLINE = (("photo", {}), ("photo", {"guide_weight": 0.0}), ("photo", {"samples": 1, "num_beams": 1}),
+            ("photo-memory", {}), ("photo-maccap", {"samples": 20}), ("photo-tipcap-s1", {"samples": 20}),
+            ("photo-maccap-authors", {}))
+EARLIER = "measured before per-image noise (2026-12-07): its samples depended on the photo's place in a batch of 8"
 NO_GUIDE = {"guide_weight": 0.0}  # the rows measured before bank guidance (guidance.py) keep their meaning
 ROWS = [
     Row("Captioner", "TIPCap S4 (`photo`), served on CPU and on a GPU: its defaults, S=8 greedy samples decoded from "
@@ -216,9 +226,12 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
             md.append(f"| **{group}** | | | | | | | | |\n")
         for r in rows:
             if "scores" in r:
-                md.append(_table_row(r["name"], r["scores"], r.get("examples", []), r.get("grounding")))
+                md.append(_table_row(r["name"] + (" (†)" if r.get("note") else ""), r["scores"],
+                                     r.get("examples", []), r.get("grounding")))
             else:
                 md.append(f"| {r['name']} | not trained: `{r['todo']}` | | | | | | | |\n")
+    if any(r.get("note") for r in report["rows"]):
+        md.append(f"\n(†) {EARLIER}; `python -m train.benchmark_photo` re-runs it.\n")
     if report.get("paired"):
         md.append("\n## The default (first row) against each baseline, photo by photo\n\nPer-photo CIDEr-D difference "
                   "(default minus baseline), its 95% paired-bootstrap interval over the photos (10,000 resamples), the "
@@ -290,7 +303,8 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
     from zsc_core.presets import preset_status
-    from zsc_core.settings import model_fingerprint, read_settings, setting_fingerprint
+    from train.cache_keys import model_fingerprint, setting_fingerprint
+    from zsc_core.settings import read_settings
 
     old, previous_prompts, previous = {}, {}, {}
     if os.path.isfile(cfg.out + ".json") and not cfg.fresh:
@@ -325,8 +339,6 @@ def main(argv: list[str] | None = None) -> dict:
             report["rows"].append(entry)
             continue
         overrides = dict(row.overrides)
-        if "served" in overrides:  # a named served setting: {"served": "cuda"} is what the app serves on a GPU
-            overrides = {**read_settings(row.path()).served.get(overrides.pop("served"), {}), **overrides}
         # cached under the weights and the effective settings: a moved default leaves a row that spells out its
         # settings cached, and re-runs one that relied on it
         key = [setting_fingerprint(row.path(), **overrides), cfg.split]
@@ -339,8 +351,15 @@ def main(argv: list[str] | None = None) -> dict:
         if memory and (served.entities.entities or overrides.get("prompt")):
             key.append(file_fingerprint(entities_path(photo_bank)))  # and on its nouns
         entry["key"] = key
+        earlier = next((r for r in previous.get("rows", []) if r.get("name") == row.name and "scores" in r), None)
+        headline = (row.preset, row.overrides) in HEADLINE and not row.checkpoint
         if tuple(key) in old:
             entry.update({k: old[tuple(key)][k] for k in ("scores", "captions", "examples")})
+            if old[tuple(key)].get("note"):
+                entry["note"] = old[tuple(key)]["note"]
+        elif cfg.headline_only and earlier and not headline:
+            entry.update({k: earlier[k] for k in ("scores", "captions", "examples")}, key=earlier.get("key"),
+                         note=EARLIER)
         else:
             cap = model(row.source())
             hyps = {}
@@ -411,13 +430,13 @@ def main(argv: list[str] | None = None) -> dict:
     for samples in cfg.prompt_samples if ready else ():
         name = prompt_key(samples)
         pkey = [model_fingerprint(two_path),
-                setting_fingerprint(p.checkpoint_path(), samples=samples, num_beams=APP_BEAMS), cfg.split]
+                setting_fingerprint(p.checkpoint_path(), samples=samples, num_beams=GREEDY), cfg.split]
         if (previous_prompts.get(name) or {}).get("key") == pkey:
             report[name] = previous_prompts[name]
             continue
         two = base if base.takes_prompts else Captioner.from_pretrained(two_path, clip=base.clip, lm=base.lm)
         pr = evaluate_prompt_following_coco(two, base, list(zip(images, [refs[i] for i in range(len(images))])),
-                                            samples=samples, num_beams=APP_BEAMS)
+                                            samples=samples, num_beams=GREEDY)
         for which in ("rough", "refined"):
             pr[f"{which}_CIDEr"] = float(caption_metrics(refs, dict(enumerate(pr[which])), ("cider",))["CIDEr"])
         pr.update(model=os.path.basename(two_path), key=pkey, samples=samples,
@@ -427,17 +446,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     if cfg.vqa and base is not None:
         from zsc_core.evaluation import evaluate_vqa_coco
-        from zsc_core.service import VQA_SAMPLES
         from zsc_core.vqa import PROTOCOL, answer_vocabulary
 
-        vkey = [setting_fingerprint(PRESETS["photo"].checkpoint_path(), samples=VQA_SAMPLES, num_beams=APP_BEAMS),
+        vkey = [setting_fingerprint(PRESETS["photo"].checkpoint_path(), samples=VQA_SAMPLES, num_beams=VQA_BEAMS),
                 PROTOCOL]
         if (previous.get("vqa") or {}).get("key") == vkey:
             report["vqa"] = previous["vqa"]
         else:
             answers = answer_vocabulary(PRESETS["photo"].answers)
             report["vqa"] = {"key": vkey, "rows": [
-                evaluate_vqa_coco(base, split, answers, by_type=by_type, samples=VQA_SAMPLES, num_beams=APP_BEAMS)
+                evaluate_vqa_coco(base, split, answers, by_type=by_type, samples=VQA_SAMPLES, num_beams=VQA_BEAMS)
                 for split in ("train-paired", "val-dev") for by_type in (False, True)]}
         write_report(cfg, report)
 

@@ -42,6 +42,9 @@ class TuneConfig:
     out: str = ""  # "": results/tune_{study}_photo
     batch: int = 8
     threads: int = 0
+    # Only the rows of these names, separated by ";" (a rerun of chosen rows, e.g. under per-image noise); the report
+    # then holds only them and makes no choice: the study's full report keeps it.
+    only: str = ""
 
 
 # Rows that mean "before bank guidance" pin guide_weight=0: they must not follow `photo`'s defaults, which now guide.
@@ -108,13 +111,13 @@ def main(argv: list[str] | None = None) -> dict:
     cfg.model = cfg.model or STUDIES[cfg.study][0]
     cfg.out = cfg.out or f"results/tune_{cfg.study}_photo"
     set_threads(cfg.threads)
+    from train.cache_keys import setting_fingerprint
     from zsc_core.bank import cider_consensus_caption
     from zsc_core.captioner import Captioner
     from zsc_core.evaluation import coco_items
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics, distinct_per_100, person_rate
     from zsc_core.presets import PRESETS
-    from zsc_core.settings import setting_fingerprint
 
     items = coco_items(cfg.split)
     images = [load_image(p) for p, _ in items]
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
                            "person": person_rate(picks, [refs[i] for i in range(len(items))])}
     save()
     for group, name, overrides in rows(cfg):
+        if cfg.only and name not in cfg.only.split(";"):
+            continue
         if cfg.groups and group not in cfg.groups:  # not run this time: its earlier rows stay in the report
             report["rows"] += [{**r} for r in previous.values() if r.get("name") == name]
             continue
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         for r in runs:
             report["rows"].append({"group": group, "name": name, "overrides": overrides, **r})
         save()
-    for group in ("cpu", "gpu"):  # the choice: the highest mean over the seeds (a GPU can serve a CPU row too)
+    for group in () if cfg.only else ("cpu", "gpu"):  # the choice: the highest mean over the seeds
         candidates = [s for s in summary(report) if s["group"] in ("cpu", group)]
         if candidates:
             best = max(candidates, key=lambda s: s["mean"])

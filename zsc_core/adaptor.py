@@ -283,3 +283,10 @@ class MemoryAdaptor(MacCapAdaptor):
     def perturb(self, x: torch.Tensor, sigma2: float, generator: torch.Generator) -> torch.Tensor:
         """Multiple sampling noises the retrieval query instead (memory.noisy); the memory is read as retrieved."""
         return x
+
+
+# kind -> (config dataclass, module): how a checkpoint's "kind" rebuilds its adaptor. The one list of adaptor kinds.
+ADAPTORS: dict[str, tuple[type, type]] = {"maccap": (MacCapConfig, MacCapAdaptor),
+                                          "tipcap": (TIPCapConfig, TIPCapAdaptor),
+                                          "memory": (MemoryConfig, MemoryAdaptor)}
+ADAPTOR_KINDS = tuple(ADAPTORS)

@@ -266,10 +266,10 @@ def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: floa
     require_adaptor(adaptor_path)
     current = read_settings(adaptor_path)
     if bank_path is None:
-        new = InferenceSettings(current.config.replace(rerank="clip", bank_mix=0.0), "", current.served)
+        new = InferenceSettings(current.config.replace(rerank="clip", bank_mix=0.0), "")
     else:
         new = InferenceSettings(current.config.replace(rerank="consensus", mix_k=int(k), bank_mix=float(mix)),
-                                os.path.abspath(bank_path), current.served)
+                                os.path.abspath(bank_path))
     return write_settings(adaptor_path, new)
 
 

@@ -2,6 +2,11 @@
 
 The app, the CLI, the evaluation and the tests all caption through this class, and the training scripts build
 their models with it, so training and inference share one copy of the model code.
+
+A caption is a function of the photo, the settings and the seed: each image draws its sampling noise from its own
+generator (gap.per_image), so a photo captioned alone (the app) and eighth in a batch (the benchmarks) gets the
+same caption. Each result carries the effective settings it was made with (``CaptionResult.settings``), so what
+shows a result reports them instead of re-deriving them.
 """
 
 from __future__ import annotations
@@ -9,15 +14,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn as nn
 from PIL import Image
 
-from . import regions
-from .adaptor import MacCapAdaptor, MacCapConfig, MemoryAdaptor, MemoryConfig, TIPCapAdaptor, TIPCapConfig
+from . import gap, regions
+from .adaptor import ADAPTOR_KINDS, ADAPTORS, MacCapConfig, TIPCapConfig
 from .bank import CaptionBank, load_bank
 from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_dtype
@@ -33,12 +38,7 @@ __all__ = ["AUTHORS_INFERENCE", "CaptionConfig", "CaptionResult", "Captioner", "
 
 MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
 MAX_PROMPT_TOKENS = 96
-
-# kind -> (config dataclass, module): how a checkpoint's "kind" rebuilds its adaptor.
-ADAPTORS: dict[str, tuple[type, type]] = {"maccap": (MacCapConfig, MacCapAdaptor),
-                                          "tipcap": (TIPCapConfig, TIPCapAdaptor),
-                                          "memory": (MemoryConfig, MemoryAdaptor)}
-ADAPTOR_KINDS = tuple(ADAPTORS)
+TIMINGS = ("encode_s", "retrieve_s", "generate_s", "rank_s", "total_s")  # seconds per image, per stage
 
 
 @dataclass
@@ -51,17 +51,27 @@ class RegionBox:
 
 @dataclass
 class CaptionResult:
-    """Everything one image's captioning produced."""
+    """Everything one image's captioning produced, and the settings it was produced with."""
 
     caption: str
     candidates: list[Candidate]  # best first, duplicates merged
     regions: list[RegionBox]  # top N_cr patches by CLS attention, highest first
-    timings: dict[str, float]  # seconds per stage, for this call divided by the number of images
+    timings: dict[str, float]  # seconds per stage (TIMINGS), for this call divided by the number of images
+    settings: CaptionConfig = field(default_factory=CaptionConfig)  # effective: every "model's own" made concrete
+    guided: bool = False  # the candidates were decoded with bank guidance (a prompted pass never is)
     rough_caption: str | None = None  # with a prompt: the first-pass caption that the prompt refined
     prompt: str | None = None
-    sigma2: float | None = None  # the noise variance the S samples were drawn with (CaptionConfig or the adaptor's)
-    n_cr: int | None = None  # the subregions N_cr the adaptor read
     entities: list[str] | None = None  # the entity prompt's nouns its first sample read (memory models)
+
+    @property
+    def sigma2(self) -> float:
+        """The noise variance the S samples were drawn with."""
+        return self.settings.decoding.sigma2
+
+    @property
+    def n_cr(self) -> int:
+        """The number of subregions N_cr."""
+        return self.settings.regions.n_cr
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,7 +83,10 @@ class CaptionResult:
                            for c in self.candidates],
             "regions": [{"box": [round(v, 2) for v in r.box], "weight": round(r.weight, 6)} for r in self.regions],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "settings": self.settings.flat(),
+            "guided": self.guided,
             **({"rough_caption": self.rough_caption, "prompt": self.prompt} if self.prompt is not None else {}),
+            **({"entities": self.entities} if self.entities is not None else {}),
         }
 
 
@@ -98,9 +111,9 @@ class Proposal:
     regions: list[list[RegionBox]]  # per image
     rough: list[str] | None
     prompt: str | None
-    sigma2: float
-    n_cr: int
-    timings: dict[str, float]  # per image, ranking not included
+    settings: CaptionConfig  # effective (CaptionConfig.resolved)
+    guided: bool
+    timings: dict[str, float]  # per image, the final ranking not included
     single: bool  # one image was passed (rank returns one result)
     entities: list[list[str]] | None = None  # per image, the entities its first sample read (memory models)
 
@@ -110,23 +123,55 @@ class Proposal:
         return self.pending.image_feats
 
 
+@dataclass
+class Lookup:
+    """What one call found for its B images before decoding: features, subregions and the bank's neighbours."""
+
+    cfg: CaptionConfig  # effective
+    b: int
+    s: int
+    feats: Any  # encode.ImageFeatures
+    memory: torch.Tensor  # (B, N_cr, D) region tokens
+    sub: regions.Subregions
+    neighbours: torch.Tensor | None = None  # (B, k, D): the nearest bank captions' features, nearest first
+    cider_texts: list[list[str]] | None = None  # per image, the CIDEr-D ranking's references
+    guide_texts: list[list[str]] | None = None  # per image, the captions of the guidance's n-gram table
+
+    @property
+    def consensus_neighbours(self) -> torch.Tensor | None:
+        """The consensus ranking's ranking_k nearest (None under another ranking)."""
+        c = self.cfg
+        return self.neighbours[:, :c.ranking.rerank_k] if c.ranking.rerank == "consensus" else None
+
+
+@dataclass
+class DecodePass:
+    """One batched generate over the B x S prefixes, and what its candidates are ranked with."""
+
+    prefix: torch.Tensor  # (B*S, N_q, H)
+    prompts: list[list[int]] | None = None  # token ids after each prefix (a stage-2 template or an entity prompt)
+    ranking_prompt: str | None = None  # the user's prompt: prompt_weight x its similarity joins each score
+    prompt_weight: float = 0.0
+    guide: BankGuidance | None = None  # bank guidance (guidance.py); None: the LM alone
+
+
 class Captioner:
     """Frozen CLIP + trainable adaptor + frozen LM. Build with :meth:`from_pretrained` or :meth:`build`."""
 
     def __init__(self, clip: ClipEncoder, lm: LanguageModel, adaptor: nn.Module, kind: str = "maccap",
                  config: CaptionConfig | None = None, name: str = "", interactive: bool = False,
-                 bank: CaptionBank | str | None = None):
+                 bank: CaptionBank | str | None = None, answers: str = "vqav2"):
         if kind not in ADAPTOR_KINDS:
             raise ValueError(f"unknown adaptor kind {kind!r}; known: {ADAPTOR_KINDS}")
         self.clip, self.lm, self.adaptor, self.kind = clip, lm, adaptor, kind
         # The caption bank for consensus ranking: loaded, or a path loaded on first use (start-up stays fast).
         self._bank = bank
-        self.config = config or CaptionConfig()
-        # Flat settings the app changes on each device ({"cuda": {"samples": 20}}): settings.InferenceSettings.
-        self.served: dict[str, dict[str, Any]] = {}
+        self.config = config or CaptionConfig()  # the defaults: the one setting served everywhere
         self.name = name or kind
         # Trained with interactive prompts (stage 2): the LM always reads the stage-2 template after the prefix.
         self.interactive = interactive
+        # The answer vocabulary zero-shot VQA retrieves from (vqa.answer_vocabulary): the preset's.
+        self.answers = answers
         self.adaptor.to(lm.device).eval()  # inference by default; training loops call .train() themselves
 
     # -- construction -------------------------------------------------------------------------------------
@@ -144,19 +189,21 @@ class Captioner:
         return cls(clip, lm, ADAPTORS[kind][1](cfg), kind, config)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str = "offline-world", device: str = "auto", dtype: str = "auto",
+    def from_pretrained(cls, name_or_path: str | None = None, device: str = "auto", dtype: str = "auto",
                         clip: ClipEncoder | None = None, lm: LanguageModel | None = None) -> "Captioner":
-        """Load a preset by name or an adaptor checkpoint by path, with the CLIP and LM it records.
+        """Load a preset by name (None: the default preset, presets.default_preset) or an adaptor checkpoint by
+        path, with the CLIP and LM it records.
 
         ``clip``/``lm`` reuse already loaded models (checked against the checkpoint's fingerprints).
         """
-        from .presets import resolve
+        from .presets import answer_vocabulary_of, default_preset, resolve
 
+        name_or_path = name_or_path or default_preset()
         path = resolve(name_or_path)
         ck = load_checkpoint(path, expect_kind=ADAPTOR_KINDS)
         dev = resolve_device(device)
+        spec = ClipSpec(**ck.clip["spec"])
         if clip is None:
-            spec = ClipSpec(**ck.clip["spec"])
             if spec.checkpoint and not os.path.isabs(spec.checkpoint):
                 spec.checkpoint = os.path.join(os.path.dirname(os.path.abspath(path)), spec.checkpoint)
             clip = load_clip(spec, dev)
@@ -168,15 +215,9 @@ class Captioner:
         settings = read_settings(path)  # the inference defaults beside the weights (settings.py)
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
         # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
-        cap = cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, settings.config, name=name,
-                  interactive=bool(ck.config.get("interactive", False)), bank=settings.bank or None)
-        cap.served = settings.served
-        return cap
-
-    def served_settings(self, device_type: str | None = None) -> dict[str, Any]:
-        """The flat settings served on ``device_type`` (default: this model's device) that differ from its
-        defaults; the defaults are what it serves on CPU."""
-        return dict(self.served.get(device_type or self.lm.device.type, {}))
+        return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, settings.config, name=name,
+                   interactive=bool(ck.config.get("interactive", False)), bank=settings.bank or None,
+                   answers=answer_vocabulary_of(name_or_path, spec.name))
 
     @property
     def reads_memory(self) -> bool:
@@ -219,7 +260,7 @@ class Captioner:
             lm={**self.lm.identity(), "spec": asdict(self.lm.spec)},
             extra=extra, dtype=dtype)
         bank = self._bank.path if isinstance(self._bank, CaptionBank) else self._bank
-        write_settings(path, InferenceSettings(self.config, bank or "", self.served))
+        write_settings(path, InferenceSettings(self.config, bank or ""))
         return path
 
     # -- training path ------------------------------------------------------------------------------------
@@ -229,21 +270,21 @@ class Captioner:
         return self.adaptor.text_prefix(text_feats)
 
     # -- inference ----------------------------------------------------------------------------------------
-    def noise_variance(self, cfg: CaptionConfig) -> float:
-        """The inference noise σ² under ``cfg``: its own, or (None) the adaptor's (``adaptor.noise_sigma2``)."""
-        return self.adaptor.noise_sigma2 if cfg.decoding.sigma2 is None else cfg.decoding.sigma2
-
-    def n_cr(self, cfg: CaptionConfig) -> int:
-        """The number of subregions N_cr under ``cfg``: its own, or (None) the adaptor's."""
-        return cfg.regions.n_cr or self.adaptor.n_regions
+    def effective(self, **overrides: Any) -> CaptionConfig:
+        """The settings a call with ``overrides`` (flat names; None values ignored) captions with: the defaults
+        changed by them, checked, and resolved against this adaptor (its own sigma2 and N_cr)."""
+        cfg = self.config.replace(**{k: v for k, v in overrides.items() if v is not None})
+        cfg.check()
+        return cfg.resolved(self.adaptor.noise_sigma2, self.adaptor.n_regions)
 
     def region_memory(self, feats, cfg: CaptionConfig, noisy: bool = False
                       ) -> tuple[torch.Tensor, regions.Subregions]:
-        """The N_cr region tokens MacCap's adaptor reads, (B, N_cr, D), and the chosen subregions.
+        """The N_cr region tokens MacCap's adaptor reads, (B, N_cr, D), and the chosen subregions (``cfg``
+        effective).
 
         With ``noisy`` and ``cfg.authors.noise_on_sum`` the region tokens are the unnormalised sums
         normalize(I_s) + I_c, for the noise to be added before their normalisation (the authors' order)."""
-        n_cr = self.n_cr(cfg)
+        n_cr = cfg.regions.n_cr
         a = cfg.authors
         aggregation = regions.Aggregation(a.region_weights, a.cls_candidate, a.normalize_tokens)
         sub = regions.subregions(feats.attention, feats.tokens, feats.global_feat, n_cr, aggregation)
@@ -270,7 +311,7 @@ class Captioner:
         return self.rank(self.propose(images, prompt, rough, **overrides))
 
     def propose(self, images: Image.Image | Sequence[Image.Image], prompt: str | None = None,
-                rough: str | Sequence[str] | None = None, **overrides: Any) -> "Proposal":
+                rough: str | Sequence[str] | None = None, **overrides: Any) -> Proposal:
         """The model's half of :meth:`caption`: encode, retrieve, decode the candidates and embed them. What is
         left (ranking them, CIDEr-D included, and building the results) is CPU work, :meth:`rank`; a ZeroGPU
         Space runs only this half in its GPU-billed function. The result holds CPU tensors and pickles."""
@@ -282,25 +323,24 @@ class Captioner:
         finally:
             self.adaptor.train(was_training)
 
-    def rank(self, proposal: "Proposal") -> CaptionResult | list[CaptionResult]:
+    def rank(self, proposal: Proposal) -> CaptionResult | list[CaptionResult]:
         """Rank a :meth:`propose` result's candidates and build the :class:`CaptionResult` (one, or a list)."""
         t = time.perf_counter()
         ranked = self._rank(proposal.pending)
-        results = []
-        for i, cands in enumerate(ranked):
-            results.append(CaptionResult(
-                caption=cands[0].text, candidates=cands, regions=proposal.regions[i], timings={},
-                rough_caption=proposal.rough[i] if proposal.rough else None, prompt=proposal.prompt,
-                sigma2=proposal.sigma2, n_cr=proposal.n_cr,
-                entities=proposal.entities[i] if proposal.entities is not None else None))
+        results = [CaptionResult(caption=cands[0].text, candidates=cands, regions=proposal.regions[i], timings={},
+                                 settings=proposal.settings, guided=proposal.guided,
+                                 rough_caption=proposal.rough[i] if proposal.rough else None,
+                                 prompt=proposal.prompt,
+                                 entities=proposal.entities[i] if proposal.entities is not None else None)
+                   for i, cands in enumerate(ranked)]
         timings = dict(proposal.timings)
-        timings["rerank_s"] += (time.perf_counter() - t) / max(1, len(results))
-        timings["total_s"] = timings["encode_s"] + timings["generate_s"] + timings["rerank_s"]
+        timings["rank_s"] += (time.perf_counter() - t) / max(1, len(results))
+        timings["total_s"] = sum(timings[k] for k in TIMINGS if k != "total_s")
         for r in results:
             r.timings = dict(timings)
         return results[0] if proposal.single else results
 
-    def _rank(self, p: "Pending") -> list[list[Candidate]]:
+    def _rank(self, p: Pending) -> list[list[Candidate]]:
         """Rank each image's pending candidates (sampling.rerank); CIDEr-D reads the bank's n-gram weights."""
         idf = self.bank.captions().idf if p.cider_texts is not None else None
         return [rerank(p.texts[i], p.text_feats[i], p.image_feats[i],
@@ -308,7 +348,7 @@ class Captioner:
                        (p.cider_texts[i], idf) if p.cider_texts is not None else None)
                 for i in range(len(p.texts))]
 
-    def _propose(self, images, prompt, rough, overrides) -> "Proposal":
+    def _propose(self, images, prompt, rough, overrides) -> Proposal:
         single = isinstance(images, Image.Image)
         batch = [images] if single else list(images)
         prompt = prompt.strip() if prompt is not None else None
@@ -319,120 +359,125 @@ class Captioner:
         if prompt and not self.takes_prompts:
             raise NotImplementedError(f"the {self.kind!r} model {self.name!r} has no interactive-prompt stage; use "
                                       "a model trained with prompts (train/train_prompts.py)")
+        cfg = self.effective(**overrides)
+        if (cfg.uses_bank or self.reads_memory) and not self.has_bank:
+            raise ValueError("consensus and cider ranking, bank_mix and bank guidance need a caption bank, and the "
+                             f"model {self.name!r} has none (its settings JSON names one: train/build_bank.py "
+                             "attach=...)")
+        # a prompted pass is never guided: it writes the user's words, which the neighbours' n-grams pull away from
+        guided = bool(cfg.guidance.guide_weight) and not prompt
         if not batch:
             return Proposal(Pending([], torch.zeros(0, 0, 0), torch.zeros(0, 0), None, None, 0.0, None), [], None,
-                            None, 0.0, 0, {"encode_s": 0.0, "generate_s": 0.0, "rerank_s": 0.0, "total_s": 0.0},
-                            single)
-        cfg = self.config.replace(**{k: v for k, v in overrides.items() if v is not None})
-        cfg.check()
-        if (cfg.uses_bank or self.reads_memory) and not self.has_bank:
-            raise ValueError("consensus and cider ranking and bank_mix need a caption bank, and the model "
-                             f"{self.name!r} has none (its settings JSON names one: train/build_bank.py attach=...)")
+                            None, cfg, guided, dict.fromkeys(TIMINGS, 0.0), single)
         t0 = time.perf_counter()
-        pixels = self.clip.pixels(batch)
-        feats = self.clip.image_features(pixels)
-        d = cfg.decoding
-        b, s = len(batch), d.samples
+        feats = self.clip.image_features(self.clip.pixels(batch))
+        s = cfg.decoding.samples
         noisy = s > 1 or cfg.authors.noise_single
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t1 = time.perf_counter()
-        neighbours = cider_texts = None
-        mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
-        guide = None
-        if cfg.uses_bank:  # the bank captions nearest each image, nearest first: (B, k)
-            guide_k = cfg.guide_k if cfg.guidance.guide_weight else 0
-            index = self.bank.neighbours(feats.global_feat.float(), max(mix_k, rank_k, guide_k))
-            neighbours = self.bank.feats(index).to(feats.global_feat.device)  # (B, k, D)
-            if ranking == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
-                cider_texts = self.bank.texts(index[:, :rank_k])
-            if guide_k:  # the texts of the guidance's n-gram tables, per image (guidance.py)
-                guide = cider_texts if guide_k == rank_k and cider_texts is not None else self.bank.texts(
-                    index[:, :guide_k])
-        t_rank = time.perf_counter() - t1
+        # the guidance's captions are looked up for a guided pass: a plain caption's, or a prompted one's first pass
+        look = self._look_up(Lookup(cfg, len(batch), s, feats, memory, sub),
+                             guided or bool(prompt and rough is None and not self.reads_memory))
+        t2 = time.perf_counter()
+        clock = {"retrieve_s": t2 - t1, "rank_s": 0.0}
         if self.reads_memory:
             if rough is not None:
                 raise ValueError(f"{self.name!r} reads the prompt as entities in one pass: pass no rough caption")
-            pending, t, entities = self._caption_from_memory(feats, memory, cfg, b, s, prompt, neighbours,
-                                                             cider_texts, guide)
-            t_rank += t
+            pending, entities = self._caption_from_memory(look, prompt, guided, clock)
         else:
             entities = None
-            pending, rough, t = self._caption_from_features(feats, memory, cfg, b, s, noisy, prompt, rough,
-                                                            neighbours, cider_texts, guide)
-            t_rank += t
-        t2 = time.perf_counter()
+            pending, rough = self._caption_from_features(look, noisy, prompt, rough, guided, clock)
+        t3 = time.perf_counter()
         boxes = []
         for i, im in enumerate(batch):
             bx = regions.patch_boxes(sub.index[i], feats.grid, feats.patch_size, self.clip.preprocess_cfg.image_size,
                                      im.size)
             boxes.append([RegionBox(x, float(w)) for x, w in zip(bx, sub.weights[i].tolist())])
-        timings = {"encode_s": (t1 - t0) / b, "generate_s": (t2 - t1 - t_rank) / b, "rerank_s": t_rank / b,
-                   "total_s": (t2 - t0) / b}
-        return Proposal(pending, boxes, rough, prompt or None, self.noise_variance(cfg), self.n_cr(cfg), timings,
-                        single, entities)
+        b = len(batch)
+        timings = {"encode_s": (t1 - t0) / b, "retrieve_s": clock["retrieve_s"] / b,
+                   "generate_s": (t3 - t2 - clock["rank_s"] - (clock["retrieve_s"] - (t2 - t1))) / b,
+                   "rank_s": clock["rank_s"] / b}
+        timings["total_s"] = sum(timings.values())
+        return Proposal(pending, boxes, rough, prompt or None, cfg, guided, timings, single, entities)
 
-    def _caption_from_features(self, feats, memory, cfg: CaptionConfig, b: int, s: int, noisy: bool,
-                               prompt: str | None, rough: list[str] | None, neighbours: torch.Tensor | None,
-                               cider_texts: list | None, guide: list | None = None
-                               ) -> tuple["Pending", list[str] | None, float]:
+    def _look_up(self, look: Lookup, guided: bool) -> Lookup:
+        """The bank captions nearest each image, nearest first, as far as the settings read them: the mix's
+        mix_k, the ranking's rerank_k and (guided) the guidance's guide_k, in one search."""
+        cfg = look.cfg
+        if not cfg.uses_bank:
+            return look
+        mix_k, rank_k, guide_k = cfg.retrieval.mix_k, cfg.ranking.rerank_k, cfg.guidance.guide_k
+        guide_k = guide_k if cfg.guidance.guide_weight and guided else 0
+        gf = look.feats.global_feat
+        index = self.bank.neighbours(gf.float(), max(mix_k, rank_k, guide_k))
+        look.neighbours = self.bank.feats(index).to(gf.device)  # (B, k, D)
+        if cfg.ranking.rerank == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
+            look.cider_texts = self.bank.texts(index[:, :rank_k])
+        if guide_k:  # the texts of the guidance's n-gram tables, per image (guidance.py)
+            look.guide_texts = look.cider_texts if guide_k == rank_k and look.cider_texts is not None else \
+                self.bank.texts(index[:, :guide_k])
+        return look
+
+    def _caption_from_features(self, look: Lookup, noisy: bool, prompt: str | None, rough: list[str] | None,
+                               guided: bool, clock: dict[str, float]) -> tuple[Pending, list[str] | None]:
         """MacCap and TIPCap: the adaptor reads the image feature or the region tokens (mixed with the bank
-        anchor by bank_mix), S noisy copies; with a prompt, a second pass after the stage-2 template. ``guide``
-        (per image, the captions of its n-gram table) guides the first pass only: the prompted pass writes the
-        user's words, which the neighbours' n-grams would pull away from."""
-        d = cfg.decoding
-        mix_k, rank_k, ranking = cfg.retrieval.mix_k, cfg.ranking_k, cfg.ranking.rerank
-        t_rank = 0.0
-        global_in = feats.global_feat
+        anchor by bank_mix), S noisy copies; with a prompt, a second pass after the stage-2 template. The first
+        pass is guided when the settings guide; the prompted pass never is."""
+        cfg, b, s = look.cfg, look.b, look.s
+        global_in, memory = look.feats.global_feat, look.memory
         bank_mix = cfg.retrieval.bank_mix
         if bank_mix:
-            anchor = torch.nn.functional.normalize(neighbours[:, :mix_k].mean(1), dim=-1)  # (B, D)
+            anchor = torch.nn.functional.normalize(look.neighbours[:, :cfg.retrieval.mix_k].mean(1), dim=-1)
             global_in = mix_features(global_in, anchor, bank_mix)
             memory = mix_features(memory, anchor[:, None], bank_mix)
         x = self.adaptor.image_input(global_in, memory)  # what this adaptor reads: (B, N_cr, D) or (B, D)
         x = x.repeat_interleave(s, dim=0)  # (B*S, ...), image-major
-        if noisy:
-            gen = torch.Generator(device=x.device).manual_seed(d.seed)
-            x = self.adaptor.perturb(x, self.noise_variance(cfg), gen)
+        if noisy:  # each image's S copies from its own generator (gap.per_image): batch-independent captions
+            sigma2 = cfg.decoding.sigma2
+            x, = gap.per_image(b, cfg.decoding.seed,
+                               lambda i, g: (self.adaptor.perturb(x[i * s:(i + 1) * s], sigma2, g),), x.device)
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(x)  # (B*S, N_q, H)
-        gen_cfg = self._generation(cfg)
-        # the consensus ranking's rank_k nearest (the input mix read its mix_k nearest)
-        neighbours = neighbours[:, :rank_k] if ranking == "consensus" else None
         pending = None
         if rough is None:
-            pending, t = self._decode(prefix, feats.global_feat, b, s, gen_cfg, [""] * b,
-                                      "" if self.interactive else None, neighbours, cider_texts=cider_texts,
-                                      guide=self._guidance(guide, cfg, s))
-            t_rank += t
+            # the first pass (with a prompt: the rough caption) is guided where the settings guide (_look_up found
+            # the guidance's captions only then)
+            first = DecodePass(prefix, self._stage2_ids([""] * b, "", s) if self.interactive else None,
+                               guide=self._guidance(look.guide_texts, cfg, s))
+            pending = self._decode(first, look, clock)
             if prompt:  # the first pass is ranked here: its best caption is the second pass's rough one
                 t = time.perf_counter()
                 rough = [c[0].text for c in self._rank(pending)]
-                t_rank += time.perf_counter() - t
-        if prompt:  # second pass: the rough caption and the user's prompt after the same prefix
-            pending, t = self._decode(prefix, feats.global_feat, b, s, gen_cfg, rough, prompt[:MAX_PROMPT_CHARS],
-                                      neighbours, cfg.ranking.prompt_weight, cider_texts)
-            t_rank += t
-        return pending, rough if prompt else None, t_rank
+                clock["rank_s"] += time.perf_counter() - t
+        if prompt:  # second pass: the rough caption and the user's prompt after the same prefix, never guided
+            prompt = prompt[:MAX_PROMPT_CHARS]
+            pending = self._decode(DecodePass(prefix, self._stage2_ids(rough, prompt, s), ranking_prompt=prompt,
+                                              prompt_weight=cfg.ranking.prompt_weight), look, clock)
+        return pending, rough if prompt else None
 
-    def _caption_from_memory(self, feats, regions_in: torch.Tensor, cfg: CaptionConfig, b: int, s: int,
-                             prompt: str | None, neighbours: torch.Tensor | None, cider_texts: list | None,
-                             guide: list | None = None) -> tuple["Pending", float, list[list[str]] | None]:
+    def _caption_from_memory(self, look: Lookup, prompt: str | None, guided: bool, clock: dict[str, float]
+                             ) -> tuple[Pending, list[list[str]] | None]:
         """The memory adaptor: retrieve each sample's memory (global and region anchors) from its query, the
         image and region features with N(0, sigma2) noise for S > 1, and its entities; one decoding pass. A user
         prompt's nouns come first among the entities (entities.merge_entities)."""
         from . import memory as mem
         from .entities import entity_prompt, merge_entities, prompt_nouns, retrieved_entities
 
-        r, e, d = cfg.retrieval, cfg.entities, cfg.decoding
-        q = feats.global_feat.float().repeat_interleave(s, dim=0)  # (B*S, D)
-        rq = regions_in.float().repeat_interleave(s, dim=0) if cfg.regions.use_regions else None  # (B*S, R, D)
-        if s > 1:
-            gen = torch.Generator(device=q.device).manual_seed(d.seed)
-            sigma2 = self.noise_variance(cfg)
-            q = mem.noisy(q, sigma2, gen)
-            rq = mem.noisy(rq, sigma2, gen) if rq is not None else None
-        spec = mem.MemorySpec(r.mix_k, r.region_k, r.weighting, r.temperature)
-        m = mem.build_memory(self.bank, q, rq, spec)
+        cfg, b, s = look.cfg, look.b, look.s
+        r, e = cfg.retrieval, cfg.entities
+        t = time.perf_counter()
+        q = look.feats.global_feat.float().repeat_interleave(s, dim=0)  # (B*S, D)
+        rq = look.memory.float().repeat_interleave(s, dim=0) if cfg.regions.use_regions else None  # (B*S, R, D)
+        if s > 1:  # each image's S queries (then region queries) from its own generator, as in _caption_from_features
+            sigma2 = cfg.decoding.sigma2
+
+            def draw(i, g):
+                rows = slice(i * s, (i + 1) * s)
+                return (mem.noisy(q[rows], sigma2, g),) + ((mem.noisy(rq[rows], sigma2, g),) if rq is not None else ())
+
+            drawn = gap.per_image(b, cfg.decoding.seed, draw, q.device)
+            q, rq = drawn[0], (drawn[1] if rq is not None else None)
+        m = mem.build_memory(self.bank, q, rq, mem.MemorySpec(r.mix_k, r.region_k, r.weighting, r.temperature))
         prompts = entities = None
         user = prompt_nouns(prompt) if prompt else []
         if e.entities or user:
@@ -441,31 +486,27 @@ class Captioner:
             found = [retrieved_entities([nouns[j] for j in row], e.entity_min, e.max_entities) if e.entities else []
                      for row in m.neighbours[:, :k].tolist()]
             read = [merge_entities(user, f, max(e.max_entities, len(user))) for f in found]
-            texts = [entity_prompt(x) for x in read]
-            prompts = [ids[:MAX_PROMPT_TOKENS] for ids in self.lm.encode(texts)]
+            prompts = [ids[:MAX_PROMPT_TOKENS] for ids in self.lm.encode([entity_prompt(x) for x in read])]
             entities = [read[i * s] for i in range(b)]  # each image's first sample's entities
+        clock["retrieve_s"] += time.perf_counter() - t
         with autocast(self.lm.device, self.lm.model.dtype):
             prefix = self.adaptor(m.tokens.to(self.lm.device), m.padding.to(self.lm.device))  # (B*S, N_q, H)
-        # the consensus ranking's ranking_k nearest, as the bank look-up of _propose found them
-        neighbours = neighbours[:, :cfg.ranking_k] if cfg.ranking.rerank == "consensus" else None
-        pending, t = self._decode(prefix, feats.global_feat, b, s, self._generation(cfg), [""] * b, None, neighbours,
-                                  cfg.ranking.prompt_weight if prompt else 0.0, cider_texts, prefix_prompts=prompts,
-                                  ranking_prompt=prompt, guide=None if prompt else self._guidance(guide, cfg, s))
-        return pending, t, entities
+        one = DecodePass(prefix, prompts, ranking_prompt=prompt, prompt_weight=cfg.ranking.prompt_weight if prompt
+                         else 0.0, guide=self._guidance(look.guide_texts, cfg, s) if guided else None)
+        return self._decode(one, look, clock), entities
 
     def answer(self, image: Image.Image, question: str, answers: Sequence[str] | None = None,
                use_caption: bool = True, samples: int | None = None, by_type: bool = False, **caption_kw: Any):
-        """Zero-shot VQA (MacCap): see :mod:`zsc_core.vqa`. Returns a :class:`zsc_core.vqa.AnswerResult`."""
+        """Zero-shot VQA (MacCap): see :mod:`zsc_core.vqa`. ``answers`` default to this model's vocabulary
+        (``self.answers``: VQAv2's 3,128 answers for real photos). Returns a :class:`zsc_core.vqa.AnswerResult`."""
         from .vqa import answer
 
         return answer(self, image, question, answers, use_caption, samples, by_type, **caption_kw)
 
-    @staticmethod
-    def _generation(cfg: CaptionConfig) -> GenerationCfg:
-        """How the LM decodes each sample under ``cfg``: its beams, and how many hypotheses each returns."""
-        d = cfg.decoding
-        return GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
-                             num_return=d.num_beams if d.keep_beams else 1)
+    def _stage2_ids(self, rough: list[str], prompt: str, s: int) -> list[list[int]]:
+        """The stage-2 template's token ids after each of the B x S prefixes (each image's S samples read its own)."""
+        ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
+        return [ids[i // s] for i in range(len(rough) * s)]
 
     def _guidance(self, texts: list[list[str]] | None, cfg: CaptionConfig, s: int) -> BankGuidance | None:
         """The bank guidance of a pass over B x S rows from each image's guidance captions (each image's S samples
@@ -476,30 +517,24 @@ class Captioner:
         return BankGuidance([tables[i // s] for i in range(len(tables) * s)], cfg.guidance.guide_weight,
                             cfg.decoding.num_beams)
 
-    def _decode(self, prefix: torch.Tensor, image_feats: torch.Tensor, b: int, s: int, gen_cfg: GenerationCfg,
-                rough: list[str], prompt: str | None, neighbours: torch.Tensor | None = None,
-                prompt_weight: float = 0.0, cider_texts: list | None = None,
-                prefix_prompts: list[list[int]] | None = None, ranking_prompt: str | None = None,
-                guide: BankGuidance | None = None) -> tuple["Pending", float]:
-        """One batched generate over B*S prefixes (with the stage-2 template when ``prompt`` is not None), all
-        candidates CLIP-encoded in one batch: what :meth:`_rank` ranks per image (by CIDEr-D against
-        ``cider_texts`` (per image) when given, else by consensus with ``neighbours`` (B, k, D) when given, else
-        by CLIP score; plus ``prompt_weight`` x the cosine with a non-empty ``prompt`` or ``ranking_prompt``).
-        ``prefix_prompts``: token ids after each of the B*S prefixes when there is no stage-2 template (entity
-        prompts). ``guide``: the bank guidance of this pass (guidance.py). Also returns the seconds spent embedding
-        the candidates."""
-        prompts = prefix_prompts
-        if prompt is not None:
-            ids = [self.lm.encode([stage2_text(r, prompt)])[0][:MAX_PROMPT_TOKENS] for r in rough]
-            prompts = [ids[i // s] for i in range(b * s)]
+    def _decode(self, p: DecodePass, look: Lookup, clock: dict[str, float]) -> Pending:
+        """One batched generate over B*S prefixes, all candidates encoded in one batch: what :meth:`_rank` ranks
+        per image (by CIDEr-D against the lookup's texts, by consensus with its neighbours, or by CLIP score; plus
+        ``prompt_weight`` x the cosine with the pass's prompt). Adds the seconds spent embedding to ``clock``."""
+        d, b, s = look.cfg.decoding, look.b, look.s
+        gen_cfg = GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
+                                num_return=d.num_beams if d.keep_beams else 1)
         with autocast(self.lm.device, self.lm.model.dtype):
-            texts = self.lm.generate(prefix, prompts=prompts, cfg=gen_cfg, logits_processor=guide)
+            texts = self.lm.generate(p.prefix, prompts=p.prompts, cfg=gen_cfg, logits_processor=p.guide)
         t = time.perf_counter()
         n = s * gen_cfg.num_return  # candidates per image: each sample's hypotheses, image-major
         text_feats = self.clip.encode_text(texts).view(b, n, -1)  # (B, S x num_return, D)
-        prompt = prompt or ranking_prompt
-        prompt_feat = self.clip.encode_text([prompt])[0] if prompt and prompt_weight else None  # (D,)
+        prompt_feat = self.clip.encode_text([p.ranking_prompt])[0] if p.ranking_prompt and p.prompt_weight else None
+        neighbours = look.consensus_neighbours
         pending = Pending([texts[i * n:(i + 1) * n] for i in range(b)], text_feats.float().cpu(),
-                          image_feats.float().cpu(), neighbours.float().cpu() if neighbours is not None else None,
-                          prompt_feat.float().cpu() if prompt_feat is not None else None, prompt_weight, cider_texts)
-        return pending, time.perf_counter() - t
+                          look.feats.global_feat.float().cpu(),
+                          neighbours.float().cpu() if neighbours is not None else None,
+                          prompt_feat.float().cpu() if prompt_feat is not None else None,
+                          p.prompt_weight if prompt_feat is not None else 0.0, look.cider_texts)
+        clock["rank_s"] += time.perf_counter() - t
+        return pending

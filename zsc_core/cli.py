@@ -1,16 +1,20 @@
-"""Command line: ``python -m zsc_core {caption,world,presets} ...``.
+"""Command line: ``python -m zsc_core {caption,world,evaluate,gap,presets,defaults,ship,space} ...``.
 
-    python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT]
-                               [--rerank clip|consensus|cider] [--rerank-k K] [--bank-mix W]
+    python -m zsc_core caption IMAGE... [--model NAME_OR_PATH] [--samples S] [--prompt TEXT] [--seed N]
+                               [--rerank clip|consensus|cider] [--rerank-k K] [--bank-mix W] [--guide W]
                                [--beams B] [--keep-beams] [--json]
     python -m zsc_core world --split eval --n 500 --seed 0 --out DIR
-    python -m zsc_core evaluate [--model NAME_OR_PATH] [--images DIR] [--references refs.json] [--samples S] [--out F]
+    python -m zsc_core evaluate [--model NAME_OR_PATH] [--images DIR] [--references refs.json] [--samples S]
+                                [--batch N] [--out F]
     python -m zsc_core gap [--preset P] [--source world|coco] --n 500 --out DIR
     python -m zsc_core presets
     python -m zsc_core defaults MODEL [NAME=VALUE ...]                # show or change a model's inference defaults
     python -m zsc_core ship SRC.safetensors DST.safetensors            # copy a trained adaptor into checkpoints/
     python -m zsc_core space stage DIR [--hardware zero-gpu|cpu]     # the folder a Hugging Face Space needs
     python -m zsc_core space push USER/SPACE [--hardware ...]         # stage, validate and upload ($HF_TOKEN)
+
+A model left out (``--model``, ``--preset``) is the default preset (zsc_core.DEFAULT_PRESET, or
+$ZSC_DEFAULT_PRESET). Every setting left out is the model's own (the JSON beside its weights).
 
 Errors a user can cause (a missing or unreadable image, an unknown model) print one line to stderr and exit
 non-zero; no traceback.
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .captioner import Captioner
 
-DEFAULT_PRESET = "photo"  # zsc_core.presets.DEFAULT_PRESET (not imported here: `python -m zsc_core` starts light)
+from . import DEFAULT_PRESET  # torch-free: `python -m zsc_core` starts light
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -50,12 +54,13 @@ def _caption(args: argparse.Namespace) -> int:
                     bank_mix=args.bank_mix, num_beams=args.beams, keep_beams=args.keep_beams,
                     guide_weight=args.guide)
     try:
-        two = _prompt_model(args.model, cap) if args.prompt and not cap.interactive else None
-        if two is not None:  # as the app does: the preset's own caption is the rough one its prompt model refines
-            rough = [r.caption for r in cap.caption(images, **settings)]
-            results = two.caption(images, prompt=args.prompt, rough=rough, **settings)
+        if args.prompt:  # as the app does (prompts.propose_prompted): the preset's caption, refined by its prompt model
+            from .prompts import propose_prompted
+
+            refiner = cap if cap.takes_prompts else (_prompt_model(args.model, cap) or cap)
+            results = refiner.rank(propose_prompted(cap, refiner, images, args.prompt, **settings))
         else:
-            results = cap.caption(images, prompt=args.prompt, **settings)
+            results = cap.caption(images, **settings)
     except (NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -170,7 +175,14 @@ def _gap(args: argparse.Namespace) -> int:
     from .presets import PRESETS
     from .towers import load_clip
 
+    from .presets import OFFLINE_CLIP
+
+    if args.preset not in PRESETS:
+        print(f"error: unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
     spec = ClipSpec(checkpoint=args.clip) if args.clip else PRESETS[args.preset].clip_spec()
+    if args.source is None:  # what the tower was made for: generated scenes for the offline world's, else photos
+        args.source = "world" if args.clip or PRESETS[args.preset].clip == OFFLINE_CLIP else "coco"
     try:
         clip = load_clip(spec)
     except LOAD_ERRORS as e:
@@ -207,20 +219,17 @@ def _presets(args: argparse.Namespace) -> int:
 
 def _defaults(args: argparse.Namespace) -> int:
     from .presets import resolve
-    from .settings import parse_assignments, read_settings, set_defaults, set_served, settings_path
+    from .settings import parse_assignments, read_settings, set_defaults, settings_path
 
     try:
         path = resolve(args.model)
-        if args.assignments and args.device == "cuda":
-            set_served(path, "cuda", **parse_assignments(args.assignments))
-        elif args.assignments:
+        if args.assignments:
             set_defaults(path, **parse_assignments(args.assignments))
         s = read_settings(path)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"settings": settings_path(path), "bank": s.bank or None, **s.config.to_dict(),
-                      "served": {"cpu": "the defaults above", **s.served}}, indent=2))
+    print(json.dumps({"settings": settings_path(path), "bank": s.bank or None, **s.config.to_dict()}, indent=2))
     return 0
 
 
@@ -306,9 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="write metrics and every caption to this JSON file")
     e.set_defaults(func=_evaluate)
     g = sub.add_parser("gap", help="modality-gap analysis of generated scenes: table, histograms, t-SNE")
-    g.add_argument("--preset", default="offline-world", help="whose CLIP (or photo bridge) to analyse")
-    g.add_argument("--source", default="world", choices=("world", "coco"),
-                   help="generated scenes, or the held-out COCO photos (data/coco/val-dev) with their first caption")
+    g.add_argument("--preset", default=None, help=f"whose CLIP (or photo bridge) to analyse (default: {DEFAULT_PRESET})")
+    g.add_argument("--source", default=None, choices=("world", "coco"),
+                   help="generated scenes, or the held-out COCO photos (data/coco/val-dev) with their first caption "
+                        "(default: scenes for the offline world's CLIP, photos for any other encoder)")
     g.add_argument("--clip", default=None, help="a zsc clip checkpoint instead of the preset's")
     g.add_argument("--split", default="eval")
     g.add_argument("--n", type=int, default=500)
@@ -322,9 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
                                         "some: NAME=VALUE (the weights file is never rewritten)")
     d.add_argument("model", help="preset name or adaptor checkpoint path")
     d.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="e.g. samples=8 rerank=clip sigma2=none")
-    d.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cpu: change the defaults, which are the setting served on CPU (app, caption, evaluate); "
-                        "cuda: change what the app serves on a GPU on top of them")
     d.set_defaults(func=_defaults)
     h = sub.add_parser("ship", help="copy a trained adaptor and its settings, re-basing the paths they record")
     h.add_argument("src")
@@ -346,8 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "model", "") is None:
-        from .presets import default_preset
+    for attr in ("model", "preset"):  # left out: the default preset
+        if getattr(args, attr, "") is None:
+            from .presets import default_preset
 
-        args.model = default_preset()
+            setattr(args, attr, default_preset())
     return int(args.func(args))

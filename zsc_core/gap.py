@@ -34,6 +34,16 @@ def inject_noise(feat: torch.Tensor, n_repeat: int, sigma2: float, generator: to
     return F.normalize(x, dim=-1)
 
 
+def per_image(n_images: int, seed: int, draw, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """Draw each image's random rows from its own generator seeded with ``seed``, and stack them image-major.
+
+    ``draw(i, generator)`` returns image ``i``'s tensors (a tuple, each with that image's rows first). A photo's
+    noise, and so its caption, is a function of the photo, the settings and the seed: never of the other photos in
+    its batch or of its place there (one generator over the batch would hand image 2 the draws that image 1 left)."""
+    parts = [draw(i, torch.Generator(device=device).manual_seed(seed)) for i in range(n_images)]
+    return tuple(torch.cat([p[j] for p in parts]) for j in range(len(parts[0]))) if parts else ()
+
+
 def fit_gaussian(diffs: torch.Tensor, shrinkage: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D) of row samples ``diffs`` (N, D), unbiased (N - 1).
 

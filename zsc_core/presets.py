@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import DEFAULT_PRESET
 from .encode import ClipSpec
 from .lm import SMOLLM2, LMSpec
 
@@ -21,6 +22,26 @@ def data_dir() -> str:
 
 
 EXAMPLE_PHOTOS = ("000000165518.jpg", "000000377575.jpg", "000000160012.jpg", "000000482585.jpg")  # coco/val-dev
+
+
+def example_images() -> list[str]:
+    """Real photos for the app's examples: a few held-out COCO photos (data/coco/val-dev) and scikit-learn's two
+    packaged photos (written once to a temp folder)."""
+    import tempfile
+
+    d = os.path.join(data_dir(), "coco", "val-dev", "images")
+    paths = [os.path.join(d, f) for f in EXAMPLE_PHOTOS if os.path.isfile(os.path.join(d, f))]
+    tmp = os.path.join(tempfile.gettempdir(), "zsc-examples")
+    os.makedirs(tmp, exist_ok=True)
+    for name in ("china.jpg", "flower.jpg"):
+        p = os.path.join(tmp, name)
+        if not os.path.exists(p):  # scikit-learn is imported only the first time (it costs ~0.5 s)
+            from PIL import Image
+            from sklearn.datasets import load_sample_image
+
+            Image.fromarray(load_sample_image(name)).save(p)
+        paths.append(p)
+    return paths
 
 
 def checkpoints_dir() -> str:
@@ -173,15 +194,21 @@ PRESETS: dict[str, Preset] = {
         answers="vqav2",
     ),
 }
-DEFAULT_PRESET = "photo"
-
-
 def default_preset() -> str:
     """$ZSC_DEFAULT_PRESET where set (a deployment or a test picks another preset), else :data:`DEFAULT_PRESET`."""
     name = os.environ.get("ZSC_DEFAULT_PRESET") or DEFAULT_PRESET
     if name not in PRESETS:
         raise ValueError(f"ZSC_DEFAULT_PRESET={name!r} is not a preset ({', '.join(PRESETS)})")
     return name
+
+
+def answer_vocabulary_of(name_or_path: str, clip_name: str) -> str:
+    """The answer vocabulary zero-shot VQA retrieves from (vqa.answer_vocabulary): a preset's own; for a checkpoint
+    path, that of the presets on the same image-text tower (the offline world's CLIP answers from its world's
+    words); VQAv2's for any other tower (real photos)."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path].answers
+    return next((p.answers for p in PRESETS.values() if p.clip.name == clip_name), "vqav2")
 
 
 @dataclass

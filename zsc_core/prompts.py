@@ -86,3 +86,15 @@ def training_prompt(reference: str, rough: str, rng: random.Random, p_blank: flo
         return stage2_text("", "")
     bare = p_bare > 0 and rng.random() < p_bare
     return stage2_text(rough, make_prompt(missing_phrases(reference, rough, heads=bare, table=table)))
+
+
+def propose_prompted(base, refiner, images, prompt: str, **settings):
+    """TIPCap's two stages, as the app and the CLI both run them: the preset ``base`` writes the rough caption(s)
+    (ranked), and its interactive-prompt model ``refiner`` refines them with the user's ``prompt``. A ``refiner``
+    that is ``base`` itself (a stage-2 model, or one that reads prompts as entities) does it in its own passes.
+    Returns the refiner's unranked :class:`zsc_core.captioner.Proposal` (``refiner.rank`` finishes it)."""
+    if refiner is base or not refiner.interactive:
+        return refiner.propose(images, prompt=prompt, **settings)
+    first = base.caption(images, **settings)
+    rough = first.caption if not isinstance(first, list) else [r.caption for r in first]
+    return refiner.propose(images, prompt=prompt, rough=rough, **settings)

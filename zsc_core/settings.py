@@ -12,7 +12,6 @@ the CLI and the benchmark rows name a setting by its field name alone (:meth:`Ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -108,8 +107,6 @@ GROUPS: dict[str, type] = {"decoding": DecodingConfig, "regions": RegionConfig, 
 # flat field name -> its group; names are unique across groups (checked at import)
 FIELD_GROUP: dict[str, str] = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}
 assert len(FIELD_GROUP) == sum(len(fields(c)) for c in GROUPS.values()), "flat setting names must be unique"
-# Names a flat settings dict used before the split (checkpoint metadata until 2026-12-06): old -> new.
-RENAMED = {"consensus_k": "mix_k"}
 
 
 @dataclass
@@ -149,11 +146,6 @@ class CaptionConfig:
             raise ValueError(f"unknown settings groups {unknown}; known: {sorted(GROUPS)}")
         return cls(**{g: GROUPS[g](**(d.get(g) or {})) for g in GROUPS})
 
-    @classmethod
-    def from_flat(cls, flat: dict[str, Any]) -> CaptionConfig:
-        """From a flat dict, older names (:data:`RENAMED`) included."""
-        return cls().replace(**{RENAMED.get(k, k): v for k, v in flat.items()})
-
     # -- derived ----------------------------------------------------------------------------------------------
     @property
     def ranking_k(self) -> int:
@@ -170,6 +162,15 @@ class CaptionConfig:
     def guide_k(self) -> int:
         """How many nearest bank captions the guidance's n-gram table reads: guide_k, else the ranking's."""
         return self.guidance.guide_k or self.ranking_k
+
+    def resolved(self, sigma2: float, n_cr: int) -> CaptionConfig:
+        """These settings with every value that stands for another made concrete, in one place: sigma2 None and
+        n_cr None (the adaptor's own, given here), rerank_k 0 (mix_k), guide_k 0 (the ranking's k). What a caption
+        was made with (``CaptionResult.settings``)."""
+        d = self.decoding
+        return self.replace(sigma2=sigma2 if d.sigma2 is None else d.sigma2, n_cr=self.regions.n_cr or n_cr,
+                            rerank_k=self.ranking_k, guide_k=self.guide_k,
+                            keep_beams=d.keep_beams and d.num_beams > 1)
 
     def check(self) -> None:
         """Raise ValueError, naming the setting, for a value no caption can be made with."""
@@ -214,23 +215,14 @@ def settings_path(weights_path: str) -> str:
     return stem + SUFFIX
 
 
-SERVED_DEVICES = ("cpu", "cuda")
-
-
 @dataclass
 class InferenceSettings:
-    """What ``NAME.inference.json`` holds: the defaults, the caption bank (absolute path, or "") and the named
-    served settings. The defaults ARE the setting served on CPU (the app on CPU, ``caption`` and ``evaluate``
-    without flags); ``served["cuda"]`` holds the flat settings the app changes on a GPU, where more samples cost
-    little. Each served setting has its own benchmark row (train.benchmark_photo)."""
+    """What ``NAME.inference.json`` holds: the defaults and the caption bank (absolute path, or ""). The defaults
+    are the one setting served everywhere: the app (CPU and GPU), ``caption`` and ``evaluate`` without flags, and
+    the benchmark's headline row."""
 
     config: CaptionConfig
     bank: str = ""
-    served: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def for_device(self, device_type: str) -> CaptionConfig:
-        """The setting served on a device type ("cpu", "cuda"): the defaults, with that device's changes."""
-        return self.config.replace(**self.served.get(device_type, {}))
 
 
 def read_settings(weights_path: str) -> InferenceSettings:
@@ -248,13 +240,12 @@ def read_settings(weights_path: str) -> InferenceSettings:
     bank = doc.get("bank") or ""
     if bank and not os.path.isabs(bank):
         bank = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), bank))
-    served = doc.get("served") or {}
+    unknown = sorted(set(doc) - set(GROUPS) - {"format_version", "bank"})
     try:
-        settings = InferenceSettings(CaptionConfig.from_dict({g: doc.get(g) or {} for g in GROUPS}), bank, served)
-        for device in served:
-            if device not in SERVED_DEVICES:
-                raise ValueError(f"served settings for an unknown device {device!r}; known: {SERVED_DEVICES}")
-            settings.for_device(device).check()
+        if unknown:  # e.g. a per-device "served" layer (until 2026-12-07): one setting is served everywhere now
+            raise ValueError(f"unknown fields {unknown}; known: format_version, bank, {', '.join(GROUPS)}")
+        settings = InferenceSettings(CaptionConfig.from_dict({g: doc.get(g) or {} for g in GROUPS}), bank)
+        settings.config.check()
         return settings
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from e
@@ -266,8 +257,7 @@ def write_settings(weights_path: str, settings: InferenceSettings) -> str:
     path = settings_path(weights_path)
     folder = os.path.dirname(os.path.abspath(path))
     bank = os.path.relpath(os.path.abspath(settings.bank), folder) if settings.bank else None
-    doc = {"format_version": SETTINGS_VERSION, "bank": bank, **settings.config.to_dict(),
-           **({"served": settings.served} if settings.served else {})}
+    doc = {"format_version": SETTINGS_VERSION, "bank": bank, **settings.config.to_dict()}
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -277,11 +267,9 @@ def write_settings(weights_path: str, settings: InferenceSettings) -> str:
     return path
 
 
-ADAPTOR_KINDS = ("maccap", "tipcap", "memory")  # the checkpoint kinds that have inference settings (captioner.ADAPTORS)
-
-
 def require_adaptor(weights_path: str) -> None:
     """Raise CheckpointError (a ValueError) unless ``weights_path`` holds an adaptor: only adaptors have settings."""
+    from .adaptor import ADAPTOR_KINDS
     from .checkpoint import CheckpointError, read_metadata
 
     if read_metadata(weights_path)["kind"] not in ADAPTOR_KINDS:  # read_metadata raises for a missing file
@@ -292,71 +280,10 @@ def set_defaults(weights_path: str, **flat: Any) -> InferenceSettings:
     """Change some default settings of the adaptor at ``weights_path`` (flat names): its JSON only."""
     require_adaptor(weights_path)
     current = read_settings(weights_path)
-    new = InferenceSettings(current.config.replace(**flat), current.bank, current.served)
+    new = InferenceSettings(current.config.replace(**flat), current.bank)
     new.config.check()
     write_settings(weights_path, new)
     return new
-
-
-def set_served(weights_path: str, device_type: str, **flat: Any) -> InferenceSettings:
-    """Set the flat settings served on ``device_type`` ("cuda"; "cpu" is the defaults themselves, set_defaults)
-    that differ from the defaults; the JSON only."""
-    if device_type not in SERVED_DEVICES or device_type == "cpu":
-        raise ValueError(f"served settings are named for 'cuda' (the CPU setting is the defaults), got {device_type!r}")
-    require_adaptor(weights_path)
-    current = read_settings(weights_path)
-    current.config.replace(**flat).check()
-    served = {**current.served, device_type: {**current.served.get(device_type, {}), **flat}}
-    new = InferenceSettings(current.config, current.bank, served)
-    write_settings(weights_path, new)
-    return new
-
-
-# Settings added after the first settings files were written (2026-12-06: the memory model, bank guidance): a
-# model fingerprint hashes them only where they differ from their defaults, so the benchmarks' cached rows of older
-# models stay valid.
-FIRST_GROUPS = ("decoding", "regions", "retrieval", "ranking", "authors")
-LATER_FIELDS = {"retrieval": {"region_k", "weighting", "temperature"},
-                "entities": {"entities", "entity_k", "entity_min", "max_entities"},
-                "guidance": {"guide_weight", "guide_k", "guide_order"}}
-
-
-def model_fingerprint(weights_path: str) -> str:
-    """What a model captions with, as one short key: the weights file's sha256 prefix and that of its settings
-    (the defaults and the bank's path relative to the weights), so a benchmark row cached under it is recomputed
-    when either changes. ``WEIGHTS:SETTINGS``."""
-    from .checkpoint import file_fingerprint
-
-    s = read_settings(weights_path)
-    bank = os.path.relpath(s.bank, os.path.dirname(os.path.abspath(weights_path))) if s.bank else None
-    settings = s.config.to_dict()
-    for group, names in LATER_FIELDS.items():  # at their defaults they change nothing: keep older keys valid
-        kept = {k: v for k, v in settings.get(group, {}).items()
-                if k not in names or v != getattr(GROUPS[group](), k)}
-        if kept or group in FIRST_GROUPS:
-            settings[group] = kept
-        else:
-            settings.pop(group)
-    doc = json.dumps({"bank": bank, **settings, **({"served": s.served} if s.served else {})}, sort_keys=True)
-    return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
-
-
-def setting_fingerprint(weights_path: str, **flat: Any) -> str:
-    """What one captioning run depends on, as one short key: the weights file's sha256 prefix and that of the
-    *effective* settings (the defaults with ``flat`` applied, and the bank's relative path). Unlike
-    :func:`model_fingerprint` it survives a change of the defaults that leaves this run's settings as they were:
-    a benchmark row that spells out its settings stays cached when a default moves. ``WEIGHTS:SETTINGS``."""
-    from .checkpoint import file_fingerprint
-
-    s = read_settings(weights_path)
-    bank = os.path.relpath(s.bank, os.path.dirname(os.path.abspath(weights_path))) if s.bank else None
-    later = {name for names in LATER_FIELDS.values() for name in names}
-    defaults = CaptionConfig().flat()
-    eff = {k: v for k, v in s.config.replace(**flat).flat().items() if k not in later or v != defaults[k]}
-    if eff["num_beams"] == 1:
-        eff["keep_beams"] = False  # one beam has one hypothesis: keeping "all" of them changes nothing
-    doc = json.dumps({"bank": bank, **eff}, sort_keys=True)
-    return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -365,7 +292,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for a in assignments:
         name, eq, text = a.partition("=")
-        name = RENAMED.get(name.strip(), name.strip())
+        name = name.strip()
         if not eq or name not in FIELD_GROUP:
             raise ValueError(f"{a!r}: expected NAME=VALUE with NAME one of {sorted(FIELD_GROUP)}")
         hint = str(get_type_hints(GROUPS[FIELD_GROUP[name]])[name])
@@ -397,5 +324,5 @@ def ship(src: str, dst: str) -> str:
     if settings.bank and not os.path.isfile(settings.bank):
         raise CheckpointError(f"{src} names a caption bank that does not exist: {settings.bank}")
     copy_checkpoint(src, dst)
-    write_settings(dst, settings)  # the served settings travel with it
+    write_settings(dst, settings)  # the defaults travel with it
     return dst
