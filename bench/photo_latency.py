@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     import torch
 
+    from train.cache_keys import model_fingerprint
     from zsc_core.captioner import TIMINGS, Captioner
     from zsc_core.evaluation import coco_items
     from zsc_core.images import load_image
     from zsc_core.presets import PRESETS
-    from train.cache_keys import model_fingerprint
 
     t = time.perf_counter()
     cap = Captioner.from_pretrained(args.preset)

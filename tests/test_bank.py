@@ -255,7 +255,7 @@ def test_only_adaptors_have_inference_settings(tmp_path):
     from zsc_core.settings import set_defaults
 
     # one list of adaptor kinds, the registry in adaptor.py (the settings module keeps no copy)
-    assert adaptor.ADAPTOR_KINDS == tuple(adaptor.ADAPTORS) and not hasattr(settings, "ADAPTOR_KINDS")
+    assert tuple(adaptor.ADAPTORS) == adaptor.ADAPTOR_KINDS and not hasattr(settings, "ADAPTOR_KINDS")
     not_adaptor = str(tmp_path / "clip.safetensors")
     save_checkpoint(not_adaptor, {"w": torch.zeros(1)}, kind="clip", config={})
     for call in (lambda: set_defaults(not_adaptor, samples=2), lambda: attach_bank(not_adaptor, None)):
@@ -466,8 +466,10 @@ def test_one_setting_is_served_everywhere_and_a_per_device_layer_is_refused(tmp_
     assert Captioner.from_pretrained(path).effective().decoding.samples == 8
     with pytest.raises(SystemExit):  # no per-device flag any more
         build_parser().parse_args(["defaults", "--device", "cuda", path, "samples=20"])
-    doc = json.load(open(settings_path(path)))
+    with open(settings_path(path)) as f:
+        doc = json.load(f)
     doc["served"] = {"cuda": {"samples": 20}}
-    json.dump(doc, open(settings_path(path), "w"))
+    with open(settings_path(path), "w") as f:
+        json.dump(doc, f)
     with pytest.raises(ValueError, match="served"):
         read_settings(path)

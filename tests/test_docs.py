@@ -101,3 +101,50 @@ def test_readme_python_example_runs(capsys, monkeypatch):
     exec(compile(_blocks("python")[0], "README.md", "exec"), {})
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and out[0] and out[1]
+
+
+def test_every_doc_states_the_served_setting_from_the_settings_json(tmp_path, monkeypatch):
+    """Issue #52: the sentences that state what is served are generated from the JSON the app, `caption` and
+    `evaluate` read (docs/figures.py's served block) in README.md and every doc that states it; the per-device
+    setting nobody serves is gone from them; a moved default moves the sentence."""
+    import shutil
+
+    figures = _figures()
+    assert figures["main"](["--check"]) == 0, "stale figures: run `python docs/figures.py`"
+    for name in figures["DOCS"]:
+        with open(os.path.join(ROOT, name)) as f:
+            text = f.read()
+        assert "<!-- figures:served -->" in text, name
+        for stale in ("served.cuda", "served[\"cuda\"]", "--device cuda", "what the app serves on a GPU",
+                      "20 samples of 5 beams", "APP_BEAMS"):
+            assert stale not in text, (name, stale)
+    from zsc_core.presets import PRESETS
+    from zsc_core.settings import read_settings, set_defaults
+
+    path = PRESETS["photo"].checkpoint_path()
+    for f in (os.path.basename(path), os.path.basename(path).replace(".safetensors", ".inference.json")):
+        shutil.copy(os.path.join(os.path.dirname(path), f), tmp_path / f)
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    cfg = read_settings(str(tmp_path / os.path.basename(path))).config
+    assert f"{cfg.decoding.samples} greedy samples" in figures["served_paragraph"]()
+    set_defaults(str(tmp_path / os.path.basename(path)), samples=cfg.decoding.samples + 3)
+    assert f"{cfg.decoding.samples + 3} greedy samples" in figures["served_paragraph"]()
+
+
+def test_the_model_card_says_what_the_project_is_for_and_whose_terms_apply():
+    """Issue #52: a LICENSE file; intended and out-of-scope use; where gendered words come from; the licence and
+    provenance of every shipped weight and data set; one Python version, the one pyproject allows from."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "LICENSE")) as f:
+        assert f.read().startswith("MIT License")
+    text = _readme()
+    for must in ("**Intended use.**", "**Out of\nscope:**", "**People and gendered words.**", "## Data, licences and "
+                 "provenance", "MobileNetV2 ImageNet weights", "all-MiniLM-L6-v2", "SmolLM2-135M-Instruct (GGUF)",
+                 "COCO caption texts", "Flickr30k", "VQAv2", "BSD-3-Clause", "Apache-2.0", "CC BY 4.0"):
+        assert must in text, must
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["requires-python"] == ">=3.11" and project["license"] == {"text": "MIT"}
+    assert "Python 3.11 (the Space runs 3.12)" in text and "3.10" not in text
+    assert "open_clip" not in project["description"]

@@ -9,12 +9,12 @@ import os
 import pytest
 import torch
 
+from train.benchmark_photo import GREEDY
 from zsc_core import world
 from zsc_core.adaptor import ADAPTOR_KINDS
 from zsc_core.captioner import Captioner
 from zsc_core.checkpoint import read_metadata
 from zsc_core.presets import DEFAULT_PRESET, PRESETS, checkpoints_dir
-from train.benchmark_photo import GREEDY
 from zsc_core.settings import read_settings, settings_path
 
 ADAPTOR_FILES = sorted(p for p in glob.glob(os.path.join(checkpoints_dir(), "**", "*.safetensors"), recursive=True)

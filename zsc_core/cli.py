@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .captioner import Captioner
 
 from . import DEFAULT_PRESET  # torch-free: `python -m zsc_core` starts light
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -172,10 +173,8 @@ def _gap(args: argparse.Namespace) -> int:
     from . import world
     from .analysis import gap_report
     from .encode import ClipSpec
-    from .presets import PRESETS
+    from .presets import OFFLINE_CLIP, PRESETS
     from .towers import load_clip
-
-    from .presets import OFFLINE_CLIP
 
     if args.preset not in PRESETS:
         print(f"error: unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}", file=sys.stderr)
@@ -307,15 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "default: the held-out COCO photos, data/coco/val-dev")
     e.add_argument("--references", default=None, help="COCO-format captions JSON (default: IMAGES/references.json)")
     e.add_argument("--samples", type=int, default=None)
-    e.add_argument("--batch", type=int, default=1,
-                   help="images per call; 1 (default) captions each photo alone, as the app does: the sampling "
-                        "noise of an image depends on its place in a batch")
+    e.add_argument("--batch", type=int, default=8,
+                   help="images per call (the captions are the same at any batch: each image draws its own noise)")
     e.add_argument("--device", default="auto")
     e.add_argument("--dtype", default="auto", choices=DTYPES, help="the LM's runtime dtype (auto: bf16 on CUDA)")
     e.add_argument("--out", default=None, help="write metrics and every caption to this JSON file")
     e.set_defaults(func=_evaluate)
     g = sub.add_parser("gap", help="modality-gap analysis of generated scenes: table, histograms, t-SNE")
-    g.add_argument("--preset", default=None, help=f"whose CLIP (or photo bridge) to analyse (default: {DEFAULT_PRESET})")
+    g.add_argument("--preset", default=None,
+                   help=f"whose CLIP (or photo bridge) to analyse (default: {DEFAULT_PRESET})")
     g.add_argument("--source", default=None, choices=("world", "coco"),
                    help="generated scenes, or the held-out COCO photos (data/coco/val-dev) with their first caption "
                         "(default: scenes for the offline world's CLIP, photos for any other encoder)")

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from .checkpoint import FrozenIdentity, build_and_load, load_checkpoint, read_metadata, save_checkpoint
+from .checkpoint import FrozenIdentity, build_and_load, load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -176,10 +176,6 @@ class ClipEncoder(FrozenIdentity, nn.Module):
 
 # ---------------------------------------------------------------------------------------------------------
 # Loading.
-
-
-def clip_spec_from_checkpoint(path: str, name: str = "") -> ClipSpec:
-    return ClipSpec(name=name or read_metadata(path)["config"].get("name", ""), checkpoint=path)
 
 
 def load_open_clip(spec: ClipSpec, device: torch.device | str = "cpu") -> ClipEncoder:

@@ -16,7 +16,7 @@ What the Space gets differently from a local install, and why:
   every other package pinned to the version tested here (:data:`SPACE_REQUIREMENTS`);
 * no training-only packages (pycocoevalcap, spaCy, pytest);
 * the pretrained halves that come from PyPI packages here come from elsewhere there: SmolLM2's GGUF and
-  all-MiniLM-L6-v2 through ``preload_from_hub`` (fetched at build time; the GGUF at a pinned commit and its sha256
+  all-MiniLM-L6-v2 through ``preload_from_hub`` (fetched at build time, each at a pinned commit, its sha256
   checked at load), MobileNetV2's file shipped in the Space beside the bridge (its PyPI package declares
   torch==1.6.0; torchvision's download would repeat at every cold start on a Space's ephemeral disk).
 
@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bank import captions_path, recorded_bank
-from .bridge import MINILM_FILES, MINILM_REPO, MOBILENET_FILE, MOBILENET_PACKAGE, MOBILENET_URL, package_file
+from .bridge import (
+    MINILM_FILES,
+    MINILM_REPO,
+    MINILM_REVISION,
+    MOBILENET_FILE,
+    MOBILENET_PACKAGE,
+    MOBILENET_URL,
+    package_file,
+)
 from .lm import SMOLLM2_GGUF, SMOLLM2_GGUF_REPO, SMOLLM2_GGUF_REVISION
 from .presets import PRESETS, data_dir
 from .settings import settings_path
@@ -205,7 +213,7 @@ def front_matter(hardware: str = "zero-gpu", lm_revision: str | None = SMOLLM2_G
         **extra,
         "tags": ["image-captioning", "zero-shot", "text-only-training", "clip", "modality-gap", "maccap", "tipcap"],
         "models": ["HuggingFaceTB/SmolLM2-135M-Instruct", SMOLLM2_GGUF_REPO, MINILM_REPO],
-        "preload_from_hub": [gguf, f"{MINILM_REPO} {','.join(MINILM_FILES)}"],
+        "preload_from_hub": [gguf, f"{MINILM_REPO} {','.join(MINILM_FILES)} {MINILM_REVISION}"],
     }
 
 
@@ -381,6 +389,9 @@ def validate(path: str) -> Staged:
         if not any(str(x).split()[:2] == [SMOLLM2_GGUF_REPO, SMOLLM2_GGUF] and len(str(x).split()) == 3
                    for x in meta.get("preload_from_hub") or []):
             problems.append("preload_from_hub must fetch the GGUF at a pinned commit")
+        if not any(str(x).split()[0] == MINILM_REPO and str(x).split()[2:] == [MINILM_REVISION]
+                   for x in meta.get("preload_from_hub") or []):
+            problems.append(f"preload_from_hub must fetch {MINILM_REPO} at its pinned commit {MINILM_REVISION}")
         if not (root / str(meta.get("app_file", ""))).is_file():
             problems.append(f"app_file {meta.get('app_file')!r} is not in the folder")
         short = str(meta.get("short_description", ""))
