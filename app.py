@@ -27,11 +27,11 @@ from zsc_core import display, world
 from zsc_core.captioner import MAX_PROMPT_CHARS
 from zsc_core.gap_service import GapService
 from zsc_core.models import ModelCache, UserError
-from zsc_core.presets import default_preset, example_images
+from zsc_core.presets import default_preset, example_rows
 from zsc_core.requests import check_text, read_image
 from zsc_core.service import CaptionService
 from zsc_core.vqa import MAX_QUESTION_CHARS
-from zsc_core.vqa_service import VQA_BEAMS, VQA_SAMPLES, AnswerService
+from zsc_core.vqa_service import AnswerService
 from zsc_core.zerogpu import gpu_seconds
 
 MAX_UPLOAD = "20mb"
@@ -40,7 +40,8 @@ os.environ.setdefault("GRADIO_EXAMPLES_CACHE", os.path.join(tempfile.gettempdir(
 
 ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 models = ModelCache(device=os.environ.get("ZSC_DEVICE") or ("cuda" if ZERO_GPU else "auto"))
-service, answers, gaps = CaptionService(models), AnswerService(models), GapService(models)
+service = CaptionService(models)
+answers, gaps = AnswerService(models, service.memo), GapService(models)  # the Ask tab reads the Caption tab's caption
 DEFAULT = default_preset()
 STARTUP_PROBLEM = models.warm_up(DEFAULT)  # weights loaded once, at start-up; never raises
 if ZERO_GPU:  # GPU functions run in forked workers: whatever they load lazily would be loaded again on every call
@@ -95,7 +96,8 @@ def propose(request):
     return service.propose(request)
 
 
-@_gpu(lambda image, question, preset: gpu_seconds(VQA_SAMPLES, VQA_BEAMS))
+@_gpu(lambda image, question, preset: gpu_seconds(service.served_config(preset).decoding.samples,
+                                                  service.served_config(preset).decoding.num_beams))
 def answer_image(image, question, preset):
     """Caption the image once and answer the question (zero-shot VQA)."""
     return answers.answer_image(image, question, preset)
@@ -124,19 +126,49 @@ def _caption(request, progress):
     return service.caption_view(request, proposal)
 
 
+def _info(v) -> str:
+    """The info line, after the warning of an image with almost nothing to see."""
+    return f"**Warning:** {v.warning}\n\n{v.info}" if v.warning else v.info
+
+
 @_guard
 def caption(image, preset, samples, sigma2, n_cr, beams, seed, guide=None, progress=gr.Progress()):
-    """Caption an image: caption, regions image, candidates table, timing line, retrieved human caption."""
+    """Caption an image: caption, regions image, candidates table, info line, retrieved human caption, and the
+    prompt's two boxes cleared (they belonged to the last prompt)."""
     v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed, guide_weight=guide),
                  progress)
-    return v.caption, v.regions_image, v.candidates, v.info, v.retrieved
+    return v.caption, v.regions_image, v.candidates, _info(v), v.retrieved, "", ""
+
+
+def _recaption_outputs(v, interactive: bool):
+    """What a prompted caption fills: the plain caption box (the rough caption, where a first pass wrote one), the
+    retrieved caption, the rough and refined boxes, regions, candidates, info."""
+    return (v.rough_caption if interactive else "", v.retrieved, v.rough_caption, v.caption, v.regions_image,
+            v.candidates, _info(v))
 
 
 @_guard
-def example(image, progress=gr.Progress()):
-    """An example photo captioned by the default model at the app's settings (cached after its first click)."""
-    v = _caption(service.caption_request(image, SELECTED), progress)  # the model's own settings
-    return v.caption, v.regions_image, v.candidates, v.info, v.retrieved
+def example(image, prompt="", progress=gr.Progress()):
+    """An example photo captioned by the default model at its served setting, re-captioned from the example's
+    prompt where it has one (cached after its first click). The model box switches to that model, so every
+    label names the model that captioned it."""
+    if prompt:
+        v = _caption(service.caption_request(image, SELECTED, prompt=prompt), progress)
+        out = _recaption_outputs(v, models.refiner(SELECTED).interactive)
+        return out[0], out[4], out[5], out[6], out[1], out[2], out[3], SELECTED
+    v = _caption(service.caption_request(image, SELECTED), progress)
+    return v.caption, v.regions_image, v.candidates, _info(v), v.retrieved, "", "", SELECTED
+
+
+def cleared():
+    """A new upload: every output that belonged to the last photo is emptied."""
+    return "", "", None, None, "", "", "", "", "", "", None
+
+
+def gap_inputs_shown(source):
+    """The gap tab shows the settings of the chosen data only: the number of scenes, or the uploads and captions."""
+    mine = source == "my images and captions"
+    return gr.update(visible=source == "generated scenes"), gr.update(visible=mine), gr.update(visible=mine)
 
 
 @_guard
@@ -145,7 +177,7 @@ def relabel(preset):
     from zsc_core.models import preset_name
 
     lb, served = display.labels(preset_name(preset)), service.served_config(preset)
-    return (lb.header, gr.update(label=lb.regions), gr.update(headers=lb.candidate_headers()),
+    return (lb.header, f"**{lb.regions}**", gr.update(headers=lb.candidate_headers()),
             gr.update(visible=lb.reads_regions), gr.update(visible=lb.offline_world),
             gr.update(visible=lb.offline_world), gr.update(visible=lb.has_bank),
             gr.update(value=served.decoding.samples), gr.update(value=served.decoding.num_beams),
@@ -154,12 +186,13 @@ def relabel(preset):
 
 @_guard
 def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, guide=None, progress=gr.Progress()):
-    """Re-caption with an interactive prompt: rough caption, refined caption, regions, candidates, timing."""
+    """Re-caption with an interactive prompt: the plain caption and the retrieved one (this photo's, refilled), the
+    rough caption, the refined caption, regions, candidates, info."""
     if not check_text(prompt, "prompt", MAX_PROMPT_CHARS, required=False):
         raise UserError('The prompt is empty: type what the image contains, e.g. "An image contains motorcycle".')
     v = _caption(service.caption_request(image, preset, samples, sigma2, n_cr, beams, seed, prompt=prompt,
                                          guide_weight=guide), progress)
-    return v.rough_caption, v.caption, v.regions_image, v.candidates, v.info
+    return _recaption_outputs(v, models.refiner(preset).interactive)
 
 
 @_guard
@@ -191,7 +224,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
         gr.Markdown(f"**Note:** {STARTUP_PROBLEM} See the Models tab.", elem_id="startup-problem")
     with gr.Row():
         preset = gr.Dropdown(CHOICES, value=SELECTED, label="Model (the Models tab says what each knows)", scale=2)
-        seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
+        seed = gr.Number(value=SERVED.decoding.seed, precision=0, label="Seed", scale=1)
     with gr.Tabs():
         with gr.Tab("Caption"):
             with gr.Row():
@@ -219,10 +252,11 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                     out_retrieved = gr.Textbox(label="Nearest human-written caption (retrieved from the caption "
                                                      "bank, not generated)", interactive=False,
                                                visible=LABELS.has_bank, elem_id="retrieved")
-                    out_regions = gr.Image(label=LABELS.regions, type="pil", elem_id="regions")
+                    # the long title above the image, not as its label (the image toolbar covered the label)
+                    regions_title = gr.Markdown(f"**{LABELS.regions}**", elem_id="regions-title")
+                    out_regions = gr.Image(show_label=False, type="pil", elem_id="regions")
                     out_cands = gr.Dataframe(headers=LABELS.candidate_headers(), label="Sampled candidates",
-                                             interactive=False, elem_id="candidates", wrap=True,
-                                             column_widths=["8%", "50%", "14%", "18%", "10%"])
+                                             interactive=False, elem_id="candidates", wrap=True)
                     out_info = gr.Markdown(elem_id="info")
             with gr.Row():
                 prompt = gr.Textbox(label="Prompt", placeholder="An image contains motorcycle", scale=3)
@@ -231,8 +265,10 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                 out_rough = gr.Textbox(label="Rough caption (first pass)", interactive=False)
                 out_refined = gr.Textbox(label="Refined caption (with the prompt)", interactive=False)
             # Examples run on click; their outputs are cached after the first click (lazily: start-up stays fast).
-            gr.Examples(example_images(), inputs=image, label="Examples (captioned by the default model)",
-                        fn=example, outputs=[out_caption, out_regions, out_cands, out_info, out_retrieved],
+            # One shows the refinement the app advertises; the failures that teach stay (the flower).
+            gr.Examples(example_rows(), inputs=[image, prompt], label=f"Examples (captioned by {SELECTED})",
+                        fn=example, outputs=[out_caption, out_regions, out_cands, out_info, out_retrieved,
+                                             out_rough, out_refined, preset],
                         cache_examples=True, cache_mode="lazy", preprocess=False)
         with gr.Tab("Ask (VQA)"):
             gr.Markdown("Ask a question about the image in the Caption tab.")
@@ -246,14 +282,17 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
         with gr.Tab("Modality gap"):
             source = gr.Radio(["COCO photos", "generated scenes", "my images and captions"], value="COCO photos",
                               label="Data (COCO photos: the 109 held-out photos with their first caption)")
-            n_scenes = gr.Slider(10, 1000, value=200, step=10, label="Generated scenes")
-            gap_files = gr.File(file_count="multiple", file_types=["image"], label="Your images (3 to 64)")
-            gap_caps = gr.Textbox(lines=4, label="Their captions, one per line, in order")
+            n_scenes = gr.Slider(10, 1000, value=200, step=10, label="Generated scenes", visible=False)
+            gap_files = gr.File(file_count="multiple", file_types=["image"], label="Your images (3 to 64)",
+                                visible=False)
+            gap_caps = gr.Textbox(lines=4, label="Their captions, one per line, in order", visible=False)
             gap_btn = gr.Button("Analyse", variant="primary")
             gap_table = gr.Markdown(elem_id="gap-table")
-            gap_hist = gr.Image(label="Image minus text, per dimension, with the fitted Gaussian", type="pil",
-                                elem_id="gap-hist")
-            gap_tsne = gr.Image(label="t-SNE: raw, isotropic noise, multivariate mapping", type="pil")
+            # titles above the figures, not as labels over them (they covered the panels' own titles)
+            gr.Markdown("**Image minus text, per dimension, with the fitted Gaussian**")
+            gap_hist = gr.Image(show_label=False, type="pil", elem_id="gap-hist")
+            gr.Markdown("**t-SNE: raw, isotropic noise, multivariate mapping**")
+            gap_tsne = gr.Image(show_label=False, type="pil", elem_id="gap-tsne")
         with gr.Tab("Models"):
             gr.Markdown(display.status_markdown(models.failed))
 
@@ -261,15 +300,22 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
     # preprocess=False: uploads reach zsc_core's own image loader untouched, so a broken or odd file gets a clear
     # message from it (Gradio's own decoding would fail first, with a generic error).
     scene_btn.click(random_scene, inputs=seed, outputs=[image, scene_refs], api_name="random_scene")
-    preset.change(relabel, inputs=preset, outputs=[header, out_regions, out_cands, n_cr, scene_btn, scene_refs,
+    preset.change(relabel, inputs=preset, outputs=[header, regions_title, out_cands, n_cr, scene_btn, scene_refs,
                                                    out_retrieved, samples, beams, guide], api_name="labels")
+    photo_outputs = [out_caption, out_retrieved, out_regions, out_cands, out_info, out_rough, out_refined,
+                     out_answer, out_generated, out_vqa_caption, out_top]
+    # a new upload: nothing of the last photo stays
+    image.input(cleared, outputs=photo_outputs, api_name="clear", api_visibility="private")
+    source.change(gap_inputs_shown, inputs=source, outputs=[n_scenes, gap_files, gap_caps], api_name="gap_inputs",
+                  api_visibility="private")
     # Each request first clears the info line in the browser, so a failed one never leaves the last one's there.
     run.click(None, js="() => ''", outputs=out_info).then(
         caption, inputs=[image, preset] + settings,
-        outputs=[out_caption, out_regions, out_cands, out_info, out_retrieved], api_name="caption", preprocess=False)
+        outputs=[out_caption, out_regions, out_cands, out_info, out_retrieved, out_rough, out_refined],
+        api_name="caption", preprocess=False)
     rerun.click(None, js="() => ''", outputs=out_info).then(recaption, inputs=[image, prompt, preset] + settings,
-                outputs=[out_rough, out_refined, out_regions, out_cands, out_info], api_name="recaption",
-                preprocess=False)
+                outputs=[out_caption, out_retrieved, out_rough, out_refined, out_regions, out_cands, out_info],
+                api_name="recaption", preprocess=False)
     ask.click(answer, inputs=[image, question, preset], outputs=[out_answer, out_generated, out_vqa_caption, out_top],
               api_name="answer", preprocess=False)
     gap_btn.click(gap, inputs=[preset, source, n_scenes, gap_files, gap_caps], outputs=[gap_table, gap_hist, gap_tsne],

@@ -88,9 +88,9 @@ def served_paragraph() -> str:
         if g.guide_weight else ""
     lat = _json("photo_latency.json")
     return (f"**Served setting** (`checkpoints/tipcap-s4-photo.inference.json`, the same on CPU and GPU): {decode}"
-            f"{guide}, ranked by {RANKINGS[r.rerank]} against the {cfg.ranking_k} nearest; {_f(_latency(lat), 2)} s a photo "
-            f"(median, 2 CPU cores, `bench/photo_latency.py`). The app, `caption` and `evaluate` without flags, and "
-            "the benchmark's headline row all use it.")
+            f"{guide}, ranked by {RANKINGS[r.rerank]} against the {cfg.ranking_k} nearest; "
+            f"{_f(_latency(lat), 2)} s a photo (median, 2 CPU cores, `bench/photo_latency.py`). The app, `caption` "
+            "and `evaluate` without flags, and the benchmark's headline row all use it.")
 
 
 def models_table() -> str:

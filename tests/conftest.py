@@ -89,24 +89,33 @@ def app_client(proc, port: int, log, timeout: float, poll: float = 2.0):
 
 
 @contextlib.contextmanager
-def launched_app(env: dict[str, str]):
-    """Import app.py afresh with ``env`` set and launch it on loopback; yields its URL, restores ``env`` after."""
+def imported_app(env: dict[str, str]):
+    """app.py imported afresh with ``env`` set (not launched); yields the module, restores ``env`` after."""
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     sys.modules.pop("app", None)
-    app = importlib.import_module("app")
     try:
-        assert app.STARTUP_PROBLEM == ""
-        app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size=app.MAX_UPLOAD)
-        yield app.demo.local_url
+        yield importlib.import_module("app")
     finally:
-        app.demo.close()
         sys.modules.pop("app", None)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def launched_app(env: dict[str, str]):
+    """Import app.py afresh with ``env`` set and launch it on loopback; yields its URL, restores ``env`` after."""
+    with imported_app(env) as app:
+        try:
+            assert app.STARTUP_PROBLEM == ""
+            app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                            max_file_size=app.MAX_UPLOAD)
+            yield app.demo.local_url
+        finally:
+            app.demo.close()
 
 
 @contextlib.contextmanager

@@ -42,23 +42,24 @@ SETTINGS = ["offline-world", 5, "0.016", "4", 1, 0]  # noise and N_cr are text b
 
 def test_caption_endpoint(client, tmp_path):
     img = _file(tmp_path, "scene.png", _png(world.render(world.make_scene(0, "eval", 2), 128)))
-    cap, regions, cands, info, retrieved = client.predict(img, *SETTINGS, api_name="/caption")
+    cap, regions, cands, info, retrieved, rough, refined = client.predict(img, *SETTINGS, api_name="/caption")
     assert isinstance(cap, str) and retrieved == ""  # no caption bank: no retrieved human caption
+    assert rough == refined == ""  # a plain caption clears the last prompt's boxes
     assert os.path.isfile(regions) and Image.open(regions).size[0] >= 384  # small images are enlarged
     rows = cands["data"]
     assert rows and rows[0][0] == "✔" and rows[0][1] == cap
     assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)  # offline-world: CLIP ranking
-    assert all(r[3] == r[2] for r in rows)  # no caption bank: the ranking score is the CLIP score
-    assert cands["headers"] == ["chosen", "candidate", "CLIP score", "CLIP score (ranks)", "count"]
+    # no caption bank: the CLIP score ranks them, one column (it was shown twice, issue #56)
+    assert cands["headers"] == ["chosen", "candidate", "CLIP score (ranks)", "count"] and len(rows[0]) == 4
     assert "S=5 x beam 1" in info and "ranked by CLIP score" in info
     assert "σ² 0.016," in info and "the model's" not in info  # the settings it was given
     assert "N_cr" not in info  # TIPCap reads the whole-image feature: N_cr is not one of its settings
-    *_, mac_info, _ = client.predict(img, "offline-world-maccap", 5, "0.016", "4", 1, 0, api_name="/caption")
+    mac_info = client.predict(img, "offline-world-maccap", 5, "0.016", "4", 1, 0, api_name="/caption")[3]
     assert "N_cr 4," in mac_info  # MacCap reads the subregions: the info line says how many
     # Blank noise and N_cr (the UI's defaults, also as spaces or None) mean the model's own settings.
     for blank in ("", "  ", None):
-        cap2, _, cands2, info2, _ = client.predict(img, "offline-world", 3, blank, blank, 2, 0,
-                                                   api_name="/caption")
+        cap2, _, cands2, info2, *_ = client.predict(img, "offline-world", 3, blank, blank, 2, 0,
+                                                    api_name="/caption")
         assert isinstance(cap2, str) and cands2["data"] and "S=3 x beam 2" in info2
         assert "(the model's)" in info2 and " 0 (the model's)" not in info2, info2
 
@@ -70,9 +71,10 @@ def test_gap_on_the_coco_photos(client):
 
 def test_recaption_answer_and_gap_endpoints(client, tmp_path):
     img = _file(tmp_path, "scene.png", _png(world.render(world.make_scene(0, "eval", 3), 128)))
-    rough, refined, regions, cands, info = client.predict(img, "An image contains motorcycle", *SETTINGS,
-                                                         api_name="/recaption")
+    plain, retrieved, rough, refined, regions, cands, info = client.predict(
+        img, "An image contains motorcycle", *SETTINGS, api_name="/recaption")
     assert isinstance(rough, str) and isinstance(refined, str) and cands["data"]
+    assert plain == rough and retrieved == ""  # this photo's plain caption refilled (issue #56)
     ans, generated, caption, top = client.predict(img, "what color is the car?", "offline-world", api_name="/answer")
     assert ans in world.ANSWER_VOCAB and len(top["data"]) == 5 and top["data"][0][0] == ans
     table, hist, tsne = client.predict("offline-world", "generated scenes", 10, None, "", api_name="/gap")

@@ -130,3 +130,37 @@ def test_opening_the_sampling_settings_keeps_the_models_own_noise(page, tmp_path
     expect(info).to_contain_text("(the model's)")
     expect(info).not_to_contain_text(" 0 (the model's)")
     _shot(page, "browser_settings.png")
+
+
+def test_a_new_upload_clears_the_last_photos_results_in_the_browser(page, tmp_path):
+    """Issue #56: after a caption and a re-caption of one photo, uploading another empties every box that
+    described the first (the caption, the prompt's two boxes, the info line), and the gap tab shows only the
+    settings of the chosen data."""
+    from playwright.sync_api import expect
+
+    from zsc_core import world
+
+    page.get_by_role("tab", name="Caption").click()
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    world.render(world.make_scene(0, "eval", 11), 128).save(first)
+    world.render(world.make_scene(0, "eval", 12), 128).save(second)
+    page.locator("input[type=file]").first.set_input_files(str(first))
+    page.get_by_role("button", name="Caption", exact=True).click()
+    caption = _textbox(page, "Caption")
+    page.wait_for_function("el => el.value.length > 0", arg=caption.element_handle())
+    _textbox(page, "Prompt").fill("An image contains star")
+    page.get_by_role("button", name="Re-caption with the prompt").click()
+    refined = _textbox(page, "Refined caption (with the prompt)")
+    page.wait_for_function("el => el.value.length > 0", arg=refined.element_handle())
+    page.locator("input[type=file]").first.set_input_files(str(second))
+    page.wait_for_function("el => el.value.length === 0", arg=caption.element_handle())
+    for box in ("Caption", "Rough caption (first pass)", "Refined caption (with the prompt)"):
+        assert _textbox(page, box).input_value() == "", box
+    expect(page.locator("#info")).not_to_contain_text("distinct candidates from")
+    _shot(page, "browser_new_upload.png")
+    page.get_by_role("tab", name="Modality gap").click()
+    expect(page.get_by_label("Their captions, one per line, in order")).to_be_hidden()
+    page.get_by_text("my images and captions").click()
+    expect(page.get_by_label("Their captions, one per line, in order")).to_be_visible()
+    page.get_by_test_id("COCO photos-radio-label").click()
+    expect(page.get_by_label("Their captions, one per line, in order")).to_be_hidden()

@@ -116,22 +116,42 @@ def test_captions_depend_on_the_photo_on_all_of_train_paired(photo):
 
 @pytest.fixture(scope="module")
 def service():
+    from zsc_core.models import ModelCache
     from zsc_core.service import CaptionService
 
-    return CaptionService(device="cpu", dtype="float32")
+    return CaptionService(ModelCache(device="cpu", dtype="float32"))
 
 
 def test_the_app_answers_photo_questions_from_vqav2s_answers(photo, service):
-    """As the app answers (service.answer): a one-sample caption, VQAv2's vocabulary, the question's answer type."""
+    """As the app answers (vqa_service): the caption the Caption tab shows, VQAv2's vocabulary, the question's
+    answer type; `Captioner.answer` (the API) gives the same answer."""
     from zsc_core.vqa import answer_vocabulary
+    from zsc_core.vqa_service import AnswerService
 
-    _, _, items = photo
+    cap, _, items = photo
+    answers = AnswerService(service.models, service.memo)
     vocab = set(answer_vocabulary("vqav2"))
-    what = service.answer(items[0][0], "What is in the picture?", "photo")
+    shown = service.caption(items[0][0], "photo")
+    what = answers.answer(items[0][0], "What is in the picture?", "photo")
     assert what.answer in vocab and what.answer not in ("yes", "no") and what.caption and what.generated
+    assert what.caption == shown.caption  # the Ask tab reads the Caption tab's caption (issue #56)
     assert [row[0] for row in what.top][0] == what.answer and all(row[0] in vocab for row in what.top)
-    yes_no = service.answer(items[0][0], "Is there a dog?", "photo")
+    yes_no = answers.answer(items[0][0], "Is there a dog?", "photo")
     assert yes_no.answer in ("yes", "no") and {row[0] for row in yes_no.top} == {"yes", "no"}
+    api = cap.answer(items[0][0], "Is there a dog?", by_type=True)
+    assert (api.answer, api.caption) == (yes_no.answer, yes_no.caption)
+
+
+def test_the_motorcycle_example_names_the_motorcycle_after_its_prompt(service):
+    """Issue #56: the example that shows the app's refinement does what it shows."""
+    from zsc_core.presets import EXAMPLE_PROMPTS, example_rows
+
+    path, prompt = next(r for r in example_rows() if r[1])
+    assert prompt == EXAMPLE_PROMPTS["000000165518.jpg"]
+    plain = service.caption(path, "photo")
+    refined = service.caption(path, "photo", prompt=prompt)
+    assert "motorcycle" not in plain.caption.lower() and "motorcycle" in refined.caption.lower(), (plain.caption,
+                                                                                                    refined.caption)
 
 
 def test_the_app_shows_the_nearest_human_caption_beside_the_generated_one(photo, service):

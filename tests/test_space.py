@@ -369,12 +369,12 @@ def test_simulated_space_build_comes_up_and_serves_every_tab(staged, tmp_path):
 
             client = app_client(proc, port, tmp_path / "app.log", timeout=600, poll=3)
             photo = str(next(Path(staged.path, "data", "coco", "val-dev", "images").glob("*.jpg")))
-            caption, _, candidates, info, retrieved = client.predict(handle_file(photo), "photo", 2, None, None, 1,
+            caption, _, candidates, info, retrieved, *_ = client.predict(handle_file(photo), "photo", 2, None, None, 1,
                                                                      0, api_name="/caption")
             assert isinstance(caption, str) and len(caption.split()) >= 3, caption
             assert retrieved and retrieved != caption  # the photo preset's bank: a human caption beside it
             assert 1 <= len(candidates["data"]) <= 2 and "from S=2" in info
-            rough, refined, *_ = client.predict(handle_file(photo), "An image contains a dog", "photo", 2, None,
+            _, _, rough, refined, *_ = client.predict(handle_file(photo), "An image contains a dog", "photo", 2, None,
                                                 None, 1, 0, api_name="/recaption")
             assert refined and isinstance(refined, str)
             ans = client.predict(handle_file(photo), "Is there a dog?", "photo", api_name="/answer")

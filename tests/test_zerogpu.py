@@ -96,10 +96,10 @@ def test_app_on_simulated_zerogpu_serves_every_tab_with_model_work_in_forked_gpu
             client = app_client(proc, port, tmp_path / "app.log", timeout=240)
             img = tmp_path / "scene.png"
             world.render(world.make_scene(0, "eval", 1), 64).save(img)
-            caption, _, cands, info, _ = client.predict(handle_file(str(img)), "offline-world", 3, None, None, 1, 0,
+            caption, _, cands, info, *_ = client.predict(handle_file(str(img)), "offline-world", 3, None, None, 1, 0,
                                                         api_name="/caption")
             assert isinstance(caption, str) and cands["data"] and "S=3" in info
-            _, refined, *_ = client.predict(handle_file(str(img)), "An image contains star", "offline-world", 2,
+            _, _, _, refined, *_ = client.predict(handle_file(str(img)), "An image contains star", "offline-world", 2,
                                             None, None, 1, 0, api_name="/recaption")
             assert isinstance(refined, str)
             answer, *_ = client.predict(handle_file(str(img)), "what shape is it?", "offline-world",

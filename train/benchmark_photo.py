@@ -21,7 +21,6 @@ import torch
 from train.benchmark import AUTHORS_INFERENCE, OURS_INFERENCE, rate
 from train.common import parse_overrides, set_threads
 from zsc_core.presets import PRESETS, checkpoints_dir
-from zsc_core.vqa_service import VQA_BEAMS, VQA_SAMPLES
 
 GREEDY = 1  # the prompt protocol decodes greedily, as the app serves the photo preset
 
@@ -261,7 +260,7 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
                   + "\n")
     v = report.get("vqa")
     if v:
-        md.append("\n## Zero-shot VQA on real VQAv2 questions (as the app answers: a one-sample greedy caption, "
+        md.append("\n## Zero-shot VQA on real VQAv2 questions (as the app answers: the served caption, "
                   "VQAv2's 3,128 answers)\n\nVQA accuracy, min(#humans who gave the answer / 3, 1). A sanity figure: "
                   "these sets are far too small for a difference to mean much.\n\n| questions | candidates | with the "
                   "caption | question only |\n| --- | --- | --- | --- |\n")
@@ -448,14 +447,14 @@ def main(argv: list[str] | None = None) -> dict:
         from zsc_core.evaluation import evaluate_vqa_coco
         from zsc_core.vqa import PROTOCOL, answer_vocabulary
 
-        vkey = [setting_fingerprint(PRESETS["photo"].checkpoint_path(), samples=VQA_SAMPLES, num_beams=VQA_BEAMS),
-                PROTOCOL]
+        # as the app answers: the LM reads the caption the Caption tab shows (the served setting)
+        vkey = [setting_fingerprint(PRESETS["photo"].checkpoint_path()), PROTOCOL]
         if (previous.get("vqa") or {}).get("key") == vkey:
             report["vqa"] = previous["vqa"]
         else:
             answers = answer_vocabulary(PRESETS["photo"].answers)
             report["vqa"] = {"key": vkey, "rows": [
-                evaluate_vqa_coco(base, split, answers, by_type=by_type, samples=VQA_SAMPLES, num_beams=VQA_BEAMS)
+                evaluate_vqa_coco(base, split, answers, by_type=by_type)
                 for split in ("train-paired", "val-dev") for by_type in (False, True)]}
         write_report(cfg, report)
 

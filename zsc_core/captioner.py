@@ -496,12 +496,14 @@ class Captioner:
         return self._decode(one, look, clock), entities
 
     def answer(self, image: Image.Image, question: str, answers: Sequence[str] | None = None,
-               use_caption: bool = True, samples: int | None = None, by_type: bool = False, **caption_kw: Any):
+               use_caption: bool = True, samples: int | None = None, by_type: bool = False,
+               caption: str | None = None, **caption_kw: Any):
         """Zero-shot VQA (MacCap): see :mod:`zsc_core.vqa`. ``answers`` default to this model's vocabulary
-        (``self.answers``: VQAv2's 3,128 answers for real photos). Returns a :class:`zsc_core.vqa.AnswerResult`."""
+        (``self.answers``: VQAv2's 3,128 answers for real photos); the LM reads ``caption``, or the caption at the
+        served setting. Returns a :class:`zsc_core.vqa.AnswerResult`."""
         from .vqa import answer
 
-        return answer(self, image, question, answers, use_caption, samples, by_type, **caption_kw)
+        return answer(self, image, question, answers, use_caption, samples, by_type, caption, **caption_kw)
 
     def _stage2_ids(self, rough: list[str], prompt: str, s: int) -> list[list[int]]:
         """The stage-2 template's token ids after each of the B x S prefixes (each image's S samples read its own)."""

@@ -17,13 +17,22 @@ def score_name(preset: str) -> str:
     return "bridge cosine" if PRESETS[preset].clip == PHOTO_BRIDGE else "CLIP score"
 
 
-def ranking_header(cfg, score: str, prompt: bool = False) -> str:
-    """The candidates table's ranking column, named after the ranking that ordered it (settings ``cfg``)."""
+def ranking_header(cfg, score: str, prompt: bool = False) -> str | None:
+    """The candidates table's ranking column, named after the ranking that ordered it (settings ``cfg``); None
+    when the candidates are ranked by the similarity column itself (no second column that repeats it)."""
     head = {"cider": f"CIDEr-D vs {cfg.ranking_k} nearest captions",
-            "consensus": f"consensus with {cfg.ranking_k} nearest captions"}.get(cfg.ranking.rerank, score)
+            "consensus": f"consensus with {cfg.ranking_k} nearest captions"}.get(cfg.ranking.rerank)
     if prompt and cfg.ranking.prompt_weight:
-        head += f" + {cfg.ranking.prompt_weight:g} x prompt similarity"
-    return head + " (ranks)"
+        head = (head or score) + f" + {cfg.ranking.prompt_weight:g} x prompt similarity"
+    return head + " (ranks)" if head else None
+
+
+def candidate_headers(score: str, ranking: str | None) -> list[str]:
+    """The candidates table's columns: the similarity with the image, and the ranking's own score where it is
+    another one."""
+    if ranking is None:
+        return ["chosen", "candidate", f"{score} (ranks)", "count"]
+    return ["chosen", "candidate", score, ranking, "count"]
 
 
 @dataclass
@@ -33,13 +42,13 @@ class PresetLabels:
     header: str  # the page's one-paragraph description of the model
     regions: str  # the subregions panel's title
     score: str  # the candidates' similarity-with-the-image column
-    ranking: str  # the column that ranks the candidates
+    ranking: str | None  # the column that ranks the candidates (None: the similarity column ranks them)
     reads_regions: bool  # the adaptor reads the N_cr subregions (else N_cr is not a setting of it)
     offline_world: bool  # built on the offline world's CLIP (its random-scene button applies)
     has_bank: bool  # has a caption bank (the retrieved human caption is shown)
 
     def candidate_headers(self) -> list[str]:
-        return ["chosen", "candidate", self.score, self.ranking, "count"]
+        return candidate_headers(self.score, self.ranking)
 
 
 def labels(name: str) -> PresetLabels:
@@ -75,7 +84,7 @@ def labels(name: str) -> PresetLabels:
 def status_markdown(failed: dict[str, str]) -> str:
     """The Models tab: each preset, what it is, what it was trained on, what it cannot know (once per kind of
     tower), and whether it runs here; no server paths or commands (docs/training.md has those)."""
-    lines, said = [], set()
+    lines, said = [], {}
     for name, p in PRESETS.items():
         st = preset_status(name)
         if name in failed:
@@ -86,8 +95,9 @@ def status_markdown(failed: dict[str, str]) -> str:
             state = "Not available here: it needs the Hugging Face Hub."
         else:
             state = "Not available here: its weights are not installed."
-        limits = f" *Cannot know:* {p.limits}." if p.limits not in said else ""
-        said.add(p.limits)
+        limits = f" *Cannot know:* {p.limits}." if p.limits not in said else \
+            f" *Cannot know:* as `{said[p.limits]}` above."
+        said.setdefault(p.limits, name)
         lines.append(f"- **{name}**: {p.description}. *Trained on:* {p.trained_on}.{limits} {state}")
     return "\n".join(lines)
 
@@ -95,10 +105,10 @@ def status_markdown(failed: dict[str, str]) -> str:
 def candidates_table(result, preset: str) -> dict[str, list]:
     """The candidates, best first, with the scores that ranked them: {"headers": [...], "data": [[...], ...]}."""
     score = score_name(preset)
-    rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4), round(c.score, 4), c.count]
-            for i, c in enumerate(result.candidates)]
-    return {"headers": ["chosen", "candidate", score, ranking_header(result.settings, score, bool(result.prompt)),
-                        "count"], "data": rows}
+    ranking = ranking_header(result.settings, score, bool(result.prompt))
+    rows = [["✔" if i == 0 else "", c.text, round(c.clip_score, 4)] + ([round(c.score, 4)] if ranking else [])
+            + [c.count] for i, c in enumerate(result.candidates)]
+    return {"headers": candidate_headers(score, ranking), "data": rows}
 
 
 def caption_info(result, preset: str, reads_regions: bool, reads_memory: bool, own_sigma2: bool) -> str:

@@ -22,6 +22,8 @@ def data_dir() -> str:
 
 
 EXAMPLE_PHOTOS = ("000000165518.jpg", "000000377575.jpg", "000000160012.jpg", "000000482585.jpg")  # coco/val-dev
+# The example that shows the app's refinement: the motorcycle in the fog, which the plain caption misses.
+EXAMPLE_PROMPTS = {"000000165518.jpg": "An image contains motorcycle"}
 
 
 def example_images() -> list[str]:
@@ -42,6 +44,16 @@ def example_images() -> list[str]:
             Image.fromarray(load_sample_image(name)).save(p)
         paths.append(p)
     return paths
+
+
+def example_rows() -> list[list[str]]:
+    """The app's examples as [image, prompt] rows: each photo alone, and the motorcycle in the fog a second time
+    with the prompt that refines its caption (EXAMPLE_PROMPTS)."""
+    rows = [[p, ""] for p in example_images()]
+    for p in example_images():
+        if os.path.basename(p) in EXAMPLE_PROMPTS:
+            rows.insert(1, [p, EXAMPLE_PROMPTS[os.path.basename(p)]])
+    return rows
 
 
 def checkpoints_dir() -> str:
@@ -134,8 +146,8 @@ PRESETS: dict[str, Preset] = {
     "photo-maccap-authors": _photo_preset(
         "photo-maccap-authors", "maccap-authors-photo.safetensors",
         "train.train_maccap style=authors steps=400 eval_every=100",
-        "Real photos, offline: MacCap as the authors' public code runs it (README \"Fidelity\"), on the same bridge, "
-        "COCO caption text and LM"),
+        "Real photos, offline: MacCap as the authors' public code runs it, on the same bridge, COCO caption text "
+        "and LM"),
     "offline-world": Preset(
         name="offline-world",
         description="Offline world, TIPCap S4 (text only): the small CLIP pretrained on generated scenes + "
@@ -167,7 +179,7 @@ PRESETS: dict[str, Preset] = {
         name="maccap-authors",
         description="Offline world, MacCap as the authors' public code runs it (32 queries, post-norm ReLU decoder, "
                     "double-softmax subregions with the CLS token eligible, noise on the unnormalised sum, S=4 x "
-                    "beam 4): the fidelity reference of README \"Fidelity\"",
+                    "beam 4): the fidelity reference (docs/fidelity.md in the project)",
         checkpoint="maccap-authors-offline-world.safetensors",
         clip=OFFLINE_CLIP,
         lm=LMSpec(SMOLLM2),

@@ -22,6 +22,23 @@ def read_image(source: Any) -> Image.Image:
         raise UserError(str(e)) from None
 
 
+def nothing_to_see(image: Image.Image) -> str:
+    """A warning for an image with almost nothing to see (a few pixels, or one flat colour), whose caption can only
+    be a guess of the caption bank's typical scene; "" for anything else."""
+    from PIL import ImageStat
+
+    w, h = image.size
+    if min(w, h) < 32:
+        return (f"This image is {w}x{h} pixels: there is almost nothing to see, so the caption below is a guess, "
+                "not a description.")
+    small = image.convert("L")
+    small.thumbnail((256, 256))
+    if max(ImageStat.Stat(small).stddev) < 4.0:
+        return ("This image is almost one flat colour: there is nothing to see, so the caption below is a guess, "
+                "not a description.")
+    return ""
+
+
 def check_text(text: Any, what: str, limit: int, required: bool = True) -> str:
     """A text box's content on one line, at most ``limit`` characters; a UserError when required and empty."""
     text = "" if text is None else str(text)

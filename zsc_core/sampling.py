@@ -47,6 +47,12 @@ def mix_features(x: torch.Tensor, anchor: torch.Tensor, weight: float) -> torch.
     return torch.nn.functional.normalize((1.0 - weight) * x.float() + weight * anchor.float(), dim=-1).to(x.dtype)
 
 
+def same_caption_key(text: str) -> str:
+    """What makes two candidates the same caption: case, runs of spaces and a final full stop do not count
+    ("A person holding a tennis racket" and "a person holding a tennis racket." are one candidate)."""
+    return " ".join(text.split()).rstrip(".").strip().lower()
+
+
 def rerank(texts: list[str], text_feats: torch.Tensor, image_feat: torch.Tensor,
            neighbour_feats: torch.Tensor | None = None, prompt_feat: torch.Tensor | None = None,
            prompt_weight: float = 0.0, cider_refs: tuple[list[str], Idf] | None = None) -> list[Candidate]:
@@ -68,12 +74,16 @@ def rerank(texts: list[str], text_feats: torch.Tensor, image_feat: torch.Tensor,
     prompt = (text_feats.float() @ prompt_feat.float()).tolist() if use_prompt else none  # (S,)
     merged: dict[str, Candidate] = {}
     for t, s, c, p in zip(texts, scores, cons, prompt):
-        if t in merged:
-            merged[t].count += 1
+        key = same_caption_key(t)
+        base = s if c is None else c
+        score = base + (prompt_weight * p if p is not None else 0.0)
+        if key in merged:  # one caption however it is capitalised or ended: it keeps its best-scored spelling
+            m = merged[key]
+            m.count += 1
+            if (score, s) > (m.score, m.clip_score):
+                merged[key] = Candidate(t, float(s), count=m.count, consensus=c, prompt_score=p, score=score)
         else:
-            base = s if c is None else c
-            merged[t] = Candidate(t, float(s), consensus=c, prompt_score=p,
-                                  score=base + (prompt_weight * p if p is not None else 0.0))
+            merged[key] = Candidate(t, float(s), consensus=c, prompt_score=p, score=score)
     out = sorted(merged.values(), key=lambda c: (-c.score, -c.clip_score, c.text))
     non_empty = [c for c in out if c.text]
     return non_empty or out

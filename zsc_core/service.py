@@ -4,6 +4,9 @@ app.py; display text lives in display.py, loading in models.py, VQA and the gap 
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +17,35 @@ from .captioner import MAX_PROMPT_CHARS
 from .models import ModelCache, UserError, preset_name
 from .presets import PRESETS
 from .prompts import propose_prompted
-from .requests import check_settings, check_text, read_image
+from .requests import check_settings, check_text, nothing_to_see, read_image
 from .viz import draw_regions
 
-__all__ = ["CaptionRequest", "CaptionService", "CaptionView", "UserError"]
+__all__ = ["CaptionMemo", "CaptionRequest", "CaptionService", "CaptionView", "UserError"]
+
+
+class CaptionMemo:
+    """The captions the Caption tab showed, by image, preset and effective settings (a few hundred, oldest dropped):
+    the Ask tab reads the same caption the Caption tab shows, without decoding it again."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._captions: OrderedDict[tuple, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(image: Image.Image, preset: str, settings: dict[str, Any]) -> tuple:
+        digest = hashlib.sha1(image.convert("RGB").tobytes()).hexdigest()
+        return digest, image.size, preset, tuple(sorted(settings.items()))
+
+    def get(self, image: Image.Image, preset: str, settings: dict[str, Any]) -> str | None:
+        with self._lock:
+            return self._captions.get(self.key(image, preset, settings))
+
+    def put(self, image: Image.Image, preset: str, settings: dict[str, Any], caption: str) -> None:
+        with self._lock:
+            self._captions[self.key(image, preset, settings)] = caption
+            while len(self._captions) > self.size:
+                self._captions.popitem(last=False)
 
 
 @dataclass
@@ -39,13 +67,15 @@ class CaptionView:
     rough_caption: str = ""  # with a prompt: the first-pass caption
     retrieved: str = ""  # the nearest human-written caption (the benchmark's retrieval baseline), when there is a bank
     settings: dict[str, Any] | None = None  # the effective settings the caption was made with (flat)
+    warning: str = ""  # the image has almost nothing to see (requests.nothing_to_see): the caption is a guess
 
 
 class CaptionService:
     """Captions user images through the :class:`Captioner` facade, each preset loaded once (``models``)."""
 
-    def __init__(self, models: ModelCache | None = None):
+    def __init__(self, models: ModelCache | None = None, memo: CaptionMemo | None = None):
         self.models = models or ModelCache()
+        self.memo = memo or CaptionMemo()
 
     def captioner(self, name: str | None, prompts: bool = False):
         return self.models.captioner(name, prompts)
@@ -84,9 +114,8 @@ class CaptionService:
         """Step 2 (the model's work, what a ZeroGPU Space runs on its GPU): the candidates, not yet ranked
         (:meth:`Captioner.propose`; with a prompt, :func:`prompts.propose_prompted`)."""
         base = self.models.captioner(request.preset)
-        settings = dict(request.settings)
-        if not base.has_bank:  # bank guidance reads the caption bank; the app hides its slider for other models
-            settings.pop("guide_weight", None)
+        # bank guidance reads the caption bank; the app hides its slider for other models
+        settings = self._plain(request.settings, base)
         if not request.prompt:
             return base.propose(request.image, **settings)
         return propose_prompted(base, self.models.refiner(request.preset), request.image, request.prompt, **settings)
@@ -104,11 +133,24 @@ class CaptionService:
         rough = r.rough_caption or ""
         if prompt and not cap.interactive:
             rough = "(one pass: this model reads the prompt's nouns as entities, before the ones it retrieved)"
+        elif not prompt:  # what the Ask tab reads for this photo (vqa_service)
+            self.memo.put(request.image, preset, r.settings.flat(), r.caption)
+        elif rough:  # the rough caption is this model's plain caption at these settings
+            self.memo.put(request.image, preset, base.effective(**self._plain(request.settings, base)).flat(), rough)
         # the base model's CIDEr-D ranking already looked up the photo's ranking_k nearest bank captions
         nearest = proposal.pending.cider_texts[0] if cap is base and proposal.pending.cider_texts else None
-        return CaptionView(r.caption, draw_regions(request.image, r.regions), display.candidates_table(r, preset),
-                           info, rough, self.retrieved_caption(base, proposal.image_feats, nearest),
-                           r.settings.flat())
+        warning = nothing_to_see(request.image)
+        regions = request.image if warning else draw_regions(request.image, r.regions)  # no boxes on nothing
+        return CaptionView(r.caption, regions, display.candidates_table(r, preset), info, rough,
+                           self.retrieved_caption(base, proposal.image_feats, nearest), r.settings.flat(), warning)
+
+    @staticmethod
+    def _plain(settings: dict[str, Any], base) -> dict[str, Any]:
+        """A request's settings as the preset's plain (unprompted) caption reads them."""
+        out = dict(settings)
+        if not base.has_bank:
+            out.pop("guide_weight", None)
+        return out
 
     @staticmethod
     def retrieved_caption(cap, image_feats, nearest: list[str] | None = None) -> str:

@@ -149,14 +149,19 @@ def rank_answers(clip, generated: Sequence[str], answers: Sequence[str]) -> list
 
 
 def answer(captioner, image, question: str, answers: Sequence[str] | None = None, use_caption: bool = True,
-           samples: int | None = None, by_type: bool = False, **caption_kw) -> AnswerResult:
+           samples: int | None = None, by_type: bool = False, caption: str | None = None,
+           **caption_kw) -> AnswerResult:
     """Answer one question about one image (see module doc). ``answers`` default to the captioner's own vocabulary
     (``captioner.answers``: a preset's, VQAv2's for real photos);
-    ``by_type`` keeps the candidates of the question's answer type; ``caption_kw`` (e.g. num_beams) decode the
-    caption the LM reads."""
+    ``by_type`` keeps the candidates of the question's answer type; ``caption``: the image's caption when it is
+    already known (the app's Caption tab wrote it), else one is decoded, at the model's served setting changed by
+    ``samples`` and ``caption_kw`` (e.g. num_beams)."""
     if not question or not question.strip():
         raise ValueError("the question is empty")
-    caption = captioner.caption(image, samples=samples, **caption_kw).caption if use_caption else None
+    if not use_caption:
+        caption = None
+    elif caption is None:
+        caption = captioner.caption(image, samples=samples, **caption_kw).caption
     gen = generate_answers(captioner.lm, [vqa_prompt(question, caption)])[0]
     candidates = list(answers or answer_vocabulary(captioner.answers))
     if by_type:

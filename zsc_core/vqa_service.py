@@ -1,4 +1,5 @@
-"""The app's Ask tab: zero-shot VQA on an upload, through the preset's own captioner and answer vocabulary."""
+"""The app's Ask tab: zero-shot VQA on an upload, through the preset's own captioner and answer vocabulary, reading
+the caption the Caption tab shows (the served setting; remembered, not decoded twice)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,6 @@ from .models import ModelCache, preset_name
 from .requests import check_text, read_image
 from .vqa import MAX_QUESTION_CHARS
 
-VQA_SAMPLES = 1  # the caption VQA reads: one greedy sample (the LM reads only the caption; S=20 buys little)
-VQA_BEAMS = 1
-
 
 @dataclass
 class AnswerView:
@@ -24,10 +22,15 @@ class AnswerView:
 
 
 class AnswerService:
-    """Answers questions about uploads (:meth:`Captioner.answer`: the preset carries its answer vocabulary)."""
+    """Answers questions about uploads (:meth:`Captioner.answer`: the preset carries its answer vocabulary). The LM
+    reads the caption the Caption tab shows for the photo at the served setting: from ``memo`` (service.CaptionMemo)
+    when the Caption tab already wrote it, else decoded here, as ``Captioner.answer`` does by default."""
 
-    def __init__(self, models: ModelCache):
+    def __init__(self, models: ModelCache, memo=None):
+        from .service import CaptionMemo
+
         self.models = models
+        self.memo = memo or CaptionMemo()
 
     def answer(self, image_source: Any, question: Any, preset: str | None = None) -> AnswerView:
         """Zero-shot VQA on an upload: the checks (CPU), then :meth:`answer_image` (the model's work)."""
@@ -35,8 +38,14 @@ class AnswerService:
         return self.answer_image(read_image(image_source), question, preset)
 
     def answer_image(self, image: Image.Image, question: str, preset: str | None = None) -> AnswerView:
-        """Zero-shot VQA on a decoded image and a checked question (what a ZeroGPU Space runs on its GPU): the
-        candidates of the question's answer type, after a caption decoded fast (one greedy sample)."""
-        cap = self.models.captioner(preset_name(preset))
-        r = cap.answer(image, question, samples=VQA_SAMPLES, num_beams=VQA_BEAMS, by_type=True)
+        """Zero-shot VQA on a decoded image and a checked question (what a ZeroGPU Space runs on its GPU), from the
+        candidates of the question's answer type."""
+        name = preset_name(preset)
+        cap = self.models.captioner(name)
+        served = cap.effective().flat()
+        caption = self.memo.get(image, name, served)
+        if caption is None:
+            caption = cap.caption(image).caption
+            self.memo.put(image, name, served, caption)
+        r = cap.answer(image, question, by_type=True, caption=caption)
         return AnswerView(r.answer, r.generated, r.caption or "", [[a, round(sc, 4)] for a, sc in r.ranking[:5]])
