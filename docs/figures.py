@@ -46,6 +46,14 @@ def _world_row(report: dict, checkpoint: str, overrides: str = "{}") -> dict:
                  and (r.get("key") or [None, None])[1] == overrides and "scores" in r), {})
 
 
+NOISE_PROTOCOL = "noise drawn per image"  # train.cache_keys.NOISE_PROTOCOL (a key without it: before 2026-12-07)
+
+
+def _before(row: dict) -> str:
+    """"; before per-image noise" for a sampled row measured before each image drew its own noise, else ""."""
+    return "; before per-image noise" if row and NOISE_PROTOCOL not in (row.get("key") or []) else ""
+
+
 def _cider(row: dict) -> float | None:
     return (row.get("scores") or {}).get("CIDEr")
 
@@ -100,6 +108,8 @@ def models_table() -> str:
     cpu = _photo_row(photo, "photo", {})
     mem = _photo_row(photo, "photo-memory", {})
     bridge, smol = "MobileNetV2 x MiniLM bridge", "SmolLM2-135M"
+    tip = _world_row(world, "tipcap-s4-offline-world.safetensors")
+    mac = _world_row(world, "maccap-offline-world.safetensors")
     coco, world_text = "83k COCO captions", "generated-scene captions"
     rows = [
         ("`photo` (default)", bridge, smol, coco + " (TIPCap S4)", f"{_f(_cider(cpu))} (served: {_setting(lat)})",
@@ -119,10 +129,10 @@ def models_table() -> str:
          f"{_f(_cider(_photo_row(photo, 'photo-maccap-authors', {})))} (S=4 x beam 4)", "—",
          _mb("maccap-authors-photo.safetensors")),
         ("`offline-world`", "small CLIP pretrained here", smol, world_text + " (TIPCap S4)",
-         f"held-out scenes: {_f(_cider(_world_row(world, 'tipcap-s4-offline-world.safetensors')))} (S=20)", "—",
+         f"held-out scenes: {_f(_cider(tip))} (S=20{_before(tip)})", "—",
          _mb("tipcap-s4-offline-world.safetensors", "clip-offline-world.safetensors")),
         ("`offline-world-maccap`", "small CLIP pretrained here", smol, world_text + " (MacCap)",
-         f"held-out scenes: {_f(_cider(_world_row(world, 'maccap-offline-world.safetensors')))} (S=20)", "—",
+         f"held-out scenes: {_f(_cider(mac))} (S=20{_before(mac)})", "—",
          _mb("maccap-offline-world.safetensors")),
         ("`real-photo`", "open_clip ViT-B-32 `openai`", "GPT-2", "COCO captions, once trained on a GPU", "not trained",
          "—", 0.0),
@@ -201,7 +211,7 @@ def results_table() -> str:
         ("interactive prompts: refined caption names the prompted noun (phrase / bare)",
          f"S=8: {rate(s8.get('followed_phrase'))} / {rate(s8.get('followed_bare'))}; S=1: "
          f"{rate(s1.get('followed_phrase'))} / {rate(s1.get('followed_bare'))}", "results/benchmark_photo.md"),
-        ("offline world, held-out scenes: MacCap / TIPCap S4 / CLIPRe retrieval",
+        (f"offline world, held-out scenes: MacCap / TIPCap S4 / CLIPRe retrieval ({_before(mac)[2:] or 'S=20'})",
          f"CIDEr {_f(_cider(mac))} / {_f(_cider(tip_w))} / {_f(_cider(clipre))}", "results/benchmark.md"),
     ]
     out = ["| what | figure | full report |", "| --- | --- | --- |"]

@@ -70,5 +70,5 @@ def test_labels_say_what_each_preset_is():
     assert photo.has_bank and not photo.offline_world
     world = labels("offline-world-maccap")
     assert "CLIP" in world.header and "CLS attention" in world.regions and world.reads_regions
-    assert world.candidate_headers() == ["chosen", "candidate", "CLIP score", "CLIP score (ranks)", "count"]
+    assert world.candidate_headers() == ["chosen", "candidate", "CLIP score (ranks)", "count"]
     assert world.offline_world and not world.has_bank
