@@ -269,7 +269,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
             gr.Examples(example_rows(), inputs=[image, prompt], label=f"Examples (captioned by {SELECTED})",
                         fn=example, outputs=[out_caption, out_regions, out_cands, out_info, out_retrieved,
                                              out_rough, out_refined, preset],
-                        cache_examples=True, cache_mode="lazy", preprocess=False)
+                        cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples")
         with gr.Tab("Ask (VQA)"):
             gr.Markdown("Ask a question about the image in the Caption tab.")
             question = gr.Textbox(label="Question", placeholder="what color is the car?")

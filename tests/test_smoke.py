@@ -138,7 +138,7 @@ def test_the_app_answers_photo_questions_from_vqav2s_answers(photo, service):
     assert [row[0] for row in what.top][0] == what.answer and all(row[0] in vocab for row in what.top)
     yes_no = answers.answer(items[0][0], "Is there a dog?", "photo")
     assert yes_no.answer in ("yes", "no") and {row[0] for row in yes_no.top} == {"yes", "no"}
-    api = cap.answer(items[0][0], "Is there a dog?", by_type=True)
+    api = cap.answer(load_image(items[0][0]), "Is there a dog?", by_type=True)
     assert (api.answer, api.caption) == (yes_no.answer, yes_no.caption)
 
 
