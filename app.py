@@ -256,7 +256,8 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                     regions_title = gr.Markdown(f"**{LABELS.regions}**", elem_id="regions-title")
                     out_regions = gr.Image(show_label=False, type="pil", elem_id="regions")
                     out_cands = gr.Dataframe(headers=LABELS.candidate_headers(), label="Sampled candidates",
-                                             interactive=False, elem_id="candidates", wrap=True)
+                                             interactive=False, elem_id="candidates", wrap=True,
+                                             column_widths=["8%", "52%", "15%", "17%", "8%"])
                     out_info = gr.Markdown(elem_id="info")
             with gr.Row():
                 prompt = gr.Textbox(label="Prompt", placeholder="An image contains motorcycle", scale=3)

@@ -92,7 +92,11 @@ def propose_prompted(base, refiner, images, prompt: str, **settings):
     """TIPCap's two stages, as the app and the CLI both run them: the preset ``base`` writes the rough caption(s)
     (ranked), and its interactive-prompt model ``refiner`` refines them with the user's ``prompt``. A ``refiner``
     that is ``base`` itself (a stage-2 model, or one that reads prompts as entities) does it in its own passes.
-    Returns the refiner's unranked :class:`zsc_core.captioner.Proposal` (``refiner.rank`` finishes it)."""
+    Both passes decode as the preset serves (its samples and beams) unless ``settings`` say otherwise, as the
+    benchmark's prompt protocol measures them. Returns the refiner's unranked
+    :class:`zsc_core.captioner.Proposal` (``refiner.rank`` finishes it)."""
+    d = base.config.decoding
+    settings = {"samples": d.samples, "num_beams": d.num_beams, **settings}
     if refiner is base or not refiner.interactive:
         return refiner.propose(images, prompt=prompt, **settings)
     first = base.caption(images, **settings)
