@@ -96,8 +96,13 @@ def propose(request):
     return service.propose(request)
 
 
-@_gpu(lambda image, question, preset: gpu_seconds(service.served_config(preset).decoding.samples,
-                                                  service.served_config(preset).decoding.num_beams))
+def _answer_seconds(image, question, preset) -> int:
+    """The GPU duration of a question: the caption it may decode at the served setting (one settings read)."""
+    d = service.served_config(preset).decoding
+    return gpu_seconds(d.samples, d.num_beams)
+
+
+@_gpu(_answer_seconds)
 def answer_image(image, question, preset):
     """Caption the image once and answer the question (zero-shot VQA)."""
     return answers.answer_image(image, question, preset)
