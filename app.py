@@ -202,12 +202,13 @@ def recaption(image, prompt, preset, samples, sigma2, n_cr, beams, seed, guide=N
 
 @_guard
 def answer(image, question, preset, progress=gr.Progress()):
-    """Zero-shot VQA: answer, the LM's free text, the caption it read, top-5 answers."""
+    """Zero-shot VQA: answer, how it was answered (the evidence read, or the LM's free text), the caption it read,
+    top-5 answers."""
     question = check_text(question, "question", MAX_QUESTION_CHARS)
     picture = read_image(image)
     progress(0.2, desc="answering")
     v = answer_image(picture, question, preset)
-    return v.answer, v.generated, v.caption, v.top
+    return v.answer, v.how, v.caption, v.top
 
 
 @_guard
@@ -277,14 +278,17 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                                              out_rough, out_refined, preset],
                         cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples")
         with gr.Tab("Ask (VQA)"):
-            gr.Markdown("Ask a question about the image in the Caption tab.")
+            gr.Markdown("Ask a question about the image in the Caption tab. Questions of existence (\"Is there a "
+                        "dog?\"), counting (\"How many people are there?\") and class (\"What animal is this?\") "
+                        "are answered from what the photo's nearest human captions and the face detector say; "
+                        "others by the language model reading the caption.")
             question = gr.Textbox(label="Question", placeholder="what color is the car?")
             ask = gr.Button("Answer", variant="primary")
             with gr.Row():
                 out_answer = gr.Textbox(label="Answer", interactive=False)
-                out_generated = gr.Textbox(label="What the language model wrote", interactive=False)
+                out_generated = gr.Textbox(label="How it answered", interactive=False)
             out_vqa_caption = gr.Textbox(label="The caption it read", interactive=False)
-            out_top = gr.Dataframe(headers=["answer", "cosine"], label="Top answers", interactive=False)
+            out_top = gr.Dataframe(headers=["answer", "score"], label="Top answers", interactive=False)
         with gr.Tab("Modality gap"):
             source = gr.Radio(["COCO photos", "generated scenes", "my images and captions"], value="COCO photos",
                               label="Data (COCO photos: the 109 held-out photos with their first caption)")
@@ -300,7 +304,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
             gr.Markdown("**t-SNE: raw, isotropic noise, multivariate mapping**")
             gap_tsne = gr.Image(show_label=False, type="pil", elem_id="gap-tsne")
         with gr.Tab("Models"):
-            gr.Markdown(display.status_markdown(models.failed))
+            gr.Markdown(display.status_markdown(models.failed, models.detector_status()))
 
     settings = [samples, sigma2, n_cr, beams, seed, guide]
     # preprocess=False: uploads reach zsc_core's own image loader untouched, so a broken or odd file gets a clear

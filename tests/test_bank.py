@@ -401,6 +401,10 @@ def test_settings_added_later_change_a_fingerprint_only_when_they_leave_their_de
     assert model_fingerprint(path) != before
     set_defaults(path, region_k=20, entity_min=2)
     assert model_fingerprint(path) != before
+    set_defaults(path, entity_min=4, faces=False, evidence_pool=3000)  # pixel evidence (#53), at its defaults
+    assert model_fingerprint(path) == before
+    set_defaults(path, faces=True)
+    assert model_fingerprint(path) != before
 
 
 def test_a_run_that_spells_out_its_settings_keeps_its_fingerprint_when_a_default_moves(tmp_path):
@@ -439,7 +443,10 @@ def test_a_noisy_run_is_keyed_under_per_image_noise_and_a_noise_free_one_keeps_i
         defaults = CaptionConfig().flat()
         later = {"region_k", "weighting", "temperature", "entities", "entity_k", "entity_min", "max_entities",
                  "guide_weight", "guide_k", "guide_order"}
-        eff = {k: v for k, v in s.config.replace(**flat).flat().items() if k not in later or v != defaults[k]}
+        since = {"faces", "bodies", "count_people", "evidence_pool", "face_prob", "body_score",  # added later (#53)
+                 "evidence_answers", "answer_k", "exist_share"}  # (#54)
+        eff = {k: v for k, v in s.config.replace(**flat).flat().items()
+               if k not in since and (k not in later or v != defaults[k])}
         eff["keep_beams"] = eff["keep_beams"] if eff["num_beams"] > 1 else False
         bank = os.path.relpath(s.bank, os.path.dirname(path)) if s.bank else None
         doc = json.dumps({"bank": bank, **eff}, sort_keys=True)

@@ -114,6 +114,27 @@ def test_captions_depend_on_the_photo_on_all_of_train_paired(photo):
     assert g["own"] > g["other"] and g["grounded"], g
 
 
+def test_faces_found_on_fixed_photos_are_read_and_a_photo_without_people_is_untouched(photo):
+    """Issue #53 on fixed train-paired photos: MTCNN finds the family at the table (photo 0) and no one on the
+    boat on a river (photo 4); with faces read, photo 0's ranking and guidance read captions about people and its
+    caption names people, and photo 4's caption is the one it gets without evidence."""
+    from zsc_core.people import names_person
+
+    cap, items, paths = photo
+    family, boat = items[0][0], load_image(paths[4][0])
+    assert any(names_person(r) for r in items[0][1]) and not any(names_person(r) for r in paths[4][1])
+    ev = cap.detect([family, boat], faces=True, bodies=False)
+    assert len(ev[0].faces) >= 2 and all(f.score >= 0.9 for f in ev[0].faces) and ev[1].faces == []
+    for f in ev[0].faces:  # boxes inside the photo, in its pixels
+        x0, y0, x1, y1 = f.box
+        assert -2 <= x0 < x1 <= family.size[0] + 2 and -2 <= y0 < y1 <= family.size[1] + 2, (f.box, family.size)
+    read = cap.propose([family, boat], faces=True, bodies=False)
+    assert all(names_person(t) for t in read.pending.cider_texts[0])  # what the ranking reads: captions of people
+    results = cap.rank(read)
+    assert names_person(results[0].caption) and results[0].evidence.summary() == ev[0].summary()
+    assert results[1].caption == cap.caption(boat, faces=False, bodies=False).caption
+
+
 @pytest.fixture(scope="module")
 def service():
     from zsc_core.models import ModelCache

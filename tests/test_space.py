@@ -140,7 +140,7 @@ def test_a_cpu_space_takes_the_cpu_build_of_torch(tmp_path):
         f" {lm.SMOLLM2_GGUF_REVISION}", "")), "pinned commit"),
     (lambda d: Path(d, "data", "README.md").write_text("- `data/coco/captions_corpus.jsonl.gz`: the corpus\n"),
      "not in the folder"),
-    (lambda d: Path(d, "zsc_core", "extra.py").write_text("import cv2\n"), "imports 'cv2' at import time"),
+    (lambda d: Path(d, "zsc_core", "extra.py").write_text("import xgboost\n"), "imports 'xgboost' at import time"),
     (lambda d: Path(d, "README.md").write_text(Path(d, "README.md").read_text().replace(
         space.SHORT_DESCRIPTION, "x" * 61)), "short_description"),
     (lambda d: Path(d, "README.md").write_text(Path(d, "README.md").read_text().replace(

@@ -19,7 +19,9 @@ from zsc_core.settings import GROUPS, CaptionConfig, read_settings
 FIRST_GROUPS = ("decoding", "regions", "retrieval", "ranking", "authors")
 LATER_FIELDS = {"retrieval": {"region_k", "weighting", "temperature"},
                 "entities": {"entities", "entity_k", "entity_min", "max_entities"},
-                "guidance": {"guide_weight", "guide_k", "guide_order"}}
+                "guidance": {"guide_weight", "guide_k", "guide_order"},
+                "evidence": {"faces", "bodies", "count_people", "evidence_pool", "face_prob", "body_score"},
+                "answering": {"evidence_answers", "answer_k", "exist_share"}}
 # Since 2026-12-07 (issue #52) each image draws its sampling noise from its own generator, so a row that draws noise
 # and was captioned 8 photos a call has other captions than before: its key names the protocol, and older rows
 # re-run. Rows without noise (S=1) keep their keys: their captions are unchanged.

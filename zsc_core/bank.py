@@ -92,6 +92,7 @@ class CaptionBank:
         self.cfg, self.text_fingerprint, self.path = cfg, text_fingerprint, path
         self._captions: BankCaptions | None = None
         self._nouns: list[list[str]] | None = None
+        self._people: tuple[torch.Tensor, torch.Tensor] | None = None
         self._captions_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -141,6 +142,18 @@ class CaptionBank:
             if self._nouns is None:
                 self._nouns = load_entities(self.path, len(self), self.rows_fingerprint())
         return self._nouns
+
+    def people(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, whether its caption names a person and whether it names several people ((N,) bool each;
+        :mod:`zsc_core.people`): what pixel evidence conditions the neighbours on (evidence.condition_neighbours)."""
+        from .people import names_person, names_several_people
+
+        caps = self.captions().captions  # outside the lock: captions() takes it
+        with self._captions_lock:
+            if self._people is None:
+                self._people = (torch.tensor([names_person(c) for c in caps], dtype=torch.bool),
+                                torch.tensor([names_several_people(c) for c in caps], dtype=torch.bool))
+        return self._people
 
     def texts(self, index: torch.Tensor) -> list[list[str]]:
         """The caption texts at ``index`` (B, k)."""
@@ -235,11 +248,17 @@ def consensus_caption(bank: CaptionBank, corpus: list[str], image_feats: torch.T
 
 
 def cider_consensus_caption(bank: CaptionBank, corpus: list[str], image_feats: torch.Tensor, k: int,
-                            idf: Idf) -> list[str]:
+                            idf: Idf, evidence=None, count_people: bool = False, pool: int = 3000) -> list[str]:
     """Retrieval baseline of the CIDEr ranking: among each image's k nearest bank captions, the one with the
     highest CIDEr-D against the other k-1 (Devlin et al.'s consensus caption, n-gram weights ``idf``). What the
-    benchmark reports as the retrieval baseline, and what the app shows beside the generated caption."""
-    return [cider_consensus_pick([corpus[j] for j in row], idf) for row in bank.neighbours(image_feats, k).tolist()]
+    benchmark reports as the retrieval baseline, and what the app shows beside the generated caption.
+
+    With ``evidence`` (per image, :class:`zsc_core.evidence.Evidence`) the k are conditioned on it as the
+    captioner's are (:func:`zsc_core.evidence.neighbour_index`): the retrieval baseline with the same evidence."""
+    from .evidence import neighbour_index
+
+    index = neighbour_index(bank, image_feats, k, evidence, count_people, pool)
+    return [cider_consensus_pick([corpus[j] for j in row], idf) for row in index.tolist()]
 
 
 def cider_consensus_pick(texts: list[str], idf: Idf) -> str:

@@ -27,6 +27,7 @@ from .bank import CaptionBank, load_bank
 from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec
+from .evidence import Detectors, Evidence, neighbour_index, shared_detectors
 from .guidance import BankGuidance, tables_for
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
@@ -38,7 +39,7 @@ __all__ = ["AUTHORS_INFERENCE", "CaptionConfig", "CaptionResult", "Captioner", "
 
 MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
 MAX_PROMPT_TOKENS = 96
-TIMINGS = ("encode_s", "retrieve_s", "generate_s", "rank_s", "total_s")  # seconds per image, per stage
+TIMINGS = ("encode_s", "detect_s", "retrieve_s", "generate_s", "rank_s", "total_s")  # seconds per image, per stage
 
 
 @dataclass
@@ -62,6 +63,7 @@ class CaptionResult:
     rough_caption: str | None = None  # with a prompt: the first-pass caption that the prompt refined
     prompt: str | None = None
     entities: list[str] | None = None  # the entity prompt's nouns its first sample read (memory models)
+    evidence: Evidence | None = None  # what the detectors found and the neighbours were conditioned on (evidence.py)
 
     @property
     def sigma2(self) -> float:
@@ -87,6 +89,7 @@ class CaptionResult:
             "guided": self.guided,
             **({"rough_caption": self.rough_caption, "prompt": self.prompt} if self.prompt is not None else {}),
             **({"entities": self.entities} if self.entities is not None else {}),
+            **({"evidence": self.evidence.to_dict()} if self.evidence is not None else {}),
         }
 
 
@@ -116,6 +119,7 @@ class Proposal:
     timings: dict[str, float]  # per image, the final ranking not included
     single: bool  # one image was passed (rank returns one result)
     entities: list[list[str]] | None = None  # per image, the entities its first sample read (memory models)
+    evidence: list[Evidence] | None = None  # per image, what the detectors found (None: no detector ran)
 
     @property
     def image_feats(self) -> torch.Tensor:
@@ -136,6 +140,7 @@ class Lookup:
     neighbours: torch.Tensor | None = None  # (B, k, D): the nearest bank captions' features, nearest first
     cider_texts: list[list[str]] | None = None  # per image, the CIDEr-D ranking's references
     guide_texts: list[list[str]] | None = None  # per image, the captions of the guidance's n-gram table
+    evidence: list[Evidence] | None = None  # per image, the detections the neighbours are conditioned on
 
     @property
     def consensus_neighbours(self) -> torch.Tensor | None:
@@ -172,6 +177,8 @@ class Captioner:
         self.interactive = interactive
         # The answer vocabulary zero-shot VQA retrieves from (vqa.answer_vocabulary): the preset's.
         self.answers = answers
+        # Pixel evidence (faces, people) for settings that read it; loaded on first use, shared by the process.
+        self.detectors: Detectors | None = None
         self.adaptor.to(lm.device).eval()  # inference by default; training loops call .train() themselves
 
     # -- construction -------------------------------------------------------------------------------------
@@ -297,21 +304,41 @@ class Captioner:
         return memory, sub
 
     def caption(self, images: Image.Image | Sequence[Image.Image], prompt: str | None = None,
-                rough: str | Sequence[str] | None = None, **overrides: Any) -> CaptionResult | list[CaptionResult]:
+                rough: str | Sequence[str] | None = None, evidence: Evidence | Sequence[Evidence] | None = None,
+                **overrides: Any) -> CaptionResult | list[CaptionResult]:
         """Caption one image (returns a :class:`CaptionResult`) or a list (returns a list).
 
         With ``prompt`` (interactive models only) the caption is refined in a second pass that reads the rough
         caption and the prompt: ``rough`` gives the rough caption(s), e.g. a stage-1 model's as in TIPCap;
         without it this model's own first pass writes them.
 
+        ``evidence`` gives each image's detections (:meth:`detect`) instead of running the detectors again; it is
+        read only where the settings read evidence (``faces`` / ``bodies``).
+
         ``overrides`` are settings by their flat names (:class:`zsc_core.settings.CaptionConfig`: samples,
         sigma2, num_beams, rerank, bank_mix, ...); None values are ignored. Runs the adaptor in eval mode (no
         dropout) and restores its mode afterwards, so training loops can call it for validation.
         """
-        return self.rank(self.propose(images, prompt, rough, **overrides))
+        return self.rank(self.propose(images, prompt, rough, evidence, **overrides))
+
+    def detect(self, images: Image.Image | Sequence[Image.Image], **overrides: Any) -> Evidence | list[Evidence]:
+        """What the detectors the settings name find in one image or a list (evidence.py); nothing where the
+        settings name none."""
+        single = isinstance(images, Image.Image)
+        found = self._detect([images] if single else list(images), self.effective(**overrides))
+        return found[0] if single else found
+
+    def _detect(self, batch: list[Image.Image], cfg: CaptionConfig) -> list[Evidence]:
+        v = cfg.evidence
+        if not v.detects:
+            return [Evidence() for _ in batch]
+        if self.detectors is None:
+            self.detectors = shared_detectors()
+        return self.detectors.detect(batch, v.faces, v.bodies, v.face_prob, v.body_score)
 
     def propose(self, images: Image.Image | Sequence[Image.Image], prompt: str | None = None,
-                rough: str | Sequence[str] | None = None, **overrides: Any) -> Proposal:
+                rough: str | Sequence[str] | None = None, evidence: Evidence | Sequence[Evidence] | None = None,
+                **overrides: Any) -> Proposal:
         """The model's half of :meth:`caption`: encode, retrieve, decode the candidates and embed them. What is
         left (ranking them, CIDEr-D included, and building the results) is CPU work, :meth:`rank`; a ZeroGPU
         Space runs only this half in its GPU-billed function. The result holds CPU tensors and pickles."""
@@ -319,7 +346,7 @@ class Captioner:
         self.adaptor.eval()
         try:
             with torch.no_grad():
-                return self._propose(images, prompt, rough, overrides)
+                return self._propose(images, prompt, rough, evidence, overrides)
         finally:
             self.adaptor.train(was_training)
 
@@ -331,7 +358,8 @@ class Captioner:
                                  settings=proposal.settings, guided=proposal.guided,
                                  rough_caption=proposal.rough[i] if proposal.rough else None,
                                  prompt=proposal.prompt,
-                                 entities=proposal.entities[i] if proposal.entities is not None else None)
+                                 entities=proposal.entities[i] if proposal.entities is not None else None,
+                                 evidence=proposal.evidence[i] if proposal.evidence is not None else None)
                    for i, cands in enumerate(ranked)]
         timings = dict(proposal.timings)
         timings["rank_s"] += (time.perf_counter() - t) / max(1, len(results))
@@ -348,7 +376,7 @@ class Captioner:
                        (p.cider_texts[i], idf) if p.cider_texts is not None else None)
                 for i in range(len(p.texts))]
 
-    def _propose(self, images, prompt, rough, overrides) -> Proposal:
+    def _propose(self, images, prompt, rough, evidence, overrides) -> Proposal:
         single = isinstance(images, Image.Image)
         batch = [images] if single else list(images)
         prompt = prompt.strip() if prompt is not None else None
@@ -374,9 +402,16 @@ class Captioner:
         s = cfg.decoding.samples
         noisy = s > 1 or cfg.authors.noise_single
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
+        t_det = time.perf_counter()
+        found = None
+        if cfg.evidence.detects:
+            found = ([evidence] if isinstance(evidence, Evidence) else list(evidence)) if evidence is not None \
+                else self._detect(batch, cfg)
+            if len(found) != len(batch):
+                raise ValueError(f"{len(found)} evidence entries for {len(batch)} images")
         t1 = time.perf_counter()
         # the guidance's captions are looked up for a guided pass: a plain caption's, or a prompted one's first pass
-        look = self._look_up(Lookup(cfg, len(batch), s, feats, memory, sub),
+        look = self._look_up(Lookup(cfg, len(batch), s, feats, memory, sub, evidence=found),
                              guided or bool(prompt and rough is None and not self.reads_memory))
         t2 = time.perf_counter()
         clock = {"retrieve_s": t2 - t1, "rank_s": 0.0}
@@ -394,11 +429,11 @@ class Captioner:
                                      im.size)
             boxes.append([RegionBox(x, float(w)) for x, w in zip(bx, sub.weights[i].tolist())])
         b = len(batch)
-        timings = {"encode_s": (t1 - t0) / b, "retrieve_s": clock["retrieve_s"] / b,
+        timings = {"encode_s": (t_det - t0) / b, "detect_s": (t1 - t_det) / b, "retrieve_s": clock["retrieve_s"] / b,
                    "generate_s": (t3 - t2 - clock["rank_s"] - (clock["retrieve_s"] - (t2 - t1))) / b,
                    "rank_s": clock["rank_s"] / b}
         timings["total_s"] = sum(timings.values())
-        return Proposal(pending, boxes, rough, prompt or None, cfg, guided, timings, single, entities)
+        return Proposal(pending, boxes, rough, prompt or None, cfg, guided, timings, single, entities, found)
 
     def _look_up(self, look: Lookup, guided: bool) -> Lookup:
         """The bank captions nearest each image, nearest first, as far as the settings read them: the mix's
@@ -409,7 +444,9 @@ class Captioner:
         mix_k, rank_k, guide_k = cfg.retrieval.mix_k, cfg.ranking.rerank_k, cfg.guidance.guide_k
         guide_k = guide_k if cfg.guidance.guide_weight and guided else 0
         gf = look.feats.global_feat
-        index = self.bank.neighbours(gf.float(), max(mix_k, rank_k, guide_k))
+        v = cfg.evidence
+        index = neighbour_index(self.bank, gf.float(), max(mix_k, rank_k, guide_k), look.evidence, v.count_people,
+                                v.evidence_pool)
         look.neighbours = self.bank.feats(index).to(gf.device)  # (B, k, D)
         if cfg.ranking.rerank == "cider":  # the ranking's rank_k nearest texts, as CIDEr-D references
             look.cider_texts = self.bank.texts(index[:, :rank_k])

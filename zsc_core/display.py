@@ -76,14 +76,39 @@ def labels(name: str) -> PresetLabels:
                "Top attention subregions, numbered by CLS attention")
     if not reads:
         regions += ": shown, not read (this model reads the whole-image feature)"
+    if settings.config.evidence.detects:
+        regions = ("What the caption read: the faces and people detected in the photo (its nearest captions are "
+                   "then captions about people); where none is found, " + regions[0].lower() + regions[1:])
     score = score_name(name)
     return PresetLabels(header, regions, score, ranking_header(settings.config, score), reads,
                         p.clip == OFFLINE_CLIP, bool(settings.bank))
 
 
-def status_markdown(failed: dict[str, str]) -> str:
+def regions_banner(read: bool, detected: bool) -> str:
+    """The label drawn across the subregions picture: whether the model read those boxes."""
+    what = "subregions (CAM saliency)"
+    if detected:
+        return f"no face or person found; {what}: " + ("read" if read else "shown, not read")
+    return f"{what}: " + ("read by the adaptor" if read else "shown, not read")
+
+
+DETECTORS = {"faces": "Faces: MTCNN (facenet-pytorch)", "bodies": "Whole people: OpenCV's HOG detector"}
+
+
+def detectors_markdown(status: dict[str, str]) -> str:
+    """The Models tab's pixel-evidence lines: each detector a preset reads, and whether it runs here."""
+    if not status:
+        return ""
+    lines = [f"- {DETECTORS[k]}: " + ("ready." if v == "ready" else f"**{v}**; the presets caption without it.")
+             for k, v in status.items()]
+    return ("\n\n**Pixel evidence** (people, which ImageNet's classes do not have; a face is no evidence of gender: "
+            "the caption words people as the nearest human captions do):\n" + "\n".join(lines))
+
+
+def status_markdown(failed: dict[str, str], detectors: dict[str, str] | None = None) -> str:
     """The Models tab: each preset, what it is, what it was trained on, what it cannot know (once per kind of
-    tower), and whether it runs here; no server paths or commands (docs/training.md has those)."""
+    tower), and whether it runs here; no server paths or commands (docs/training.md has those). ``detectors``: the
+    status of each pixel-evidence detector the presets read (evidence.Detectors.status)."""
     lines, said = [], {}
     for name, p in PRESETS.items():
         st = preset_status(name)
@@ -99,7 +124,7 @@ def status_markdown(failed: dict[str, str]) -> str:
             f" *Cannot know:* as `{said[p.limits]}` above."
         said.setdefault(p.limits, name)
         lines.append(f"- **{name}**: {p.description}. *Trained on:* {p.trained_on}.{limits} {state}")
-    return "\n".join(lines)
+    return "\n".join(lines) + detectors_markdown(detectors or {})
 
 
 def candidates_table(result, preset: str) -> dict[str, list]:
@@ -141,6 +166,10 @@ def caption_info(result, preset: str, reads_regions: bool, reads_memory: bool, o
             f"{t['retrieve_s']:.2f}, generate {t['generate_s']:.2f}, rank {t['rank_s']:.2f})")
     if result.entities is not None:
         info += f"; entities the first sample read: {', '.join(result.entities) or 'none'}"
+    ev = result.evidence
+    if ev is not None:
+        info += (f"; found {ev.summary()}" + (", so it read captions about people" if ev.n_people else "")
+                 + f" (detect {t.get('detect_s', 0.0):.2f} s)")
     return info
 
 

@@ -14,6 +14,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .people import PERSON_WORDS, names_person  # noqa: F401 - the metric reads the shared word lists
+
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider", "spice")
 PTB = "ptb (pycocoevalcap, Java)"
 REGEX = "regex fallback (no Java; not comparable with PTB-tokenised scores)"
@@ -151,17 +153,6 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], draws: int = 10_000
 def distinct_per_100(captions: Sequence[str]) -> float:
     """Distinct captions per 100 photos (100: every photo its own caption)."""
     return 100.0 * len(set(captions)) / max(1, len(captions))
-
-
-# Words that name a person in COCO captions (ImageNet has no person class: the bridge cannot see one).
-PERSON_WORDS = frozenset(
-    "man men woman women person people boy boys girl girls child children kid kids guy guys lady ladies player "
-    "players skier skiers surfer surfers skateboarder skateboarders snowboarder snowboarders rider riders couple "
-    "family crowd baby babies adult adults teenager teenagers".split())
-
-
-def names_person(text: str) -> bool:
-    return any(w.strip(".,!?;:'\"").lower() in PERSON_WORDS for w in text.split())
 
 
 def person_rate(captions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, Any]:

@@ -88,13 +88,25 @@ class ModelCache:
         what went wrong and what to do, for the page; the other presets stay usable."""
         name = name or default_preset()
         try:
-            self.captioner(name)
+            v = self.captioner(name).config.evidence
+            if v.detects:  # the detectors it reads load now, so the Models tab says whether they run here
+                from .evidence import shared_detectors
+
+                shared_detectors().warm(v.faces, v.bodies)
             if prompt_status(name).ready:
                 self.captioner(name, prompts=True)
         except UserError as e:
             others = [n for n in PRESETS if n != name and self.usable(n)]
             return f"{e} " + (f"Other models still work: {', '.join(others)}." if others else "")
         return ""
+
+    def detector_status(self) -> dict[str, str]:
+        """Each pixel-evidence detector a loaded preset reads, and whether it runs here (evidence.Detectors)."""
+        from .evidence import shared_detectors
+
+        asked = {w for cap in self._models.values() for w in ("faces", "bodies")
+                 if getattr(cap.config.evidence, w)}
+        return {w: st for w, st in shared_detectors().status().items() if w in asked}
 
     def warm_all(self) -> None:
         """Load every usable preset, its prompt model and what its requests read lazily (caption bank, its texts

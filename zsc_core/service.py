@@ -18,7 +18,7 @@ from .models import ModelCache, UserError, preset_name
 from .presets import PRESETS
 from .prompts import propose_prompted
 from .requests import check_settings, check_text, nothing_to_see, read_image
-from .viz import draw_regions
+from .viz import draw_detections, draw_regions
 
 __all__ = ["CaptionMemo", "CaptionRequest", "CaptionService", "CaptionView", "UserError"]
 
@@ -140,9 +140,17 @@ class CaptionService:
         # the base model's CIDEr-D ranking already looked up the photo's ranking_k nearest bank captions
         nearest = proposal.pending.cider_texts[0] if cap is base and proposal.pending.cider_texts else None
         warning = nothing_to_see(request.image)
-        regions = request.image if warning else draw_regions(request.image, r.regions)  # no boxes on nothing
+        ev = r.evidence
+        if warning:  # no boxes on nothing
+            regions = request.image
+        elif ev is not None and ev.detections:  # what the caption read: the detections its neighbours followed
+            regions = draw_detections(request.image, ev.detections, f"read: {ev.summary()}")
+        else:
+            regions = draw_regions(request.image, r.regions, banner=display.regions_banner(
+                cap.adaptor.reads_regions and r.settings.regions.use_regions, ev is not None))
         return CaptionView(r.caption, regions, display.candidates_table(r, preset), info, rough,
-                           self.retrieved_caption(base, proposal.image_feats, nearest), r.settings.flat(), warning)
+                           self.retrieved_caption(base, proposal.image_feats, nearest, proposal.evidence),
+                           r.settings.flat(), warning)
 
     @staticmethod
     def _plain(settings: dict[str, Any], base) -> dict[str, Any]:
@@ -153,11 +161,12 @@ class CaptionService:
         return out
 
     @staticmethod
-    def retrieved_caption(cap, image_feats, nearest: list[str] | None = None) -> str:
+    def retrieved_caption(cap, image_feats, nearest: list[str] | None = None, evidence=None) -> str:
         """The nearest human-written caption: of the image's nearest bank captions (as many as the model's ranking
-        reads), the one with the highest CIDEr-D against the others, i.e. the retrieval baseline the benchmark
-        reports. ``image_feats`` (1, D): the feature the captioning already computed; ``nearest``: those captions
-        when the ranking already looked them up. "" without a caption bank."""
+        reads, conditioned on the same ``evidence``, a list of one :class:`zsc_core.evidence.Evidence`), the one
+        with the highest CIDEr-D against the others, i.e. the retrieval baseline the benchmark reports.
+        ``image_feats`` (1, D): the feature the captioning already computed; ``nearest``: those captions when the
+        ranking already looked them up. "" without a caption bank."""
         if not cap.has_bank:
             return ""
         from .bank import cider_consensus_caption, cider_consensus_pick
@@ -166,5 +175,7 @@ class CaptionService:
         captions = bank.captions()
         if nearest is not None and len(nearest) == cap.config.ranking_k:
             return cider_consensus_pick(nearest, captions.idf)
+        v = cap.config.evidence
         return cider_consensus_caption(bank, captions.captions, image_feats[:1].float(), cap.config.ranking_k,
-                                       captions.idf)[0]
+                                       captions.idf, evidence[:1] if evidence else None, v.count_people,
+                                       v.evidence_pool)[0]

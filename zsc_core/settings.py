@@ -91,6 +91,32 @@ class RankingConfig:
 
 
 @dataclass
+class EvidenceConfig:
+    """Pixel evidence beyond the bridge's classes (evidence.py): detectors whose findings condition the neighbours."""
+
+    faces: bool = False  # MTCNN faces: with a person found, the neighbours are the pool's captions that name people
+    bodies: bool = False  # OpenCV's HOG people detector, likewise
+    count_people: bool = False  # with >= 2 people found, captions that name several people come first
+    evidence_pool: int = 3000  # nearest bank captions the conditioned neighbours are chosen from
+    face_prob: float = 0.9  # MTCNN face probability at least this
+    body_score: float = 1.5  # HOG SVM margin at least this
+
+    @property
+    def detects(self) -> bool:
+        """Whether any detector runs."""
+        return self.faces or self.bodies
+
+
+@dataclass
+class AnswerConfig:
+    """Zero-shot VQA (vqa.py): which questions are answered from the photo's evidence instead of the LM."""
+
+    evidence_answers: bool = False  # existence, counting and class questions answered from the evidence
+    answer_k: int = 300  # nearest bank captions (conditioned on the detections) the evidence reads
+    exist_share: float = 0.01  # "yes" when at least this share of them name the object (or a face, for people)
+
+
+@dataclass
 class AuthorsCode:
     """Switches that reproduce MacCap's public code where it differs from this project (docs/fidelity.md)."""
 
@@ -103,7 +129,7 @@ class AuthorsCode:
 
 GROUPS: dict[str, type] = {"decoding": DecodingConfig, "regions": RegionConfig, "retrieval": RetrievalConfig,
                            "entities": EntityConfig, "guidance": GuidanceConfig, "ranking": RankingConfig,
-                           "authors": AuthorsCode}
+                           "evidence": EvidenceConfig, "answering": AnswerConfig, "authors": AuthorsCode}
 # flat field name -> its group; names are unique across groups (checked at import)
 FIELD_GROUP: dict[str, str] = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}
 assert len(FIELD_GROUP) == sum(len(fields(c)) for c in GROUPS.values()), "flat setting names must be unique"
@@ -119,6 +145,8 @@ class CaptionConfig:
     entities: EntityConfig = field(default_factory=EntityConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    answering: AnswerConfig = field(default_factory=AnswerConfig)
     authors: AuthorsCode = field(default_factory=AuthorsCode)
 
     def replace(self, **flat: Any) -> CaptionConfig:
@@ -193,6 +221,13 @@ class CaptionConfig:
         if e.entity_k < 1 or e.entity_min < 1 or e.max_entities < 0:
             raise ValueError(f"entity_k and entity_min must be >= 1 and max_entities >= 0, got {e.entity_k}, "
                              f"{e.entity_min} and {e.max_entities}")
+        v = self.evidence
+        if v.evidence_pool < 1 or not 0.0 <= v.face_prob <= 1.0:
+            raise ValueError(f"evidence_pool must be >= 1 and face_prob in [0, 1], got {v.evidence_pool} and "
+                             f"{v.face_prob}")
+        a = self.answering
+        if a.answer_k < 1 or not 0.0 < a.exist_share <= 1.0:
+            raise ValueError(f"answer_k must be >= 1 and exist_share in (0, 1], got {a.answer_k} and {a.exist_share}")
         g = self.guidance
         if not 0.0 <= g.guide_weight < 1.0 or g.guide_k < 0 or g.guide_order < 2:
             raise ValueError(f"guide_weight must be in [0, 1), guide_k >= 0 and guide_order >= 2, got "

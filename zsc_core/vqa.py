@@ -8,7 +8,20 @@ leaves the caption out.
 Candidate answers come from a vocabulary named by the preset (:func:`answer_vocabulary`): VQAv2's 3,128 answers for
 real photos, the offline world's own for its scenes. With ``by_type`` the candidates follow the question's answer
 type, as VQA's own answer types split them: a yes/no question ("Is it raining?") is answered yes or no, a "how
-many" question by a number, any other question by neither.
+many" question by a number, any other question by neither. An answer of uncertainty ("confused", "unsure",
+"cannot tell") never answers a question about a photo.
+
+Where the settings say so (``evidence_answers``, issue #54) a question the photo's evidence can answer is routed
+to it instead of the 135M LM (:func:`parse_question`): the photo's ``answer_k`` nearest bank captions, conditioned
+on its detections (evidence.py), and the detections themselves.
+
+- "Is there a giraffe in the image?": yes when a face was found and the object is a person, or when at least
+  ``exist_share`` of the nearest captions name it (objects.py: COCO's categories in caption words);
+- "How many people are there?": the faces or people detected; else the number the nearest captions that name the
+  object agree on ("two giraffes");
+- "What animal is this?", "What is the person riding?", "What room is this?": the candidate of that class the
+  nearest captions name most;
+- anything else: the LM, as before.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -32,6 +46,12 @@ _NUMBER = re.compile(r"^\s*how many\b", re.IGNORECASE)
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 PROTOCOL = "v2: answer boilerplate stripped, 8 new tokens"  # results of another protocol are not comparable
 _LEAD = re.compile(r"^(?:.*\banswer(?: is)?\s*[:\-]\s*)?(?:(?:the|a|an|it is|it's)\s+)*", re.IGNORECASE)
+
+
+# Answers that say nothing about a photo: never the answer to a question about one.
+UNCERTAIN = frozenset({"confused", "unsure", "cannot tell", "not sure", "unclear", "unknown", "i dont know",
+                       "i don't know", "no idea", "not possible", "am", "maybe", "nothing", "idk", "dont know",
+                       "can't tell", "cant tell", "not clear", "none", "not applicable"})
 
 
 def clean_answer(text: str) -> str:
@@ -58,7 +78,8 @@ def typed_candidates(question: str, answers: Sequence[str]) -> list[str]:
         keep = [a for a in answers if a.isdigit() or a in NUMBER_WORDS]
     else:
         keep = [a for a in answers if a not in ("yes", "no")]
-    return keep or list(answers)
+    keep = [a for a in keep if a not in UNCERTAIN]
+    return keep or [a for a in answers if a not in UNCERTAIN] or list(answers)
 
 
 _ARTICLES = {"a", "an", "the"}
@@ -104,9 +125,160 @@ def answer_vocabulary(name: str) -> tuple[str, ...]:
 @dataclass
 class AnswerResult:
     answer: str  # the retrieved candidate answer
-    generated: str  # what the LM wrote (cleaned: the free-text answer)
+    generated: str  # what the LM wrote (cleaned: the free-text answer); "" where the evidence answered
     caption: str | None  # the caption the LM read (None for the question-only baseline)
-    ranking: list[tuple[str, float]]  # candidate answers by cosine, best first
+    ranking: list[tuple[str, float]]  # candidate answers by cosine (or by evidence share), best first
+    evidence: str = ""  # what the answer was read from, in words ("41 of the 300 nearest captions name ...")
+    route: str = "lm"  # "exists", "count", "class" (answered from the evidence) or "lm"
+
+
+# -- questions the evidence answers -------------------------------------------------------------------------------
+_EXISTS = re.compile(r"^\s*(?:is|are)\s+there\s+(?:a|an|any|some|the)?\s*(?P<obj>.+?)"
+                     r"(?:\s+(?:in|on|at)\s+(?:the|this)\s+(?:image|picture|photo|photograph|scene|pic))?\s*\??\s*$",
+                     re.IGNORECASE)
+_COUNT = re.compile(r"^\s*how\s+many\s+(?P<obj>.+?)(?:\s+(?:are|is|can|do|does|were|was|in|on)\b.*)?\s*\??\s*$",
+                    re.IGNORECASE)
+# "What <class> ...?" questions whose answer is one of a few caption words: the class's candidates
+CLASSES: dict[str, tuple[str, ...]] = {
+    "animal": ("dog", "cat", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "bird"),
+    "riding": ("bike", "horse", "skateboard", "surfboard", "motorcycle", "elephant", "skis", "snowboard", "bus",
+               "train", "scooter", "wave", "boat"),
+    "room": ("kitchen", "bathroom", "bedroom", "living room", "office", "dining room"),
+    "sport": ("tennis", "baseball", "soccer", "frisbee", "skiing", "surfing", "skateboarding", "snowboarding",
+              "football", "kite flying"),
+    "vehicle": ("car", "bus", "train", "truck", "motorcycle", "bike", "airplane", "boat"),
+    "food": ("pizza", "sandwich", "cake", "donut", "hot dog", "broccoli", "banana", "salad", "apple", "orange"),
+}
+_CLASS_Q = [(re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?animals?\b", re.I), "animal"),
+            (re.compile(r"^\s*what\b.*\briding\b", re.I), "riding"),
+            (re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?room\b", re.I), "room"),
+            (re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?sport\b", re.I), "sport"),
+            (re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?vehicle\b", re.I), "vehicle"),
+            (re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?food\b", re.I), "food")]
+_SPORT_WORDS = {"skiing": ("ski", "skis", "skiing", "skier", "skiers"), "surfing": ("surf", "surfer", "surfing",
+                "surfboard"), "skateboarding": ("skateboard", "skateboarder", "skateboarding"),
+                "snowboarding": ("snowboard", "snowboarder", "snowboarding"), "kite flying": ("kite", "kites")}
+
+
+@dataclass
+class Question:
+    """What kind of question it is for the evidence: "exists", "count", "class" or "lm" (the LM answers)."""
+
+    kind: str
+    target: str = ""  # the COCO category (exists, count) or the class (class)
+
+
+def parse_question(question: str) -> Question:
+    """How the evidence can answer a question (see the module doc)."""
+    from .objects import category_of
+
+    m = _EXISTS.match(question)
+    if m:
+        return Question("exists", category_of(m.group("obj")))
+    m = _COUNT.match(question)
+    if m:
+        return Question("count", category_of(m.group("obj")))
+    for pattern, cls in _CLASS_Q:
+        if pattern.match(question):
+            return Question("class", cls)
+    return Question("lm")
+
+
+@dataclass
+class Seen:
+    """What the evidence of one photo is: its nearest bank captions (conditioned on its detections) and those."""
+
+    texts: list[str]
+    found: Any  # evidence.Evidence
+
+
+def look(captioner, image) -> Seen:
+    """The photo's ``answer_k`` nearest bank captions, conditioned on its detections as its caption's are."""
+    from .evidence import neighbour_index
+
+    cfg = captioner.effective()
+    found = captioner.detect(image)
+    feats = captioner.clip.encode_image(captioner.clip.pixels([image])).float()
+    v = cfg.evidence
+    index = neighbour_index(captioner.bank, feats, cfg.answering.answer_k, [found] if v.detects else None,
+                            v.count_people, v.evidence_pool)
+    return Seen(captioner.bank.texts(index)[0], found)
+
+
+def _mentions(texts: Sequence[str], words: Sequence[str]) -> int:
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b")
+    return sum(bool(pattern.search(t.lower())) for t in texts)
+
+
+def answer_exists(seen: Seen, category: str, min_share: float) -> tuple[str, str]:
+    """("yes" | "no", the evidence in words) for "Is there a <category>?"."""
+    from .objects import names
+
+    n = sum(names(t, category) for t in seen.texts)
+    found = seen.found
+    people = found.n_people if found is not None else 0
+    said = (f"{n} of the {len(seen.texts)} nearest captions name {_a(category)}; "
+            f"{found.summary() if found is not None else 'no detector'} found")
+    yes = n >= max(1, min_share * len(seen.texts)) or (category == "person" and people > 0)
+    return ("yes" if yes else "no"), said
+
+
+def _a(category: str) -> str:
+    return ("an " if category[:1] in "aeiou" else "a ") + category
+
+
+_NUMBER_OF = {w: i for i, w in enumerate(NUMBER_WORDS)} | {"a": 1, "an": 1, "one": 1, "pair": 2, "couple": 2}
+
+
+@lru_cache(maxsize=256)
+def _count_pattern(category: str) -> re.Pattern:
+    from .objects import CATEGORIES, plural
+
+    forms = sorted({f for w in CATEGORIES.get(category, (category,)) for f in (w, plural(w))}, key=len, reverse=True)
+    return re.compile(r"\b(\w+)\s+(?:of\s+)?(?:\w+\s+)?(?:" + "|".join(re.escape(f) for f in forms) + r")\b")
+
+
+def count_in(text: str, category: str) -> int | None:
+    """How many of a category a caption says there are ("two giraffes" 2, "a pair of skis" 2, "a dog" 1; one
+    adjective may stand between), or None where it names none with a count."""
+    m = _count_pattern(category).search(text.lower())
+    return _NUMBER_OF.get(m.group(1)) if m else None
+
+
+def answer_count(seen: Seen, category: str) -> tuple[str, str]:
+    """(a number as digits, the evidence in words) for "How many <category> are there?": the people detected,
+    else the number the nearest captions naming the object agree on ("two giraffes": 2; "a giraffe": 1)."""
+    from collections import Counter
+
+    from .objects import plural
+
+    found = seen.found
+    if category == "person" and found is not None and found.n_people:
+        return str(found.n_people), f"{found.summary()} found"
+    votes: Counter[int] = Counter(n for n in (count_in(t, category) for t in seen.texts) if n is not None)
+    if not votes:
+        return "1", f"none of the {len(seen.texts)} nearest captions counts {plural(category)}"
+    n, k = max(votes.items(), key=lambda x: (x[1], -x[0]))
+    return str(n), f"{k} of the nearest captions that count {plural(category)} say {n}"
+
+
+def answer_class(seen: Seen, cls: str, vocabulary: set[str] | None = None
+                 ) -> tuple[str | None, str, list[tuple[str, float]]]:
+    """(the candidate of ``cls`` (of those in ``vocabulary``) the nearest captions name most, or None when they name
+    none; the evidence in words; every candidate by share)."""
+    from .objects import CATEGORIES, plural
+
+    def forms(c: str) -> list[str]:
+        words = _SPORT_WORDS.get(c) or CATEGORIES.get(c) or (c,)
+        return sorted({f for w in words for f in (w, plural(w))}, key=len, reverse=True)
+
+    counts = {c: _mentions(seen.texts, forms(c)) for c in CLASSES[cls] if vocabulary is None or c in vocabulary}
+    ranked = sorted(counts.items(), key=lambda x: -x[1])
+    best, n = ranked[0] if ranked else ("", 0)
+    if n == 0:
+        return None, f"none of the {len(seen.texts)} nearest captions names a {cls}", []
+    return best, f"{n} of the {len(seen.texts)} nearest captions name {best}", [(c, k / len(seen.texts))
+                                                                                  for c, k in ranked]
 
 
 def vqa_prompt(question: str, caption: str | None) -> str:
@@ -150,21 +322,40 @@ def rank_answers(clip, generated: Sequence[str], answers: Sequence[str]) -> list
 
 def answer(captioner, image, question: str, answers: Sequence[str] | None = None, use_caption: bool = True,
            samples: int | None = None, by_type: bool = False, caption: str | None = None,
-           **caption_kw) -> AnswerResult:
+           evidence_answers: bool | None = None, seen: Seen | None = None, **caption_kw) -> AnswerResult:
     """Answer one question about one image (see module doc). ``answers`` default to the captioner's own vocabulary
     (``captioner.answers``: a preset's, VQAv2's for real photos);
     ``by_type`` keeps the candidates of the question's answer type; ``caption``: the image's caption when it is
     already known (the app's Caption tab wrote it), else one is decoded, at the model's served setting changed by
-    ``samples`` and ``caption_kw`` (e.g. num_beams)."""
+    ``samples`` and ``caption_kw`` (e.g. num_beams).
+
+    ``evidence_answers`` (None: the model's setting) routes the questions the evidence answers to it
+    (:func:`parse_question`); ``seen``: the photo's evidence when it is already known (:func:`look`)."""
     if not question or not question.strip():
         raise ValueError("the question is empty")
+    cfg = captioner.effective()
+    route = cfg.answering.evidence_answers if evidence_answers is None else evidence_answers
+    q = parse_question(question) if route and captioner.has_bank else Question("lm")
+    if q.kind != "lm":
+        seen = seen or look(captioner, image)
+        if q.kind == "exists":
+            a, said = answer_exists(seen, q.target, cfg.answering.exist_share)
+            return AnswerResult(a, "", None, [(a, 1.0)], said, "exists")
+        if q.kind == "count":
+            a, said = answer_count(seen, q.target)
+            return AnswerResult(a, "", None, [(a, 1.0)], said, "count")
+        vocab = set(answers or answer_vocabulary(captioner.answers))
+        best, said, ranked = answer_class(seen, q.target, vocab)
+        if best is not None:
+            return AnswerResult(best, "", None, ranked, said, "class")
     if not use_caption:
         caption = None
     elif caption is None:
         caption = captioner.caption(image, samples=samples, **caption_kw).caption
     gen = generate_answers(captioner.lm, [vqa_prompt(question, caption)])[0]
-    candidates = list(answers or answer_vocabulary(captioner.answers))
+    candidates = [a for a in (answers or answer_vocabulary(captioner.answers)) if a not in UNCERTAIN]
     if by_type:
         candidates = typed_candidates(question, candidates)
     ranking = rank_answers(captioner.clip, [gen], candidates)[0]
-    return AnswerResult(ranking[0][0], gen, caption, ranking)
+    return AnswerResult(ranking[0][0], gen, caption, ranking, "the language model read the caption" if caption
+                        else "the language model read the question alone", "lm")

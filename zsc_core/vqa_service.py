@@ -16,9 +16,10 @@ from .vqa import MAX_QUESTION_CHARS
 @dataclass
 class AnswerView:
     answer: str
-    generated: str  # the LM's free answer before retrieval
-    caption: str  # the caption the LM read
-    top: list[list[Any]]  # [answer, cosine] rows, best first
+    how: str  # how it was answered: the evidence it read, or what the LM wrote before retrieval
+    caption: str  # the caption the LM read ("" where the evidence answered without it)
+    top: list[list[Any]]  # [answer, cosine or share] rows, best first
+    route: str = "lm"  # vqa.AnswerResult.route
 
 
 class AnswerService:
@@ -43,9 +44,13 @@ class AnswerService:
         name = preset_name(preset)
         cap = self.models.captioner(name)
         served = cap.effective().flat()
-        caption = self.memo.get(image, name, served)
-        if caption is None:
-            caption = cap.caption(image).caption
-            self.memo.put(image, name, served, caption)
-        r = cap.answer(image, question, by_type=True, caption=caption)
-        return AnswerView(r.answer, r.generated, r.caption or "", [[a, round(sc, 4)] for a, sc in r.ranking[:5]])
+        known = self.memo.get(image, name, served)
+        # the evidence answers what it can without a caption; otherwise the LM reads the Caption tab's caption
+        r = cap.answer(image, question, by_type=True, caption=known)
+        if r.route == "lm":
+            if known is None and r.caption:
+                self.memo.put(image, name, served, r.caption)
+            how = f"The language model wrote “{r.generated}” after reading the caption; the nearest answer was taken."
+        else:
+            how = f"From the evidence: {r.evidence}."
+        return AnswerView(r.answer, how, r.caption or "", [[a, round(sc, 4)] for a, sc in r.ranking[:5]], r.route)

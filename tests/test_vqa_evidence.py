@@ -1,0 +1,108 @@
+"""VQA from evidence (issue #54): which questions the evidence answers, and the answers it reads off hand-written
+neighbours and detections; uncertainty never answers a question about a photo."""
+
+import pytest
+
+from zsc_core.evidence import Detection, Evidence
+from zsc_core.objects import category_of, named_categories, names, plural
+from zsc_core.vqa import (
+    UNCERTAIN,
+    Question,
+    Seen,
+    answer_class,
+    answer_count,
+    answer_exists,
+    count_in,
+    parse_question,
+    typed_candidates,
+)
+
+FACE = Detection("face", (0.0, 0.0, 10.0, 10.0), 0.99)
+
+
+@pytest.mark.parametrize("question, parsed", [
+    ("Is there a giraffe in the image?", Question("exists", "giraffe")),
+    ("Are there any people in this photo?", Question("exists", "person")),
+    ("is there a hot dog", Question("exists", "hot dog")),  # not a dog
+    ("Is there a motor bike in the picture?", Question("exists", "motorcycle")),
+    ("How many people are there?", Question("count", "person")),
+    ("How many kittens are on the couch?", Question("count", "cat")),
+    ("What animal is this?", Question("class", "animal")),
+    ("What kind of animal is shown?", Question("class", "animal")),
+    ("What is the person riding?", Question("class", "riding")),
+    ("What room is this?", Question("class", "room")),
+    ("Is it raining?", Question("lm")),
+    ("What color is the bus?", Question("lm")),
+])
+def test_questions_the_evidence_can_answer_are_recognised(question, parsed):
+    assert parse_question(question) == parsed
+
+
+def test_captions_name_categories_in_their_own_words_longest_mention_first():
+    assert named_categories("Two kittens on a sofa next to a cell phone") == {"cat", "couch", "cell phone"}
+    assert named_categories("A man riding a motor bike") == {"person", "motorcycle"}  # not a bicycle
+    assert names("Three giraffes by a tree", "giraffe") and not names("A zebra by a tree", "giraffe")
+    assert names("Two scooters", "scooter") and category_of("teddy bears") == "teddy bear"
+    assert (plural("bus"), plural("knife"), plural("bench"), plural("sheep")) == ("buses", "knives", "benches",
+                                                                                   "sheep")
+
+
+def test_existence_is_the_share_of_the_nearest_captions_or_a_face_for_people():
+    texts = ["A giraffe by a tree", "Two giraffes eating", "A zebra in a field"] + ["A field of grass"] * 97
+    seen = Seen(texts, Evidence())
+    assert answer_exists(seen, "giraffe", 0.01)[0] == "yes"  # 2 of 100 >= 1%
+    assert answer_exists(seen, "giraffe", 0.05)[0] == "no"  # 2 of 100 < 5%
+    a, said = answer_exists(seen, "person", 0.01)
+    assert a == "no" and said.startswith("0 of the 100 nearest captions name a person") and "nothing found" in said
+    assert answer_exists(Seen(texts, Evidence([FACE])), "person", 0.01)[0] == "yes"  # a face is a person
+    assert answer_exists(Seen(texts, Evidence([FACE])), "dog", 0.01)[0] == "no"  # ... not a dog
+
+
+def test_counting_reads_the_detections_for_people_else_the_count_the_captions_agree_on():
+    texts = ["Two giraffes by a tree", "two tall giraffes eating", "A giraffe in a field", "A man"]
+    assert count_in("a pair of skis", "skis") == 2 and count_in("dogs running", "dog") is None
+    assert answer_count(Seen(texts, Evidence()), "giraffe")[0] == "2"
+    assert answer_count(Seen(texts, Evidence([FACE] * 3)), "person") == ("3", "3 faces found")
+    assert answer_count(Seen(texts, Evidence()), "person")[0] == "1"  # "A man": no face, the captions' count
+    assert answer_count(Seen(["A field"], Evidence()), "zebra")[0] == "1"  # nothing counted: the most common answer
+
+
+def test_class_questions_take_the_candidate_the_nearest_captions_name_most():
+    texts = ["A giraffe standing by a tree", "Giraffes eating leaves", "A zebra and a giraffe", "A bird on a branch"]
+    best, said, ranked = answer_class(Seen(texts, Evidence()), "animal")
+    assert best == "giraffe" and said == "3 of the 4 nearest captions name giraffe" and ranked[0] == ("giraffe", 0.75)
+    best, _, _ = answer_class(Seen(["A man riding a bike down a street", "A bicycle parked"], Evidence()), "riding")
+    assert best == "bike"
+    assert answer_class(Seen(["A plate of food"], Evidence()), "animal")[0] is None  # no evidence: the LM answers
+
+
+def test_uncertainty_never_answers_a_question_about_a_photo():
+    answers = ["confused", "unsure", "cannot tell", "giraffe", "yes", "no", "2"]
+    assert typed_candidates("What animal is this?", answers) == ["giraffe", "2"]
+    assert {"confused", "unsure", "cannot tell"} <= UNCERTAIN
+
+
+def test_the_facade_routes_evidence_questions_and_falls_back_to_the_lm(tmp_path):
+    from zsc_core.bank import attach_bank
+    from zsc_core.captioner import Captioner
+    from zsc_core.settings import set_defaults
+
+    from .test_bank import _captioner_with_bank, _img
+    from .test_evidence import _people_bank
+
+    cap, path, _ = _captioner_with_bank(tmp_path)
+    bank_path, texts = _people_bank(tmp_path, cap)
+    attach_bank(path, bank_path, k=3)
+    set_defaults(path, evidence_answers=True, answer_k=10, exist_share=0.05, rerank="cider")
+    loaded = Captioner.from_pretrained(path)
+    r = loaded.answer(_img(1), "Is there a person in the image?", answers=["yes", "no", "red"])
+    assert r.route == "exists" and r.answer in ("yes", "no") and "of the 10 nearest captions" in r.evidence
+    assert r.generated == ""  # the LM was not asked
+    lm = loaded.answer(_img(1), "What color is it?", answers=["red", "blue", "confused"], caption="a red square")
+    assert lm.route == "lm" and lm.answer in ("red", "blue") and lm.generated
+    for q in ("What is this?", "Why?"):  # whatever the LM writes, an answer of uncertainty is not a candidate
+        assert loaded.answer(_img(1), q, answers=["confused", "unsure", "cannot tell", "red"],
+                             caption="a square").answer == "red"
+    off = loaded.answer(_img(1), "Is there a person in the image?", answers=["yes", "no"], caption="a red square",
+                        evidence_answers=False)
+    assert off.route == "lm"
