@@ -122,3 +122,25 @@ def test_evidence_settings_are_checked():
     with pytest.raises(ValueError, match="face_prob"):
         CaptionConfig().replace(face_prob=1.5).check()
     assert CaptionConfig().replace(faces=True).evidence.detects and not CaptionConfig().evidence.detects
+
+
+def test_the_app_draws_what_was_read_and_says_whether_each_detector_runs():
+    from PIL import Image
+
+    from zsc_core import display
+    from zsc_core.viz import draw_detections, draw_regions
+
+    im = Image.new("RGB", (400, 300), (128, 128, 128))
+    drawn = draw_detections(im, [Detection("face", (100.0, 100.0, 160.0, 170.0), 0.99)], "read: 1 face")
+    assert drawn.size == im.size
+    assert drawn.getpixel((100, 130)) != (128, 128, 128)  # the box's edge
+    assert drawn.getpixel((300, 250)) == (128, 128, 128)  # far from the box and the banner: untouched
+    assert drawn.getpixel((2, 2)) != (128, 128, 128)  # the banner
+    assert draw_regions(im, [], banner="").getpixel((2, 2)) == (128, 128, 128)
+    assert display.regions_banner(read=False, detected=True) == \
+        "no face or person found; subregions (CAM saliency): shown, not read"
+    assert display.regions_banner(read=True, detected=False) == "subregions (CAM saliency): read by the adaptor"
+    md = display.detectors_markdown({"faces": "ready", "bodies": "cannot load (ImportError: cv2)"})
+    assert "Faces: MTCNN (facenet-pytorch): ready." in md and "**cannot load (ImportError: cv2)**" in md
+    assert "presets caption without it" in md and "no evidence of gender" in md
+    assert display.detectors_markdown({}) == ""

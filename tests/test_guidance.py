@@ -57,6 +57,14 @@ def test_guidance_mixes_the_distributions_and_leaves_unknown_contexts_to_the_lm(
     # after a token no caption contains, the row is the LM's own log-probabilities
     late = g(torch.tensor([[5], [5], [5], [5]]), scores.clone())
     assert torch.allclose(late, scores.log_softmax(-1), atol=1e-6)
+    # one step, mixed rows: row 0 after token 2 (table 0: the caption's end follows), row 1 after an unknown token
+    # (the LM alone), rows 2-3 after token 3 (table 1: its end follows)
+    mixed = g(torch.tensor([[2], [5], [3], [3]]), scores.clone())
+    want = (1 - w) * p_lm
+    want[0, EOS] += w
+    want[2:, EOS] += w
+    want[1] = p_lm[1]
+    assert torch.allclose(mixed.exp(), want, atol=1e-6)
     with pytest.raises(ValueError, match="rows"):
         g(ids[:3], scores[:3])
     for bad in (0.0, 1.0):

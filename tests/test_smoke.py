@@ -145,7 +145,8 @@ def service():
 
 def test_the_app_answers_photo_questions_from_vqav2s_answers(photo, service):
     """As the app answers (vqa_service): the caption the Caption tab shows, VQAv2's vocabulary, the question's
-    answer type; `Captioner.answer` (the API) gives the same answer."""
+    answer type; questions the evidence answers are answered from it; `Captioner.answer` (the API) gives the same
+    answer."""
     from zsc_core.vqa import answer_vocabulary
     from zsc_core.vqa_service import AnswerService
 
@@ -154,13 +155,33 @@ def test_the_app_answers_photo_questions_from_vqav2s_answers(photo, service):
     vocab = set(answer_vocabulary("vqav2"))
     shown = service.caption(items[0][0], "photo")
     what = answers.answer(items[0][0], "What is in the picture?", "photo")
-    assert what.answer in vocab and what.answer not in ("yes", "no") and what.caption and what.generated
+    assert what.answer in vocab and what.answer not in ("yes", "no") and what.route == "lm"
+    assert what.how.startswith("The language model wrote")
     assert what.caption == shown.caption  # the Ask tab reads the Caption tab's caption (issue #56)
     assert [row[0] for row in what.top][0] == what.answer and all(row[0] in vocab for row in what.top)
-    yes_no = answers.answer(items[0][0], "Is there a dog?", "photo")
+    yes_no = answers.answer(items[0][0], "Is it raining?", "photo")  # not a question of existence: the LM
     assert yes_no.answer in ("yes", "no") and {row[0] for row in yes_no.top} == {"yes", "no"}
-    api = cap.answer(load_image(items[0][0]), "Is there a dog?", by_type=True)
+    api = cap.answer(load_image(items[0][0]), "Is it raining?", by_type=True)
     assert (api.answer, api.caption) == (yes_no.answer, yes_no.caption)
+    dog = answers.answer(items[0][0], "Is there a dog?", "photo")  # a family at a table: the evidence says no
+    assert dog.route == "exists" and dog.answer == "no" and "nearest captions name a dog" in dog.how, dog
+    assert cap.answer(load_image(items[0][0]), "Is there a dog?").answer == dog.answer
+
+
+def test_people_questions_are_answered_from_the_faces_found(photo):
+    """Issue #54 on the family at the table (train-paired photo 0): a person is there, counted from the faces;
+    on the boat (photo 4) no person; the animal question on photo 3 (elephants) names the elephant."""
+    cap, items, paths = photo
+    family, boat, elephants = items[0][0], load_image(paths[4][0]), items[3][0]
+    found = len(cap.detect(family).faces)
+    assert found >= 2
+    person = cap.answer(family, "Is there a person in the image?")
+    assert person.answer == "yes" and person.route == "exists" and f"{found} faces found" in person.evidence
+    count = cap.answer(family, "How many people are there?")
+    assert count.route == "count" and count.answer == str(found)
+    assert cap.answer(boat, "Are there any people in the picture?").answer == "no"
+    animal = cap.answer(elephants, "What animal is this?")
+    assert animal.route == "class" and animal.answer == "elephant", animal
 
 
 def test_the_motorcycle_example_names_the_motorcycle_after_its_prompt(service):

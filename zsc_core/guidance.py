@@ -90,12 +90,22 @@ class BankGuidance(LogitsProcessor):
                              "beams")
         logp = torch.log_softmax(scores.float(), dim=-1)
         out = logp + self._log_lm
-        for r in range(scores.shape[0]):
-            dist = self.tables[r // self.num_beams].next(input_ids[r].tolist())
+        # one host copy of the generated tokens per step (not one per row), then one scatter for every row's table
+        rows, toks, probs, alone = [], [], [], []
+        for r, generated in enumerate(input_ids.tolist()):
+            dist = self.tables[r // self.num_beams].next(generated)
             if dist is None:
-                out[r] = logp[r]  # no context in the captions: the LM alone
+                alone.append(r)  # no context in the captions: the LM alone
                 continue
-            ids = torch.tensor(dist[0], device=scores.device)
-            p = torch.tensor(dist[1], device=scores.device, dtype=out.dtype)
-            out[r, ids] = torch.logaddexp(out[r, ids], torch.log(p) + self._log_bank)
+            rows += [r] * len(dist[0])
+            toks += dist[0]
+            probs += dist[1]
+        if alone:
+            index = torch.tensor(alone, device=scores.device)
+            out[index] = logp[index]
+        if rows:
+            r_i = torch.tensor(rows, device=scores.device)
+            t_i = torch.tensor(toks, device=scores.device)
+            bank = torch.log(torch.tensor(probs, device=scores.device, dtype=out.dtype)) + self._log_bank
+            out[r_i, t_i] = torch.logaddexp(out[r_i, t_i], bank)
         return out.to(scores.dtype)
