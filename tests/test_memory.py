@@ -198,6 +198,14 @@ def test_memory_captioner_reads_retrieved_anchors_and_entities(tmp_path):
     prompted = cap.caption(img, samples=1, max_new_tokens=4, prompt="An image contains a zebra")
     assert prompts[-1] == cap.lm.encode([entity_prompt(merge_entities(["zebra"], found, 3))])
     assert prompted.entities == merge_entities(["zebra"], found, 3)  # what it read, for the app to show
+    # detected people are read as an entity after the user's nouns (issue #53), when the settings read faces
+    from zsc_core.evidence import Detection, Evidence
+
+    two = Evidence([Detection("face", (0, 0, 5, 5), 0.99)] * 2)
+    assert cap.caption(img, samples=1, max_new_tokens=4, faces=True, evidence=two).entities[0] == "people"
+    both = cap.caption(img, samples=1, max_new_tokens=4, faces=True, evidence=two, prompt="An image contains a zebra")
+    assert both.entities[:2] == ["zebra", "people"] and prompts[-1] == cap.lm.encode([entity_prompt(both.entities)])
+    assert cap.caption(img, samples=1, max_new_tokens=4, evidence=two).entities == found  # faces not read
     assert r.candidates and r.caption == r.candidates[0].text
 
 

@@ -517,12 +517,17 @@ class Captioner:
         m = mem.build_memory(self.bank, q, rq, mem.MemorySpec(r.mix_k, r.region_k, r.weighting, r.temperature))
         prompts = entities = None
         user = prompt_nouns(prompt) if prompt else []
-        if e.entities or user:
+        # detected people are an entity the LM reads, after the user's nouns (ViECap's hard prompt from a detector)
+        seen = [([] if ev is None or not ev.n_people else ["people" if ev.n_people > 1 else "person"])
+                for ev in (look.evidence or [None] * b)]
+        if e.entities or user or any(seen):
             nouns = self.bank.nouns()
             k = min(e.entity_k, m.neighbours.shape[1])
             found = [retrieved_entities([nouns[j] for j in row], e.entity_min, e.max_entities) if e.entities else []
                      for row in m.neighbours[:, :k].tolist()]
-            read = [merge_entities(user, f, max(e.max_entities, len(user))) for f in found]
+            read = [merge_entities(user + [n for n in seen[i // s] if n not in user], f,
+                                   max(e.max_entities, len(user) + len(seen[i // s])))
+                    for i, f in enumerate(found)]
             prompts = [ids[:MAX_PROMPT_TOKENS] for ids in self.lm.encode([entity_prompt(x) for x in read])]
             entities = [read[i * s] for i in range(b)]  # each image's first sample's entities
         clock["retrieve_s"] += time.perf_counter() - t

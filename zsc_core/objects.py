@@ -83,9 +83,11 @@ def _spans(low: str) -> list[tuple[int, int, str]]:
     return kept
 
 
-def named_categories(text: str) -> set[str]:
-    """The COCO categories a text names ("Two kittens on a sofa" -> {"cat", "couch"})."""
-    return {cat for _, _, cat in _spans(text.lower())}
+@lru_cache(maxsize=65536)
+def named_categories(text: str) -> frozenset[str]:
+    """The COCO categories a text names ("Two kittens on a sofa" -> {"cat", "couch"}); cached: a photo's nearest
+    captions are read again for each question about it."""
+    return frozenset(cat for _, _, cat in _spans(text.lower()))
 
 
 def names(text: str, category: str) -> bool:
