@@ -95,8 +95,12 @@ def served_paragraph() -> str:
     guide = f", each token mixed {g.guide_weight:g} with the n-grams of the {cfg.guide_k} nearest captions" \
         if g.guide_weight else ""
     lat = _json("photo_latency.json")
+    v = cfg.evidence
+    found = " and ".join(w for w, on in (("a face (MTCNN)", v.faces), ("a person (HOG)", v.bodies)) if on)
+    evidence = (f"; with {found} found, the nearest are those of the {v.evidence_pool:,} nearest that name people"
+                + (", several people first where two or more are found" if v.count_people else "")) if found else ""
     return (f"**Served setting** (`checkpoints/tipcap-s4-photo.inference.json`, the same on CPU and GPU): {decode}"
-            f"{guide}, ranked by {RANKINGS[r.rerank]} against the {cfg.ranking_k} nearest; "
+            f"{guide}, ranked by {RANKINGS[r.rerank]} against the {cfg.ranking_k} nearest{evidence}; "
             f"{_f(_latency(lat), 2)} s a photo (median, 2 CPU cores, `bench/photo_latency.py`). The app, `caption` "
             "and `evaluate` without flags, and the benchmark's headline row all use it.")
 
@@ -155,6 +159,60 @@ def _train_paired(tune: dict, name: str) -> str:
     return ", ".join(f"{r['CIDEr']:.3f}" for r in runs) + f" (ahead of retrieval on {ahead} of {len(runs)} seeds)"
 
 
+def _seed_mean(rows: dict, source: str) -> str:
+    """The mean CIDEr over the seeds of a tune_evidence captioner row."""
+    seeds = [r["metrics"]["CIDEr"] for k, r in rows.items() if k.startswith(f"`photo` served decoding, {source}, seed")]
+    return _f(sum(seeds) / len(seeds)) if seeds else "—"
+
+
+def _retrieval(rows: dict, source: str) -> str:
+    return _f((rows.get(f"retrieval, {source}") or {}).get("metrics", {}).get("CIDEr"))
+
+
+def _people(rows: dict, source: str) -> str:
+    """Photos whose references name people on which the caption (seed 0) names one, of those photos."""
+    r = rows.get(f"`photo` served decoding, {source}, seed 0") or rows.get(f"retrieval, {source}") or {}
+    m = r.get("metrics", {}).get("person_named")
+    return f"{m[0]}/{m[1]}" if m else "—"
+
+
+def _evidence_rows() -> list[tuple[str, str, str]]:
+    """Pixel evidence (issue #53) and VQA from evidence (issue #54): the served choice against its baselines on
+    both choice sets, from tune_evidence_photo.json and vqa_photo.json."""
+    from zsc_core.presets import PRESETS
+    from zsc_core.settings import read_settings
+
+    ev, vqa = _json("tune_evidence_photo.json"), _json("vqa_photo.json")
+    cfg = read_settings(PRESETS["photo"].checkpoint_path()).config
+    v = cfg.evidence
+    source = {(False, False, False): "plain", (True, False, False): "faces", (False, True, False): "bodies (HOG)",
+              (True, True, False): "faces + bodies", (True, False, True): "faces, counted"}.get(
+        (v.faces, v.bodies, v.count_people), "plain")
+    out = []
+    if ev.get("splits"):
+        parts = []
+        for split, sp in ev["splits"].items():
+            rows = sp["rows"]
+            parts.append(f"{split}: {_seed_mean(rows, source)} vs {_seed_mean(rows, 'plain')} without (retrieval "
+                         f"{_retrieval(rows, source)} vs {_retrieval(rows, 'plain')}); a person named on "
+                         f"{_people(rows, source)} vs {_people(rows, 'plain')} person photos")
+        out.append((f"pixel evidence served (`{source}`; mean CIDEr of 4 seeds) vs none", "; ".join(parts),
+                    "results/tune_evidence_photo.md"))
+    if vqa.get("splits"):
+        share = cfg.answering.exist_share
+        parts = []
+        for split, sp in vqa["splits"].items():
+            r = sp["rows"].get(f"evidence, with faces, exist_share {share:g}", {}).get("existence")
+            before = sp["rows"].get("served caption + LM (the Ask tab before #54)", {}).get("existence")
+            if r and before:
+                parts.append(f"{split} " + "/".join(_f(r[k]) for k in ("random", "popular", "adversarial"))
+                             + " (before: " + "/".join(_f(before[k]) for k in ("random", "popular", "adversarial"))
+                             + ")")
+        out.append((f"VQA existence probes (POPE-style, random/popular/adversarial), from evidence at exist_share "
+                    f"{share:g}", "; ".join(parts), "results/vqa_photo.md"))
+    return out
+
+
 def results_table() -> str:
     """The headline results, each linked to its full report."""
     photo, world = _json("benchmark_photo.json"), _json("benchmark.json")
@@ -211,10 +269,9 @@ def results_table() -> str:
         (f"train-paired (80 photos, 4 seeds; retrieval {_f(ret)}): `photo` served ({_setting(lat)})", served_seeds,
          served_md),
         ("train-paired: `photo` without bank guidance (S=8 greedy)", plain_seeds, plain_md),
-        ("train-paired: `photo-memory` with / without bank guidance 0.5 (S=8 greedy, sigma2=0.02)",
-         mem_seeds + " / " + _train_paired(tune, "memory, S=8 greedy, query noise sigma2=0.02")
-         + "; before per-image noise", mem_md),
+        ("train-paired: `photo-memory` with bank guidance 0.5 (S=8 greedy, sigma2=0.02)", mem_seeds, mem_md),
         ("`photo-memory` at its defaults, val-dev", f"CIDEr {_f(_cider(mem))}", "results/benchmark_photo.md"),
+        *_evidence_rows(),
         ("interactive prompts: refined caption names the prompted noun (phrase / bare)",
          f"S=8: {rate(s8.get('followed_phrase'))} / {rate(s8.get('followed_bare'))}; S=1: "
          f"{rate(s1.get('followed_phrase'))} / {rate(s1.get('followed_bare'))}", "results/benchmark_photo.md"),

@@ -142,13 +142,21 @@ def main(argv: list[str] | None = None) -> dict:
             if row:
                 captions_from[split] = row["captions"]
     report: dict = {"model": cap.name, "splits": {}}
+    cache: dict[str, str] = {}  # LM prompt -> its retrieved answer, kept from the last run (the LM is the slow part)
+    if os.path.isfile(cfg.out + ".json"):
+        with open(cfg.out + ".json") as f:
+            cache = json.load(f).get("lm_cache", {})
+    report["lm_cache"] = cache
 
     def lm_answers(questions: list[str], captions: list[str | None]) -> list[str]:
-        gens = []
-        for i in range(0, len(questions), 32):
-            gens += generate_answers(cap.lm, [vqa_prompt(q, c) for q, c in zip(questions[i:i + 32],
-                                                                                   captions[i:i + 32])])
-        return [rank_answers(cap.clip, [g], typed_candidates(q, vocab))[0][0][0] for g, q in zip(gens, questions)]
+        prompts = [vqa_prompt(q, c) for q, c in zip(questions, captions)]
+        todo = [i for i, p in enumerate(prompts) if p not in cache]
+        for j in range(0, len(todo), 32):
+            idx = todo[j:j + 32]
+            gens = generate_answers(cap.lm, [prompts[i] for i in idx])
+            for i, g in zip(idx, gens):
+                cache[prompts[i]] = rank_answers(cap.clip, [g], typed_candidates(questions[i], vocab))[0][0][0]
+        return [cache[p] for p in prompts]
 
     for split in cfg.splits:
         items = coco_items(split)
@@ -193,8 +201,11 @@ def main(argv: list[str] | None = None) -> dict:
             lm_answers(cq, [captions[p["photo"]] for p in counts]), counts)
         rows["always 2"] = {"counting": acc(["2"] * len(counts), counts)}
         for which, s in seen.items():
-            rows[f"evidence, {which}, counting"] = {"counting": acc(
+            rows[f"evidence, {which}, counting from the captions"] = {"counting": acc(
                 [answer_count(s[p["photo"]], parse_question(p["question"]).target)[0] for p in counts], counts)}
+        rows["evidence, with faces, counting people from the faces found"] = {"counting": acc(
+            [answer_count(seen["with faces"][p["photo"]], parse_question(p["question"]).target, True)[0]
+             for p in counts], counts)}
         # VQAv2 questions: the routed answer (evidence where a route applies, else the LM with the caption)
         vq = [q["question"] for q in vqav2]
         lm_cap = lm_answers(vq, [captions[q["photo"]] for q in vqav2])

@@ -114,6 +114,7 @@ class AnswerConfig:
     evidence_answers: bool = False  # existence, counting and class questions answered from the evidence
     answer_k: int = 300  # nearest bank captions (conditioned on the detections) the evidence reads
     exist_share: float = 0.01  # "yes" when at least this share of them name the object (or a face, for people)
+    count_faces: bool = False  # "how many people": the faces found (else the count the nearest captions agree on)
 
 
 @dataclass
