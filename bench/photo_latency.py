@@ -4,8 +4,9 @@
 
 Loads the preset as the app does, captions the first ``--images`` val-dev photos one at a time, ``--reps`` times
 each after one warm-up call, and prints the median seconds per photo for each named setting (the one served on CPU,
-i.e. the model's defaults; the one served on a GPU, timed on this CPU; S=1) with the stage split (encode / generate
-/ rerank), the process's peak resident memory, the caption bank's one-off load times, and whether the CPU setting
+i.e. the model's defaults; the one served on a GPU, timed on this CPU; S=1) with the stage split (encode / detect /
+retrieve / generate / rank), a question of each kind the Ask tab routes (warm, its caption known), the process's
+peak resident memory, the caption bank's one-off load times, and whether the CPU setting
 is within the budget (3 s a photo on 2 cores). Figures depend on the machine and on what else runs on it: say
 which when reporting them.
 """
@@ -31,6 +32,9 @@ def peak_rss_gb() -> float:
     return float("nan")
 
 
+# One question of each kind the Ask tab routes (vqa.parse_question): existence, counting, class, and one for the LM.
+QUESTIONS = ("Is there a person in the image?", "How many people are there?", "What animal is this?",
+             "What color is it?")
 SETTINGS_HELP = "cpu: the served CPU setting (the model's defaults); cuda: its served GPU setting, timed on this CPU"
 
 
@@ -86,6 +90,21 @@ def main(argv: list[str] | None = None) -> dict:
         out[name] = {"settings": cap.config.replace(**kw).flat(), "median_s": round(statistics.median(totals), 3),
                      "max_s": round(max(totals), 3), **{k: round(statistics.median(v), 3) for k, v in stages.items()}}
         print(f"{name}: { {k: v for k, v in out[name].items() if k != 'settings'} }", flush=True)
+    # a question, warm, as the Ask tab asks it after the Caption tab captioned the photo (its caption known)
+    served = {id(im): cap.caption(im).caption for im in images}
+    by_route: dict[str, list[float]] = {}
+    cap.answer(images[0], QUESTIONS[0], by_type=True, caption=served[id(images[0])])  # warm-up
+    for im in images:
+        for q in QUESTIONS:
+            t = time.perf_counter()
+            r = cap.answer(im, q, by_type=True, caption=served[id(im)])
+            by_route.setdefault(r.route, []).append(time.perf_counter() - t)
+    every = [x for v in by_route.values() for x in v]
+    out["question"] = {"questions": list(QUESTIONS), "median_s": round(statistics.median(every), 3),
+                       "max_s": round(max(every), 3),
+                       "by_route": {k: {"n": len(v), "median_s": round(statistics.median(v), 3),
+                                        "max_s": round(max(v), 3)} for k, v in by_route.items()}}
+    print(f"question: {out['question']}", flush=True)
     cpu = out["served (defaults)"]["median_s"]
     out["budget_s"], out["within_budget"] = args.budget, cpu <= args.budget
     print(f"served CPU setting: median {cpu:.2f} s a photo, budget {args.budget:.1f} s: "
