@@ -193,10 +193,10 @@ def _evidence_rows() -> list[tuple[str, str, str]]:
         parts = []
         for split, sp in ev["splits"].items():
             rows = sp["rows"]
-            parts.append(f"{split}: {_seed_mean(rows, source)} vs {_seed_mean(rows, 'plain')} without (retrieval "
-                         f"{_retrieval(rows, source)} vs {_retrieval(rows, 'plain')}); a person named on "
-                         f"{_people(rows, source)} vs {_people(rows, 'plain')} person photos")
-        out.append((f"pixel evidence served (`{source}`; mean CIDEr of 4 seeds) vs none", "; ".join(parts),
+            parts.append(f"{split} {_seed_mean(rows, source)} vs {_seed_mean(rows, 'plain')} (retrieval "
+                         f"{_retrieval(rows, source)} vs {_retrieval(rows, 'plain')}), person named "
+                         f"{_people(rows, source)} vs {_people(rows, 'plain')}")
+        out.append((f"`{source}` read (served) vs not: mean CIDEr of 4 seeds", "; ".join(parts),
                     "results/tune_evidence_photo.md"))
     if vqa.get("splits"):
         share = cfg.answering.exist_share
@@ -206,10 +206,9 @@ def _evidence_rows() -> list[tuple[str, str, str]]:
             before = sp["rows"].get("served caption + LM (the Ask tab before #54)", {}).get("existence")
             if r and before:
                 parts.append(f"{split} " + "/".join(_f(r[k]) for k in ("random", "popular", "adversarial"))
-                             + " (before: " + "/".join(_f(before[k]) for k in ("random", "popular", "adversarial"))
-                             + ")")
-        out.append((f"VQA existence probes (POPE-style, random/popular/adversarial), from evidence at exist_share "
-                    f"{share:g}", "; ".join(parts), "results/vqa_photo.md"))
+                             + " (" + "/".join(_f(before[k]) for k in ("random", "popular", "adversarial")) + ")")
+        out.append(("VQA existence probes, random/popular/adversarial, from evidence (the Ask tab before)",
+                    "; ".join(parts), "results/vqa_photo.md"))
     return out
 
 
@@ -219,7 +218,6 @@ def results_table() -> str:
     tune, guided = _json("tune_memory_photo.json"), _json("tune_guidance_photo.json")
     lat = _json("photo_latency.json")
     cpu = _photo_row(photo, "photo", {})
-    unguided = _photo_row(photo, "photo", {"guide_weight": 0.0})
     one = _photo_row(photo, "photo", {"samples": 1, "num_beams": 1})
     mem = _photo_row(photo, "photo-memory", {})
     s8 = photo.get("prompts_S8") or {}
@@ -253,7 +251,6 @@ def results_table() -> str:
         return _train_paired(guided, name) + "; before per-image noise", "results/tune_guidance_photo.md"
 
     served_seeds, served_md = tuned(guided.get("served_cpu", ""))
-    plain_seeds, plain_md = tuned("`photo` (TIPCap S4) at its CPU setting before bank guidance, S=8 greedy")
     mem_seeds, mem_md = tuned("memory model, S=8 greedy, bank guidance weight 0.5")
     rows = [
         (f"`photo` served ({_setting(lat)}; the app, `caption`, `evaluate`), val-dev ({n} photos)",
@@ -261,14 +258,11 @@ def results_table() -> str:
          f"{g.get('own', '—')} / {g.get('other', '—')}; {_f(g.get('distinct_per_100'), 0)} distinct captions per "
          f"100 photos; a person named on {person.get('named', '—')} of {person.get('photos', '—')} person photos",
          "results/benchmark_photo.md"),
-        ("`photo` at that setting without bank guidance (the default before it)", f"CIDEr {_f(_cider(unguided))}",
-         "results/benchmark_photo.md"),
         ("`photo`, one greedy guided caption (S=1)", f"CIDEr {_f(_cider(one))}", "results/benchmark_photo.md"),
         ("retrieval: CIDEr-consensus caption of the 300 nearest", f"CIDEr {_f(_cider(consensus))}; served "
          f"setting minus it, paired bootstrap: {interval(pc)}", "results/benchmark_photo.md"),
         (f"train-paired (80 photos, 4 seeds; retrieval {_f(ret)}): `photo` served ({_setting(lat)})", served_seeds,
          served_md),
-        ("train-paired: `photo` without bank guidance (S=8 greedy)", plain_seeds, plain_md),
         ("train-paired: `photo-memory` with bank guidance 0.5 (S=8 greedy, sigma2=0.02)", mem_seeds, mem_md),
         ("`photo-memory` at its defaults, val-dev", f"CIDEr {_f(_cider(mem))}", "results/benchmark_photo.md"),
         *_evidence_rows(),
