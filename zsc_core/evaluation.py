@@ -278,7 +278,8 @@ def evaluate_prompt_following_coco(captioner, base, items: list[tuple[Any, list[
 def evaluate_vqa_coco(captioner, split: str, answers: Sequence[str], by_type: bool = True,
                       **caption_kw: Any) -> dict[str, Any]:
     """Zero-shot VQA on the real VQAv2 questions about one COCO split's photos (data/vqa/<split>-questions.json):
-    VQA accuracy, min(#humans who gave the answer / 3, 1), with the caption and for the question-only baseline.
+    VQA accuracy, min(#humans who gave the answer / 3, 1), with the caption, for the question-only baseline, and as
+    the model serves its answers (``as_served``: questions its evidence answers routed to it, vqa.parse_question).
     ``caption_kw`` decode the caption the LM reads (e.g. samples=1, num_beams=1)."""
     import json
     import os
@@ -307,6 +308,13 @@ def evaluate_vqa_coco(captioner, split: str, answers: Sequence[str], by_type: bo
                                          "caption": captions[q["file_name"]], "generated": gen, "answer": pick,
                                          "accuracy": scores[-1], "humans": q["answers"]})
         out[name] = sum(scores) / len(scores)
+    # as the app answers: questions the evidence answers routed to it (the model's settings), the rest as above
+    images = {name: load_image(os.path.join(folder, name)) for name in files}
+    served = [captioner.answer(images[q["file_name"]], q["question"], answers, by_type=by_type,
+                               caption=captions[q["file_name"]]) for q in questions]
+    out["as_served"] = sum(vqa_accuracy(r.answer, q["answers"]) for r, q in zip(served, questions)) / len(questions)
+    for entry, r in zip(out["questions"], served):
+        entry.update(served_answer=r.answer, route=r.route, evidence=r.evidence)
     return out
 
 

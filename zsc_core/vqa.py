@@ -44,7 +44,8 @@ VOCABULARIES = ("world", "vqav2")  # world.ANSWER_VOCAB; data/vqa/vqav2_answers.
 _YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|will|would|should|has|have|had)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"^\s*how many\b", re.IGNORECASE)
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-PROTOCOL = "v2: answer boilerplate stripped, 8 new tokens"  # results of another protocol are not comparable
+# results of another protocol are not comparable
+PROTOCOL = "v3: answer boilerplate stripped, 8 new tokens; as served, evidence routes"
 _LEAD = re.compile(r"^(?:.*\banswer(?: is)?\s*[:\-]\s*)?(?:(?:the|a|an|it is|it's)\s+)*", re.IGNORECASE)
 
 
