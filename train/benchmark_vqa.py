@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
-from train.common import parse_overrides, set_threads
+from train.common import parse_overrides, save_report, set_threads
 
 SHARES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 
@@ -238,10 +238,6 @@ def _vqa(pred: list[str], questions: list[dict], score) -> float:
 
 
 def save(cfg: VqaBenchConfig, report: dict) -> None:
-    os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
-    with open(cfg.out + ".json.tmp", "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(cfg.out + ".json.tmp", cfg.out + ".json")
     md = ["# Zero-shot VQA on real photos from evidence (`python -m train.benchmark_vqa`)\n\n",
           f"Model `{report['model']}`. Existence: POPE-style probes from the references (accuracy with the "
           "positives and each setting's negatives, balanced; yes-rate over all). Counting: accuracy where >= 3 "
@@ -263,9 +259,7 @@ def save(cfg: VqaBenchConfig, report: dict) -> None:
                 md.append(f"- {e['question']} -> **{e['routed']}** ({e['route']}: {e['evidence']}); LM with the "
                           f"caption: {e['lm']}; humans: {', '.join(e['humans'])}\n")
         md.append("\n")
-    with open(cfg.out + ".md.tmp", "w") as f:
-        f.write("".join(md))
-    os.replace(cfg.out + ".md.tmp", cfg.out + ".md")
+    save_report(cfg.out, report, "".join(md))
 
 
 if __name__ == "__main__":

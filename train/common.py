@@ -126,3 +126,13 @@ class RunLogger:
         from tqdm.auto import tqdm
 
         return tqdm(file=sys.stderr, dynamic_ncols=True, mininterval=5.0, **kw)
+
+
+def save_report(out: str, report: dict, markdown: str) -> None:
+    """Write ``out.json`` (the report) and ``out.md`` (its Markdown), each atomically: an interrupted run leaves the
+    last complete pair, never half a file."""
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    for path, text in ((out + ".json", json.dumps(report, indent=1)), (out + ".md", markdown)):
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)

@@ -24,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from train.common import parse_overrides, set_threads
+from train.common import parse_overrides, save_report, set_threads
 
 RETRIEVAL_K = 300
 NUMBERS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
@@ -104,11 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
                     runs.setdefault(json.dumps(r["key"]), {"captions": r["captions"]})
 
     def save() -> None:
-        os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
-        with open(cfg.out + ".json.tmp", "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(cfg.out + ".json.tmp", cfg.out + ".json")
-        write_markdown(cfg, report)
+        save_report(cfg.out, report, markdown(report))
 
     det = shared_detectors()
     for split in cfg.splits:
@@ -188,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
-def write_markdown(cfg: EvidenceTuneConfig, report: dict) -> None:
+def markdown(report: dict) -> str:
     md = ["# Pixel evidence on real photos (`python -m train.tune_evidence`)\n\n",
           f"Model `{report['model']}` at its served decoding (S=8 greedy, bank guidance). Retrieval: the CIDEr-"
           f"consensus caption of the {RETRIEVAL_K} nearest bank captions. Evidence: MTCNN faces (p >= 0.9) and "
@@ -215,9 +211,7 @@ def write_markdown(cfg: EvidenceTuneConfig, report: dict) -> None:
                 md.append(f"| {name} | {b['diff']:+.3f} [{b['low']:+.3f}, {b['high']:+.3f}] | {b['wins']} / "
                           f"{b['losses']} |\n")
         md.append("\n")
-    with open(cfg.out + ".md.tmp", "w") as f:
-        f.write("".join(md))
-    os.replace(cfg.out + ".md.tmp", cfg.out + ".md")
+    return "".join(md)
 
 
 if __name__ == "__main__":
