@@ -259,12 +259,12 @@ def results_table() -> str:
     rows = [
         (f"`photo` served ({_setting(lat)}; the app, `caption`, `evaluate`), val-dev ({n} photos)",
          f"CIDEr {_f(_cider(cpu))}, BLEU-4 {_f((cpu.get('scores') or {}).get('BLEU-4'))}; grounded "
-         f"{g.get('own', '—')} / {g.get('other', '—')}; {_f(g.get('distinct_per_100'), 0)} distinct captions per "
-         f"100 photos; a person named on {person.get('named', '—')} of {person.get('photos', '—')} person photos",
+         f"{g.get('own', '—')} / {g.get('other', '—')}; {_f(g.get('distinct_per_100'), 0)} distinct per 100 photos; "
+         f"a person named on {person.get('named', '—')} of {person.get('photos', '—')} person photos",
          "results/benchmark_photo.md"),
         ("`photo`, one greedy guided caption (S=1)", f"CIDEr {_f(_cider(one))}", "results/benchmark_photo.md"),
-        ("retrieval: CIDEr-consensus caption of the 300 nearest; the same with the served faces", f"CIDEr "
-         f"{_f(_cider(consensus))} / {_f(_cider(with_evidence))}; served minus each, paired bootstrap: "
+        ("retrieval (CIDEr-consensus of the 300 nearest), plain / with faces", f"CIDEr "
+         f"{_f(_cider(consensus))} / {_f(_cider(with_evidence))}; served minus each (paired bootstrap) "
          f"{interval(pc)} / {interval(pe)}", "results/benchmark_photo.md"),
         (f"train-paired (80 photos, 4 seeds; retrieval {_f(ret)}): `photo` served ({_setting(lat)})", served_seeds,
          served_md),
@@ -272,7 +272,8 @@ def results_table() -> str:
         ("`photo-memory` at its defaults, val-dev", f"CIDEr {_f(_cider(mem))}", "results/benchmark_photo.md"),
         *_evidence_rows(),
         ("interactive prompts: refined caption names the prompted noun (phrase / bare)",
-         f"S=8: {rate(s8.get('followed_phrase'))} / {rate(s8.get('followed_bare'))}; S=1: "
+         f"S=8: {rate(s8.get('followed_phrase'))} / {rate(s8.get('followed_bare'))}"
+         f"{' (before faces)' if s8.get('note') else ''}; S=1: "
          f"{rate(s1.get('followed_phrase'))} / {rate(s1.get('followed_bare'))}", "results/benchmark_photo.md"),
         (f"offline world, held-out scenes: MacCap / TIPCap S4 / CLIPRe retrieval ({_before(mac)[2:] or 'S=20'})",
          f"CIDEr {_f(_cider(mac))} / {_f(_cider(tip_w))} / {_f(_cider(clipre))}", "results/benchmark.md"),

@@ -258,8 +258,10 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
                   f"CIDEr of the rough captions {p['rough_CIDEr']:.3f}, of the captions refined with the "
                   f"noun-phrase prompt {p['refined_CIDEr']:.3f}.\n\nExamples: "
                   + "; ".join(f"{e['rough']!r} + {e['prompt']!r} -> {e['refined']!r}" for e in p["examples"][:4])
-                  + "\n")
+                  + "\n" + (f"\n(†) {p['note']}.\n" if p.get("note") else ""))
     v = report.get("vqa")
+    if v and v.get("note"):
+        md.append(f"\n(The VQA section below was {v['note']}.)\n")
     if v:
         md.append("\n## Zero-shot VQA on real VQAv2 questions (as the app answers: the served caption, "
                   "VQAv2's 3,128 answers)\n\nVQA accuracy, min(#humans who gave the answer / 3, 1). A sanity figure: "
