@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from PIL import Image
@@ -114,7 +115,7 @@ class Detectors:
 
     def __init__(self, cfg: DetectorConfig | None = None):
         self.cfg = cfg or DetectorConfig()
-        self._faces = self._bodies = None
+        self._loaded: dict[str, Any] = {}  # "faces" / "bodies" -> the loaded detector
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -135,14 +136,14 @@ class Detectors:
         with self._lock:
             if which in self._errors:
                 return None
-            if getattr(self, "_" + which) is None:
+            if which not in self._loaded:
                 try:
-                    setattr(self, "_" + which, (self._load_faces if which == "faces" else self._load_bodies)())
+                    self._loaded[which] = getattr(self, f"_load_{which}")()
                 except Exception as e:  # any failure leaves the captioner working without it
                     pkg = "facenet-pytorch==2.6.0 (--no-deps)" if which == "faces" else "opencv-python-headless<5"
                     self._errors[which] = f"cannot load ({type(e).__name__}: {e}); install {pkg}"
                     return None
-            return getattr(self, "_" + which)
+            return self._loaded[which]
 
     def warm(self, faces: bool = True, bodies: bool = True) -> dict[str, str]:
         """Load the detectors asked for now (the app's start-up), and return :meth:`status`."""
@@ -153,7 +154,7 @@ class Detectors:
 
     def status(self) -> dict[str, str]:
         """Per detector: "ready", "not loaded yet" or the reason it cannot run."""
-        return {w: self._errors.get(w) or ("ready" if getattr(self, "_" + w) is not None else "not loaded yet")
+        return {w: self._errors.get(w) or ("ready" if w in self._loaded else "not loaded yet")
                 for w in ("faces", "bodies")}
 
     # -- detection --------------------------------------------------------------------------------------------

@@ -62,13 +62,20 @@ def plural(word: str) -> str:
     return f"{head} {last}".strip()
 
 
+def forms(words: tuple[str, ...]) -> list[str]:
+    """The words and their plurals, longest first (so that a regex alternation tries "hot dogs" before "dog")."""
+    return sorted({f for w in words for f in (w, plural(w))}, key=len, reverse=True)
+
+
+@lru_cache(maxsize=512)
+def mention_pattern(words: tuple[str, ...]) -> re.Pattern:
+    """A regex that finds any of the words, or their plurals, as whole words in lower-case text."""
+    return re.compile(r"\b(?:" + "|".join(re.escape(f) for f in forms(words)) + r")\b")
+
+
 @lru_cache(maxsize=1)
 def _patterns() -> dict[str, re.Pattern]:
-    out = {}
-    for cat, words in CATEGORIES.items():
-        forms = sorted({f for w in words for f in (w, plural(w))}, key=len, reverse=True)
-        out[cat] = re.compile(r"\b(?:" + "|".join(re.escape(f) for f in forms) + r")\b")
-    return out
+    return {cat: mention_pattern(words) for cat, words in CATEGORIES.items()}
 
 
 def _spans(low: str) -> list[tuple[int, int, str]]:
@@ -94,8 +101,7 @@ def names(text: str, category: str) -> bool:
     """Whether a text names a category (or, for a word that is no category, the word or its plural)."""
     if category in CATEGORIES:
         return category in named_categories(text)
-    forms = {category, plural(category)}
-    return bool(re.search(r"\b(?:" + "|".join(re.escape(f) for f in forms) + r")\b", text.lower()))
+    return bool(mention_pattern((category,)).search(text.lower()))
 
 
 def category_of(phrase: str) -> str:

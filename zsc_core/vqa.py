@@ -206,11 +206,6 @@ def look(captioner, image) -> Seen:
     return Seen(captioner.bank.texts(index)[0], found)
 
 
-def _mentions(texts: Sequence[str], words: Sequence[str]) -> int:
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b")
-    return sum(bool(pattern.search(t.lower())) for t in texts)
-
-
 def answer_exists(seen: Seen, category: str, min_share: float) -> tuple[str, str]:
     """("yes" | "no", the evidence in words) for "Is there a <category>?"."""
     from .objects import names
@@ -233,10 +228,10 @@ _NUMBER_OF = {w: i for i, w in enumerate(NUMBER_WORDS)} | {"a": 1, "an": 1, "one
 
 @lru_cache(maxsize=256)
 def _count_pattern(category: str) -> re.Pattern:
-    from .objects import CATEGORIES, plural
+    from .objects import CATEGORIES, forms
 
-    forms = sorted({f for w in CATEGORIES.get(category, (category,)) for f in (w, plural(w))}, key=len, reverse=True)
-    return re.compile(r"\b(\w+)\s+(?:of\s+)?(?:\w+\s+)?(?:" + "|".join(re.escape(f) for f in forms) + r")\b")
+    names = forms(CATEGORIES.get(category, (category,)))
+    return re.compile(r"\b(\w+)\s+(?:of\s+)?(?:\w+\s+)?(?:" + "|".join(re.escape(f) for f in names) + r")\b")
 
 
 def count_in(text: str, category: str) -> int | None:
@@ -269,13 +264,14 @@ def answer_class(seen: Seen, cls: str, vocabulary: set[str] | None = None
                  ) -> tuple[str | None, str, list[tuple[str, float]]]:
     """(the candidate of ``cls`` (of those in ``vocabulary``) the nearest captions name most, or None when they name
     none; the evidence in words; every candidate by share)."""
-    from .objects import CATEGORIES, plural
+    from .objects import CATEGORIES, mention_pattern
 
-    def forms(c: str) -> list[str]:
-        words = _SPORT_WORDS.get(c) or CATEGORIES.get(c) or (c,)
-        return sorted({f for w in words for f in (w, plural(w))}, key=len, reverse=True)
-
-    counts = {c: _mentions(seen.texts, forms(c)) for c in CLASSES[cls] if vocabulary is None or c in vocabulary}
+    low = [t.lower() for t in seen.texts]
+    counts = {}
+    for c in CLASSES[cls]:
+        if vocabulary is None or c in vocabulary:
+            pattern = mention_pattern(_SPORT_WORDS.get(c) or CATEGORIES.get(c) or (c,))
+            counts[c] = sum(bool(pattern.search(t)) for t in low)
     ranked = sorted(counts.items(), key=lambda x: -x[1])
     best, n = ranked[0] if ranked else ("", 0)
     if n == 0:
