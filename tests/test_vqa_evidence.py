@@ -63,7 +63,8 @@ def test_counting_reads_the_detections_for_people_else_the_count_the_captions_ag
     assert count_in("a pair of skis", "skis") == 2 and count_in("dogs running", "dog") is None
     assert answer_count(Seen(texts, Evidence()), "giraffe")[0] == "2"
     assert answer_count(Seen(texts, Evidence([FACE] * 3)), "person", count_faces=True) == ("3", "3 faces found")
-    assert answer_count(Seen(texts, Evidence([FACE] * 3)), "person")[0] == "1"  # the captions' count: "A man"
+    assert answer_count(Seen(texts, Evidence([FACE] * 3)), "person") == (  # the captions' count: "A man"
+        "1", "1 of the nearest captions that count people say 1")
     assert answer_count(Seen(texts, Evidence()), "person", count_faces=True)[0] == "1"  # no face: the captions
     assert answer_count(Seen(["A field"], Evidence()), "zebra")[0] == "1"  # nothing counted: the most common answer
 

@@ -254,10 +254,11 @@ def answer_count(seen: Seen, category: str, count_faces: bool = False) -> tuple[
     if count_faces and category == "person" and found is not None and found.n_people:
         return str(found.n_people), f"{found.summary()} found"
     votes: Counter[int] = Counter(n for n in (count_in(t, category) for t in seen.texts) if n is not None)
+    things = "people" if category == "person" else plural(category)
     if not votes:
-        return "1", f"none of the {len(seen.texts)} nearest captions counts {plural(category)}"
+        return "1", f"none of the {len(seen.texts)} nearest captions counts {things}"
     n, k = max(votes.items(), key=lambda x: (x[1], -x[0]))
-    return str(n), f"{k} of the nearest captions that count {plural(category)} say {n}"
+    return str(n), f"{k} of the nearest captions that count {things} say {n}"
 
 
 def answer_class(seen: Seen, cls: str, vocabulary: set[str] | None = None
