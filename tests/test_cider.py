@@ -34,6 +34,8 @@ ITEMS = [  # (candidate, references), already lower-case and tokenised so both s
     ("a cat sleeping on a couch", ["a cat asleep on the sofa", "a grey cat lying on a couch",
                                    "a cat curled up on a red couch", "a sleeping cat"]),
     ("two dogs", ["a dog running in a field", "two dogs play with a ball"]),
+    # repeated n-grams on both sides: the clipping min(hyp, ref) * ref at counts above one (cider.similarities)
+    ("a dog and a dog and a dog", ["a dog a dog", "a dog and a dog and a dog and a dog", "dog"]),
 ]
 
 

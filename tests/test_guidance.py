@@ -109,9 +109,9 @@ def test_the_first_pass_is_guided_and_a_prompted_pass_never_is(tmp_path):
     seen = []
     generate = cap.lm.generate
 
-    def recording(prefix, prompts=None, cfg=None, logits_processor=None):
+    def recording(prefix, prompts=None, cfg=None, logits_processor=None, **kw):
         seen.append(logits_processor)
-        return generate(prefix, prompts=prompts, cfg=cfg, logits_processor=logits_processor)
+        return generate(prefix, prompts=prompts, cfg=cfg, logits_processor=logits_processor, **kw)
 
     cap.lm.generate = recording
     cap.caption(_img(3), prompt="An image contains red circle.", samples=2, max_new_tokens=4, guide_weight=0.5)

@@ -108,3 +108,38 @@ def test_the_facade_routes_evidence_questions_and_falls_back_to_the_lm(tmp_path)
     off = loaded.answer(_img(1), "Is there a person in the image?", answers=["yes", "no"], caption="a red square",
                         evidence_answers=False)
     assert off.route == "lm"
+
+
+def test_a_caption_s_lookup_is_the_evidence_its_questions_read(tmp_path, monkeypatch):
+    """Issue #55: the Caption tab's lookup (nearest captions, detections) is what the Ask tab's evidence reads, so a
+    captioned photo is not encoded, detected and searched again for a question."""
+    from zsc_core import vqa
+    from zsc_core.bank import attach_bank
+    from zsc_core.captioner import Captioner
+    from zsc_core.service import CaptionMemo
+    from zsc_core.settings import set_defaults
+
+    from .test_bank import _captioner_with_bank, _img
+    from .test_evidence import _people_bank
+
+    cap, path, _ = _captioner_with_bank(tmp_path)
+    bank_path, _ = _people_bank(tmp_path, cap)
+    attach_bank(path, bank_path, k=3)
+    set_defaults(path, evidence_answers=True, answer_k=10, exist_share=0.05, rerank="cider", rerank_k=10)
+    loaded = Captioner.from_pretrained(path)
+    r = loaded.caption(_img(1), samples=2, max_new_tokens=4)
+    seen = vqa.seen_from(loaded, r)
+    looked = vqa.look(loaded, _img(1))
+    assert seen is not None and seen.texts == looked.texts and len(seen.texts) == 10
+    assert seen.found.summary() == looked.found.summary()
+    monkeypatch.setattr(vqa, "look", lambda *a: pytest.fail("looked up again"))
+    asked = loaded.answer(_img(1), "Is there a person in the image?", answers=["yes", "no"], seen=seen)
+    assert asked.route == "exists" and asked.seen is seen
+    # a caption that read fewer neighbours than the questions read is not their evidence
+    short = loaded.caption(_img(1), samples=2, max_new_tokens=4, rerank_k=5)
+    assert vqa.seen_from(loaded, short) is None
+    memo = CaptionMemo()
+    memo.put(_img(1), "p", {"samples": 2}, "a caption")
+    memo.put(_img(1), "p", {"samples": 2}, seen=seen)  # kept beside the caption, not instead of it
+    assert memo.get(_img(1), "p", {"samples": 2}) == "a caption" and memo.seen(_img(1), "p", {"samples": 2}) is seen
+    assert memo.seen(_img(2), "p", {"samples": 2}) is None

@@ -64,6 +64,9 @@ class CaptionResult:
     prompt: str | None = None
     entities: list[str] | None = None  # the entity prompt's nouns its first sample read (memory models)
     evidence: Evidence | None = None  # what the detectors found and the neighbours were conditioned on (evidence.py)
+    # the nearest bank captions the CIDEr-D ranking read (conditioned on the evidence), nearest first: what the Ask
+    # tab's evidence answers read too (vqa.seen_from), so a photo is encoded, detected and searched once
+    neighbours: list[str] | None = None
 
     @property
     def sigma2(self) -> float:
@@ -359,7 +362,9 @@ class Captioner:
                                  rough_caption=proposal.rough[i] if proposal.rough else None,
                                  prompt=proposal.prompt,
                                  entities=proposal.entities[i] if proposal.entities is not None else None,
-                                 evidence=proposal.evidence[i] if proposal.evidence is not None else None)
+                                 evidence=proposal.evidence[i] if proposal.evidence is not None else None,
+                                 neighbours=proposal.pending.cider_texts[i]
+                                 if proposal.pending.cider_texts is not None else None)
                    for i, cands in enumerate(ranked)]
         timings = dict(proposal.timings)
         timings["rank_s"] += (time.perf_counter() - t) / max(1, len(results))
@@ -567,9 +572,11 @@ class Captioner:
         ``prompt_weight`` x the cosine with the pass's prompt). Adds the seconds spent embedding to ``clock``."""
         d, b, s = look.cfg.decoding, look.b, look.s
         gen_cfg = GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
-                                num_return=d.num_beams if d.keep_beams else 1)
+                                num_return=d.num_beams if d.keep_beams else 1, draft=d.draft_tokens if p.guide else 0)
+        vocab = self.bank.vocabulary(self.lm) if d.bank_vocab and d.num_beams == 1 and self.has_bank else None
         with autocast(self.lm.device, self.lm.model.dtype):
-            texts = self.lm.generate(p.prefix, prompts=p.prompts, cfg=gen_cfg, logits_processor=p.guide)
+            texts = self.lm.generate(p.prefix, prompts=p.prompts, cfg=gen_cfg, logits_processor=p.guide,
+                                     vocab=vocab)
         t = time.perf_counter()
         n = s * gen_cfg.num_return  # candidates per image: each sample's hypotheses, image-major
         text_feats = self.clip.encode_text(texts).view(b, n, -1)  # (B, S x num_return, D)

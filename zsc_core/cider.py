@@ -21,6 +21,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from scipy import sparse
+
 ORDERS = 4  # n-grams of 1..4 words
 SIGMA = 6.0  # the length penalty's width (pycocoevalcap's default)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -65,46 +68,72 @@ class Idf:
         return math.log(self.n_docs) - math.log(max(1, self.df[order].get(gram, 0)))
 
 
-def _vector(counts: list[Counter], idf: Idf) -> tuple[list[dict[str, float]], list[float], int]:
-    """TF-IDF vectors per order, their norms, and the length pycocoevalcap uses (the number of bigrams)."""
-    vecs = [{g: tf * idf.weight(n, g) for g, tf in c.items()} for n, c in enumerate(counts)]
-    norms = [math.sqrt(sum(v * v for v in vec.values())) for vec in vecs]
-    return vecs, norms, sum(counts[1].values()) if len(counts) > 1 else 0
+def _matrix(rows: Sequence[Counter], index: dict[str, int]) -> sparse.csr_matrix:
+    """The term counts of ``rows`` (one Counter each) as a sparse (rows, len(index)) matrix; new n-grams join
+    ``index``."""
+    cols, vals, ptr = [], [], [0]
+    for counts in rows:
+        for g, tf in counts.items():
+            cols.append(index.setdefault(g, len(index)))
+            vals.append(tf)
+        ptr.append(len(cols))
+    return sparse.csr_matrix((np.asarray(vals, dtype=np.float64), np.asarray(cols, dtype=np.int64),
+                              np.asarray(ptr, dtype=np.int64)), shape=(len(rows), max(1, len(index))))
 
 
-def _similarity(a: tuple, b: tuple) -> float:
-    """Sum over orders of the clipped TF-IDF cosine of two ``_vector``s, times their length penalty."""
-    (vec, norm, length), (rvec, rnorm, rlength) = a, b
-    penalty = math.exp(-((length - rlength) ** 2) / (2 * SIGMA ** 2))
-    total = 0.0
-    for n in range(len(vec)):
-        dot = sum(min(v, rvec[n][g]) * rvec[n][g] for g, v in vec[n].items() if g in rvec[n])
-        if norm[n] and rnorm[n]:
-            dot /= norm[n] * rnorm[n]
-        total += dot * penalty
-    return total
+def _at_least(tf: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
+    """1 where a count is at least k, else 0 (sparse)."""
+    out = tf.copy()
+    out.data = (out.data >= k).astype(np.float64)
+    out.eliminate_zeros()
+    return out
+
+
+def similarities(candidates: Sequence[str], references: Sequence[str], idf: Idf) -> np.ndarray:
+    """(C, R): for each candidate and reference, the sum over orders of their clipped TF-IDF cosine
+    (``sum_g min(c_g, r_g) * r_g / (|c| |r|)``, with ``c_g = tf * idf``) times their length penalty.
+
+    All pairs at once, as sparse products: with ``w_g`` an n-gram's idf weight, ``min(c_g, r_g) * r_g`` is
+    ``w_g^2 * sum_k [tf_c >= k] [tf_r >= k] tf_r`` (counts are integers), one product per k up to the largest
+    count; pycocoevalcap computes the same pair by pair."""
+    orders = len(idf.df)
+    cand = [ngram_counts(tokenize(t), orders) for t in candidates]
+    refs = [ngram_counts(tokenize(t), orders) for t in references]
+    total = np.zeros((len(cand), len(refs)))
+    for n in range(orders):
+        index: dict[str, int] = {}
+        tc, tr = _matrix([c[n] for c in cand], index), _matrix([r[n] for r in refs], index)
+        grams = sorted(index, key=index.__getitem__)
+        w = np.array([idf.weight(n, g) for g in grams] or [0.0])
+        tc.resize((tc.shape[0], len(w)))
+        tr.resize((tr.shape[0], len(w)))
+        nc = np.sqrt(np.asarray(tc.multiply(tc).multiply(w ** 2).sum(1)).ravel())
+        nr = np.sqrt(np.asarray(tr.multiply(tr).multiply(w ** 2).sum(1)).ravel())
+        dot = np.zeros_like(total)
+        top = int(max(tc.data.max(initial=0), tr.data.max(initial=0)))
+        for k in range(1, top + 1):
+            dot += (_at_least(tc, k) @ _at_least(tr, k).multiply(tr).multiply(w ** 2).T).toarray()
+        both = np.outer(nc, nr)
+        total += np.divide(dot, both, out=np.zeros_like(dot), where=both > 0)
+    lc = np.array([sum(c[1].values()) if orders > 1 else 0 for c in cand], dtype=np.float64)
+    lr = np.array([sum(r[1].values()) if orders > 1 else 0 for r in refs], dtype=np.float64)
+    return total * np.exp(-((lc[:, None] - lr[None, :]) ** 2) / (2 * SIGMA ** 2))
 
 
 def cider_d(candidates: Sequence[str], references: Sequence[str], idf: Idf) -> list[float]:
     """CIDEr-D of each candidate against all ``references`` (one score per candidate, same scale as the metric)."""
     if not references:
         raise ValueError("CIDEr-D needs at least one reference caption")
-    orders = len(idf.df)
-    refs = [_vector(ngram_counts(tokenize(r), orders), idf) for r in references]
-    cands = [_vector(ngram_counts(tokenize(c), orders), idf) for c in candidates]
-    return [10.0 * sum(_similarity(c, r) for r in refs) / orders / len(refs) for c in cands]
+    if not candidates:
+        return []
+    sims = similarities(candidates, references, idf)
+    return (10.0 * sims.sum(1) / len(idf.df) / len(references)).tolist()
 
 
 def leave_one_out_cider_d(texts: Sequence[str], idf: Idf) -> list[float]:
-    """For each text, its CIDEr-D against all the others (``cider_d([t_i], texts without t_i)``), with every
-    text's vectors built once (k builds instead of k^2; the k(k-1) similarities are the same)."""
+    """For each text, its CIDEr-D against all the others (``cider_d([t_i], texts without t_i)``), from one (k, k)
+    matrix of similarities (the clipped cosine is not symmetric: both directions are in it)."""
     if len(texts) < 2:
         raise ValueError("leave-one-out CIDEr-D needs at least two texts")
-    orders = len(idf.df)
-    vecs = [_vector(ngram_counts(tokenize(t), orders), idf) for t in texts]
-    totals = [0.0] * len(texts)
-    for i in range(len(vecs)):
-        for j in range(i + 1, len(vecs)):  # the clipped cosine is not symmetric: both directions
-            totals[i] += _similarity(vecs[i], vecs[j])
-            totals[j] += _similarity(vecs[j], vecs[i])
-    return [10.0 * t / orders / (len(texts) - 1) for t in totals]
+    sims = similarities(texts, texts, idf)
+    return (10.0 * (sims.sum(1) - np.diag(sims)) / len(idf.df) / (len(texts) - 1)).tolist()

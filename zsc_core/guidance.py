@@ -88,12 +88,18 @@ class BankGuidance(LogitsProcessor):
         if scores.shape[0] != len(self.tables) * self.num_beams:
             raise ValueError(f"{scores.shape[0]} rows to guide, but {len(self.tables)} tables x {self.num_beams} "
                              "beams")
+        # one host copy of the generated tokens per step (not one per row)
+        return self.mix(input_ids.tolist(), [r // self.num_beams for r in range(scores.shape[0])], scores)
+
+    def mix(self, contexts: Sequence[Sequence[int]], tables: Sequence[int], scores: torch.Tensor) -> torch.Tensor:
+        """Row i of ``scores`` (N, V) mixed with table ``tables[i]``'s distribution after ``contexts[i]`` (the
+        tokens generated so far): what ``__call__`` does per decoded row, and what the drafting decoder
+        (decode.py) does per verified position. One scatter for every row."""
         logp = torch.log_softmax(scores.float(), dim=-1)
         out = logp + self._log_lm
-        # one host copy of the generated tokens per step (not one per row), then one scatter for every row's table
         rows, toks, probs, alone = [], [], [], []
-        for r, generated in enumerate(input_ids.tolist()):
-            dist = self.tables[r // self.num_beams].next(generated)
+        for r, (generated, t) in enumerate(zip(contexts, tables)):
+            dist = self.tables[t].next(generated)
             if dist is None:
                 alone.append(r)  # no context in the captions: the LM alone
                 continue
@@ -109,3 +115,21 @@ class BankGuidance(LogitsProcessor):
             bank = torch.log(torch.tensor(probs, device=scores.device, dtype=out.dtype)) + self._log_bank
             out[r_i, t_i] = torch.logaddexp(out[r_i, t_i], bank)
         return out.to(scores.dtype)
+
+    def draft(self, table: int, generated: Sequence[int], n: int, stop: int) -> list[int]:
+        """Up to ``n`` tokens that table ``table`` expects after ``generated``: its most frequent next token, then
+        the next after that, ... (ties to the token seen first), ending at ``stop`` (the end of text) or where the
+        table knows no context. The drafting decoder's guesses (decode.py), which the LM then checks."""
+        out: list[int] = []
+        context = list(generated)
+        while len(out) < n:
+            dist = self.tables[table].next(context)
+            if dist is None:
+                break
+            ids, probs = dist
+            tok = ids[max(range(len(ids)), key=probs.__getitem__)]
+            out.append(tok)
+            if tok == stop:
+                break
+            context.append(tok)
+        return out

@@ -59,6 +59,7 @@ class GenerationCfg:
     max_new_tokens: int = 20  # captions are short (papers: <= 15 words)
     num_beams: int = 1  # 1: greedy; MacCap's single-caption setting uses 4 (diversity comes from input noise)
     num_return: int = 1  # hypotheses returned per row (<= num_beams): the best first, rows stay contiguous
+    draft: int = 0  # greedy only: tokens each row guesses from its bank-guidance table per step (decode.py)
 
 
 def cache_dir() -> str:
@@ -192,14 +193,28 @@ class LanguageModel(FrozenIdentity, nn.Module):
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prompts: Sequence[list[int]] | None = None,
-                 cfg: GenerationCfg | None = None, logits_processor: Any = None) -> list[str]:
-        """Decode ``cfg.num_return`` captions per row of ``prefix`` (B, L, H) in ONE ``generate`` call; cleaned
+                 cfg: GenerationCfg | None = None, logits_processor: Any = None, vocab: torch.Tensor | None = None,
+                 stats: Any = None) -> list[str]:
+        """Decode ``cfg.num_return`` captions per row of ``prefix`` (B, L, H) in ONE batched decode; cleaned
         sentences, row-major (row i's hypotheses at i * num_return ..., best first). ``logits_processor``: a
-        transformers ``LogitsProcessor`` applied after the built-in ones (guidance.BankGuidance)."""
+        transformers ``LogitsProcessor`` applied after the built-in ones (guidance.BankGuidance).
+
+        Greedy decoding with drafts (``cfg.draft``) or a restricted head (``vocab``: the token ids it may write;
+        the prompts' tokens are added) runs :func:`decode.greedy` (``stats``: its :class:`decode.DecodeStats`);
+        everything else runs ``transformers``' ``generate``."""
         cfg = cfg or GenerationCfg()
         if not 1 <= cfg.num_return <= cfg.num_beams:
             raise ValueError(f"num_return must be between 1 and num_beams={cfg.num_beams}, got {cfg.num_return}")
         embeds, mask = self.prefix_inputs(prefix.to(self.device), prompts)
+        if cfg.num_beams == 1 and (cfg.draft > 0 or vocab is not None):
+            from .decode import greedy
+
+            if vocab is not None and prompts:
+                vocab = torch.unique(torch.cat([vocab.cpu(), torch.tensor([t for p in prompts for t in p],
+                                                                          dtype=torch.long)]))
+            rows = greedy(self, embeds, mask, cfg.max_new_tokens, guide=logits_processor, draft=cfg.draft,
+                          vocab=vocab, stats=stats)
+            return [clean_caption(t) for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
         kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
                                   do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
                                   begin_suppress_tokens=self.empty_starts, num_return_sequences=cfg.num_return)
@@ -209,6 +224,14 @@ class LanguageModel(FrozenIdentity, nn.Module):
             kw["logits_processor"] = LogitsProcessorList([logits_processor])
         out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
         return [clean_caption(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def vocabulary(self, texts: Sequence[str]) -> torch.Tensor:
+        """The sorted token ids that ``texts`` use, and the end of text: a restricted head's vocabulary."""
+        ids = self.tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]
+        seen = {self.eos_id}
+        for x in ids:
+            seen.update(x)
+        return torch.tensor(sorted(seen), dtype=torch.long)
 
 
 def clean_caption(text: str) -> str:

@@ -88,17 +88,37 @@ class ModelCache:
         what went wrong and what to do, for the page; the other presets stay usable."""
         name = name or default_preset()
         try:
-            v = self.captioner(name).config.evidence
+            cap = self.captioner(name)
+            v = cap.config.evidence
             if v.detects:  # the detectors it reads load now, so the Models tab says whether they run here
                 from .evidence import shared_detectors
 
                 shared_detectors().warm(v.faces, v.bodies)
+            # in the background: the page is served meanwhile (a request that comes first does this work itself)
+            threading.Thread(target=self._warm_reads, args=(cap,), name=f"warm-{name}", daemon=True).start()
             if prompt_status(name).ready:
                 self.captioner(name, prompts=True)
         except UserError as e:
             others = [n for n in PRESETS if n != name and self.usable(n)]
             return f"{e} " + (f"Other models still work: {', '.join(others)}." if others else "")
         return ""
+
+    @staticmethod
+    def _warm_reads(cap) -> None:
+        """What the first caption and the first question of each kind would otherwise wait for: the caption bank's
+        texts and the tokens its captions use (a restricted head), and the encoded answers (vqa.warm)."""
+        import logging
+
+        from . import vqa
+
+        try:
+            if cap.has_bank:
+                cap.bank.captions()
+                if cap.config.decoding.bank_vocab:
+                    cap.bank.vocabulary(cap.lm)
+            vqa.warm(cap)
+        except Exception as e:  # only a head start: the request that needs it will meet the error and say it
+            logging.getLogger(__name__).warning("warming %s up failed: %s: %s", cap.name, type(e).__name__, e)
 
     def detector_status(self) -> dict[str, str]:
         """Each pixel-evidence detector a loaded preset reads, and whether it runs here (evidence.Detectors)."""

@@ -19,17 +19,19 @@ from .presets import PRESETS
 from .prompts import propose_prompted
 from .requests import check_settings, check_text, nothing_to_see, read_image
 from .viz import draw_detections, draw_regions
+from .vqa import seen_from
 
 __all__ = ["CaptionMemo", "CaptionRequest", "CaptionService", "CaptionView", "UserError"]
 
 
 class CaptionMemo:
-    """The captions the Caption tab showed, by image, preset and effective settings (a few hundred, oldest dropped):
-    the Ask tab reads the same caption the Caption tab shows, without decoding it again."""
+    """The captions the Caption tab showed, by image, preset and effective settings (a few hundred, oldest dropped),
+    with what the photo's caption found (vqa.Seen: its nearest bank captions and detections): the Ask tab reads the
+    same caption the Caption tab shows, and the same evidence, without decoding, detecting or searching again."""
 
     def __init__(self, size: int = 256):
         self.size = size
-        self._captions: OrderedDict[tuple, str] = OrderedDict()
+        self._entries: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -38,14 +40,27 @@ class CaptionMemo:
         return digest, image.size, preset, tuple(sorted(settings.items()))
 
     def get(self, image: Image.Image, preset: str, settings: dict[str, Any]) -> str | None:
-        with self._lock:
-            return self._captions.get(self.key(image, preset, settings))
+        """The caption shown for the photo at these settings, if one was."""
+        return self.entry(image, preset, settings).get("caption")
 
-    def put(self, image: Image.Image, preset: str, settings: dict[str, Any], caption: str) -> None:
+    def seen(self, image: Image.Image, preset: str, settings: dict[str, Any]) -> Any:
+        """What the photo's lookup found at these settings (vqa.Seen), if it was kept."""
+        return self.entry(image, preset, settings).get("seen")
+
+    def entry(self, image: Image.Image, preset: str, settings: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            self._captions[self.key(image, preset, settings)] = caption
-            while len(self._captions) > self.size:
-                self._captions.popitem(last=False)
+            return dict(self._entries.get(self.key(image, preset, settings), {}))
+
+    def put(self, image: Image.Image, preset: str, settings: dict[str, Any], caption: str | None = None,
+            seen: Any = None) -> None:
+        """Keep the photo's caption and/or its lookup (what is not given stays as it was)."""
+        key = self.key(image, preset, settings)
+        with self._lock:
+            entry = self._entries.pop(key, {})
+            entry.update({k: v for k, v in (("caption", caption), ("seen", seen)) if v is not None})
+            self._entries[key] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
 
 @dataclass
@@ -133,8 +148,8 @@ class CaptionService:
         rough = r.rough_caption or ""
         if prompt and not cap.interactive:
             rough = "(one pass: this model reads the prompt's nouns as entities, before the ones it retrieved)"
-        elif not prompt:  # what the Ask tab reads for this photo (vqa_service)
-            self.memo.put(request.image, preset, r.settings.flat(), r.caption)
+        elif not prompt:  # what the Ask tab reads for this photo (vqa_service): its caption and its evidence
+            self.memo.put(request.image, preset, r.settings.flat(), r.caption, seen_from(cap, r))
         elif rough:  # the rough caption is this model's plain caption at these settings
             self.memo.put(request.image, preset, base.effective(**self._plain(request.settings, base)).flat(), rough)
         # the base model's CIDEr-D ranking already looked up the photo's ranking_k nearest bank captions

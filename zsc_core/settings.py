@@ -34,6 +34,10 @@ class DecodingConfig:
     keep_beams: bool = False  # every beam hypothesis a candidate (S x num_beams ranked); False: each sample's best
     max_new_tokens: int = 20  # captions are short (the papers': <= 15 words)
     seed: int = 0  # seeds the sampling noise, so a caption is reproducible
+    # Greedy, guided decoding (decode.py): tokens each row guesses from its n-gram table per LM pass, kept where
+    # the LM agrees (the captions are greedy decoding's; fewer passes over the weights). 0: one token a pass.
+    draft_tokens: int = 0
+    bank_vocab: bool = False  # the LM head scores only the tokens the caption bank's captions use (and the prompt's)
 
 
 @dataclass
@@ -208,6 +212,8 @@ class CaptionConfig:
             raise ValueError(f"samples must be >= 1, got {d.samples}")
         if d.num_beams < 1:
             raise ValueError(f"num_beams must be >= 1, got {d.num_beams}")
+        if not 0 <= d.draft_tokens <= 16:
+            raise ValueError(f"draft_tokens must be between 0 and 16, got {d.draft_tokens}")
         if self.ranking.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {self.ranking.rerank!r}; known: {RERANKERS}")
         if not 0.0 <= r.bank_mix <= 1.0:

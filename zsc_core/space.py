@@ -72,6 +72,7 @@ SPACE_REQUIREMENTS = (
     "scikit-learn==1.9.1",
     "pillow==12.3.0",
     "numpy==2.4.6",
+    "scipy==1.17.1",  # sparse products of the CIDEr-D consensus (cider.py)
     "platformdirs==4.14.9",
     "tqdm==4.70.1",
     "opencv-python-headless==4.14.0.94",  # HOG people (evidence.py); 5.x has no HOG detector

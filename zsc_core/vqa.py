@@ -131,6 +131,7 @@ class AnswerResult:
     ranking: list[tuple[str, float]]  # candidate answers by cosine (or by evidence share), best first
     evidence: str = ""  # what the answer was read from, in words ("41 of the 300 nearest captions name ...")
     route: str = "lm"  # "exists", "count", "class" (answered from the evidence) or "lm"
+    seen: Seen | None = None  # the photo's evidence, where it was read (kept by the app for the next question)
 
 
 # -- questions the evidence answers -------------------------------------------------------------------------------
@@ -204,6 +205,19 @@ def look(captioner, image) -> Seen:
     index = neighbour_index(captioner.bank, feats, cfg.answering.answer_k, [found] if v.detects else None,
                             v.count_people, v.evidence_pool)
     return Seen(captioner.bank.texts(index)[0], found)
+
+
+def seen_from(captioner, result) -> Seen | None:
+    """The photo's evidence as its caption (a :class:`captioner.CaptionResult`) already found it: the nearest bank
+    captions its ranking read and its detections, where they are what :func:`look` would find (the same evidence
+    settings, at least ``answer_k`` captions); else None."""
+    from .evidence import Evidence
+
+    cfg = captioner.effective()
+    k = cfg.answering.answer_k
+    if result.neighbours is None or len(result.neighbours) < k or result.settings.evidence != cfg.evidence:
+        return None
+    return Seen(list(result.neighbours[:k]), result.evidence if result.evidence is not None else Evidence())
 
 
 def answer_exists(seen: Seen, category: str, min_share: float) -> tuple[str, str]:
@@ -307,6 +321,14 @@ def _encoded_answers(clip, answers: tuple[str, ...]) -> torch.Tensor:
     return _ENCODED[key]
 
 
+def warm(captioner, answers: Sequence[str] | None = None) -> None:
+    """Encode the candidate answers of each answer type once (what the first question of each type would wait
+    for: the ~3k VQAv2 answers take seconds on 2 cores), so the first visitor's question is as fast as the next."""
+    candidates = [a for a in (answers or answer_vocabulary(captioner.answers)) if a not in UNCERTAIN]
+    for question in ("Is it?", "How many?", "What is it?"):  # yes/no, number, other (answer_type)
+        _encoded_answers(captioner.clip, tuple(typed_candidates(question, candidates)))
+
+
 @torch.no_grad()
 def rank_answers(clip, generated: Sequence[str], answers: Sequence[str]) -> list[list[tuple[str, float]]]:
     """For each generated text, the candidate answers by CLIP text cosine, best first."""
@@ -340,14 +362,14 @@ def answer(captioner, image, question: str, answers: Sequence[str] | None = None
         seen = seen or look(captioner, image)
         if q.kind == "exists":
             a, said = answer_exists(seen, q.target, cfg.answering.exist_share)
-            return AnswerResult(a, "", None, [(a, 1.0)], said, "exists")
+            return AnswerResult(a, "", None, [(a, 1.0)], said, "exists", seen)
         if q.kind == "count":
             a, said = answer_count(seen, q.target, cfg.answering.count_faces)
-            return AnswerResult(a, "", None, [(a, 1.0)], said, "count")
+            return AnswerResult(a, "", None, [(a, 1.0)], said, "count", seen)
         vocab = set(answers or answer_vocabulary(captioner.answers))
         best, said, ranked = answer_class(seen, q.target, vocab)
         if best is not None:
-            return AnswerResult(best, "", None, ranked, said, "class")
+            return AnswerResult(best, "", None, ranked, said, "class", seen)
     if not use_caption:
         caption = None
     elif caption is None:

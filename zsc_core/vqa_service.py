@@ -44,9 +44,13 @@ class AnswerService:
         name = preset_name(preset)
         cap = self.models.captioner(name)
         served = cap.effective().flat()
-        known = self.memo.get(image, name, served)
-        # the evidence answers what it can without a caption; otherwise the LM reads the Caption tab's caption
-        r = cap.answer(image, question, by_type=True, caption=known)
+        memo = self.memo.entry(image, name, served)
+        known = memo.get("caption")
+        # the evidence answers what it can without a caption, from the Caption tab's lookup where it made one (or
+        # this tab's, from an earlier question); otherwise the LM reads the Caption tab's caption
+        r = cap.answer(image, question, by_type=True, caption=known, seen=memo.get("seen"))
+        if r.seen is not None and memo.get("seen") is None:
+            self.memo.put(image, name, served, seen=r.seen)
         if r.route == "lm":
             if known is None and r.caption:
                 self.memo.put(image, name, served, r.caption)

@@ -1,0 +1,86 @@
+"""What a visitor waits for in the running app, one request at a time: cold start, a caption, a question.
+
+    python bench/app_latency.py [--images 8] [--json results/app_latency.json]
+
+Starts ``python app.py`` (the ``photo`` default) as a separate process and times, from process start, until the
+server answers HTTP (the cold start). Then, one request in flight at a time through ``gradio_client`` (upload,
+queue, the model's work, the regions image and the table sent back: what a browser's click waits for, less the
+page's own drawing), it captions the first ``--images`` val-dev photos at the model's own settings, each twice (the
+second is warm), and asks each photo the four questions of ``bench/photo_latency.py`` after its caption, as a
+visitor of the Ask tab would. The first caption is reported apart (it may wait for the warm-up still running in
+the background). Prints and writes the medians and maxima, and the server's peak resident memory (VmHWM). The
+model's own seconds are ``bench/photo_latency.py``'s: the difference is what the app adds. Figures depend on the
+machine and on what else runs on it: say which when reporting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.app_serving import free_port, launch, peak_rss_gb  # noqa: E402
+from bench.photo_latency import QUESTIONS  # noqa: E402
+
+
+def summary(xs: list[float]) -> dict[str, float]:
+    return {"n": len(xs), "median_s": round(statistics.median(xs), 3), "max_s": round(max(xs), 3)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args(argv)
+    from gradio_client import Client, handle_file
+
+    from zsc_core.evaluation import coco_items
+
+    paths = [p for p, _ in coco_items("val-dev")[:args.images]]
+    out: dict = {"machine": f"{os.cpu_count()} CPUs", "images": len(paths)}
+    with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as d:
+        port = free_port()
+        proc, secs = launch(port, log)
+        out["cold_start_s"] = round(secs, 2)
+        print(f"serving after {secs:.1f} s", flush=True)
+        try:
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=d)
+            own = ("photo", None, None, None, None, None)  # preset; samples, sigma2, n_cr, beams, seed: its own
+            first, captions, questions = None, [], []
+            for i, path in enumerate(paths):
+                for rep in range(2):
+                    t = time.perf_counter()
+                    caption = client.predict(handle_file(path), *own, api_name="/caption")[0]
+                    dt = time.perf_counter() - t
+                    if i == 0 and rep == 0:
+                        first = dt
+                    else:
+                        captions.append(dt)
+                for q in QUESTIONS:
+                    t = time.perf_counter()
+                    client.predict(handle_file(path), q, "photo", api_name="/answer")
+                    questions.append(time.perf_counter() - t)
+                print(f"{os.path.basename(path)}: {caption!r}", flush=True)
+            out["first_caption_s"] = round(first, 3)
+            out["caption"] = summary(captions)
+            out["question"] = summary(questions)
+            out["peak_rss_gb"] = round(peak_rss_gb(proc.pid), 2)
+        finally:
+            proc.terminate()
+            proc.wait()
+    print(json.dumps(out, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
