@@ -99,12 +99,12 @@ def served_paragraph() -> str:
     found = " and ".join(w for w, on in (("a face (MTCNN)", v.faces), ("a person (HOG)", v.bodies)) if on)
     evidence = (f"; with {found} found, the nearest are those of the {v.evidence_pool:,} nearest that name people"
                 + (", several people first where two or more are found" if v.count_people else "")) if found else ""
-    fast = [w for w, on in ((f"{d.draft_tokens} tokens guessed from those n-grams and checked per LM pass",
-                             d.draft_tokens and g.guide_weight), ("a head over the bank's tokens", d.bank_vocab)) if on]
-    fast_s = f" ({' and '.join(fast)}, `zsc_core/decode.py`)" if fast else ""
+    fast = [w for w, on in ((f"{d.draft_tokens} n-gram guesses checked per LM pass", d.draft_tokens and g.guide_weight),
+                            ("a bank-vocabulary head", d.bank_vocab)) if on]
+    fast_s = f"; {' and '.join(fast)}, `zsc_core/decode.py`" if fast else ""
     return (f"**Served setting** (`checkpoints/tipcap-s4-photo.inference.json`, the same on CPU and GPU): {decode}"
             f"{guide}, ranked by {RANKINGS[r.rerank]} against the {cfg.ranking_k} nearest{evidence}; "
-            f"{_f(_latency(lat), 2)} s a photo{fast_s} (median, 2 CPU cores, `bench/photo_latency.py`). The app, "
+            f"{_f(_latency(lat), 2)} s a photo (median, 2 CPU cores, `bench/photo_latency.py`{fast_s}). The app, "
             "`caption` and `evaluate` without flags, and the benchmark's headline row all use it.")
 
 

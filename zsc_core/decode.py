@@ -82,14 +82,16 @@ _HEADS: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor | None]] = {
 
 def head_rows(head: torch.nn.Module, vocab: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The head's weight and bias rows of ``vocab`` (all rows for None), copied once per head, vocabulary, device
-    and dtype and kept (the copy of a 12k-token head is 28 MB at fp32; making it per call costs a pass over it)."""
+    and dtype and kept (the copy of a 12k-token head is 28 MB at fp32; making it per call costs a pass over it).
+    Two copies at most are kept: the served vocabulary's and the last prompted pass's (which adds its prompt's
+    tokens), so a stream of different prompts does not grow the memory."""
     bias = getattr(head, "bias", None)
     if vocab is None:
         return head.weight, bias
     key = (head.weight.data_ptr(), hash(tuple(vocab.tolist())), f"{head.weight.device}{head.weight.dtype}")
     if key not in _HEADS:
-        if len(_HEADS) > 8:
-            _HEADS.clear()
+        while len(_HEADS) >= 2:
+            _HEADS.pop(next(iter(_HEADS)))  # the oldest
         index = vocab.to(head.weight.device)
         _HEADS[key] = (head.weight[index].contiguous(), None if bias is None else bias[index].contiguous())
     return _HEADS[key]
