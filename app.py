@@ -43,7 +43,10 @@ models = ModelCache(device=os.environ.get("ZSC_DEVICE") or ("cuda" if ZERO_GPU e
 service = CaptionService(models)
 answers, gaps = AnswerService(models, service.memo), GapService(models)  # the Ask tab reads the Caption tab's caption
 DEFAULT = default_preset()
-STARTUP_PROBLEM = models.warm_up(DEFAULT)  # weights loaded once, at start-up; never raises
+# On CPU every model call runs in one compute thread (models.ComputeThread: one OpenMP team, not one per Gradio
+# worker); on ZeroGPU the GPU functions run in forked workers and the rest is light, so calls run where they are.
+COMPUTE = models.compute.run if not ZERO_GPU else (lambda fn, *args, **kwargs: fn(*args, **kwargs))
+STARTUP_PROBLEM = COMPUTE(models.warm_up, DEFAULT)  # weights loaded once, at start-up; never raises
 if ZERO_GPU:  # GPU functions run in forked workers: whatever they load lazily would be loaded again on every call
     models.warm_all()
 CHOICES = models.preset_choices()  # only the presets that can caption here
@@ -54,12 +57,13 @@ DEFAULT_SAMPLES, DEFAULT_BEAMS = SERVED.decoding.samples, SERVED.decoding.num_be
 
 
 def _guard(fn):
-    """Turn a UserError into a message for the person; anything else becomes a short, generic gr.Error. Keeps the
-    handler's signature (functools.wraps), so Gradio still injects its gr.Progress."""
+    """Run the handler in the compute thread (COMPUTE); turn a UserError into a message for the person, anything
+    else into a short, generic gr.Error. Keeps the handler's signature (functools.wraps), so Gradio still injects
+    its gr.Progress."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return COMPUTE(fn, *args, **kwargs)
         except UserError as e:
             raise gr.Error(str(e)) from None
         except Exception as e:  # the app keeps serving; the log keeps the traceback

@@ -24,6 +24,61 @@ def preset_name(name: str | None) -> str:
     return name
 
 
+class ComputeThread:
+    """One long-lived thread for the app's CPU model work: :meth:`run` calls a function there and waits.
+
+    torch's CPU kernels run OpenMP teams, one per calling thread, and libgomp stops spin-waiting once it manages
+    more threads than there are cores (its "throttled" spin). A Gradio handler runs in whichever worker thread is
+    free, so with two teams alive (the start-up's and a worker's) every parallel region puts its threads to sleep
+    and wakes them: on 2 cores a matrix product took 1.5x as long in a second thread, a caption 1.4x
+    (docs/experiments/2026-12-07-under-a-second.md). Here the model work (loading, warm-up, requests) runs in this
+    one thread, so only its team exists. The caller's context (contextvars: Gradio's progress tracking) goes with
+    the call; a call made from this thread runs inline. :meth:`when_idle` runs warm-up work between requests."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsc-compute")
+        self._ident: int | None = None
+        self._waiting = 0  # calls of run() queued or running
+        self._count_lock = threading.Lock()
+
+    def _enter(self, ctx, fn, args, kwargs):
+        self._ident = threading.get_ident()
+        return ctx.run(fn, *args, **kwargs)
+
+    def run(self, fn, *args, **kwargs):
+        if threading.get_ident() == self._ident:
+            return fn(*args, **kwargs)
+        import contextvars
+
+        with self._count_lock:
+            self._waiting += 1
+        try:
+            return self._pool.submit(self._enter, contextvars.copy_context(), fn, args, kwargs).result()
+        finally:
+            with self._count_lock:
+                self._waiting -= 1
+
+    def when_idle(self, jobs) -> None:
+        """Run each of ``jobs`` (callables) in this thread, one at a time, each only while no request waits: a
+        request then waits at most for the one job running. Returns at once; a failed job is logged and skipped."""
+        import contextvars
+        import logging
+        import time
+
+        def feed():
+            for job in jobs:
+                while self._waiting:
+                    time.sleep(0.05)
+                try:
+                    self._pool.submit(self._enter, contextvars.copy_context(), job, (), {}).result()
+                except Exception as e:  # only a head start: the request that needs it meets the error itself
+                    logging.getLogger(__name__).warning("warm-up step failed: %s: %s", type(e).__name__, e)
+
+        threading.Thread(target=feed, name="zsc-warm-up", daemon=True).start()
+
+
 class ModelCache:
     """Loads each preset (and its interactive-prompt model) once and keeps it; remembers what failed and why."""
 
@@ -33,6 +88,7 @@ class ModelCache:
         self._models: dict[str, Any] = {}
         self.failed: dict[str, str] = {}  # model key -> why it could not be loaded (kept, not retried per request)
         self._lock = threading.Lock()
+        self.compute = ComputeThread()  # where the app runs model work (see ComputeThread)
 
     def usable(self, name: str) -> bool:
         """Whether a preset's files are here and it has not failed to load."""
@@ -94,8 +150,8 @@ class ModelCache:
                 from .evidence import shared_detectors
 
                 shared_detectors().warm(v.faces, v.bodies)
-            # in the background: the page is served meanwhile (a request that comes first does this work itself)
-            threading.Thread(target=self._warm_reads, args=(cap,), name=f"warm-{name}", daemon=True).start()
+            # between requests, in the compute thread: the page is served meanwhile
+            self.compute.when_idle(self._warm_jobs(cap))
             if prompt_status(name).ready:
                 self.captioner(name, prompts=True)
         except UserError as e:
@@ -104,21 +160,19 @@ class ModelCache:
         return ""
 
     @staticmethod
-    def _warm_reads(cap) -> None:
-        """What the first caption and the first question of each kind would otherwise wait for: the caption bank's
-        texts and the tokens its captions use (a restricted head), and the encoded answers (vqa.warm)."""
-        import logging
-
+    def _warm_jobs(cap) -> list:
+        """What the first caption and the first question of each kind would otherwise wait for, as small jobs: the
+        caption bank's texts and the tokens its captions use (a restricted head), and the encoded answers of each
+        answer type (vqa.warm)."""
         from . import vqa
 
-        try:
-            if cap.has_bank:
-                cap.bank.captions()
-                if cap.config.decoding.bank_vocab:
-                    cap.bank.vocabulary(cap.lm)
-            vqa.warm(cap)
-        except Exception as e:  # only a head start: the request that needs it will meet the error and say it
-            logging.getLogger(__name__).warning("warming %s up failed: %s: %s", cap.name, type(e).__name__, e)
+        jobs = []
+        if cap.has_bank:
+            jobs.append(cap.bank.captions)
+            if cap.config.decoding.bank_vocab:
+                jobs.append(lambda: cap.bank.vocabulary(cap.lm))
+        jobs += [lambda q=q: vqa.warm(cap, questions=(q,)) for q in vqa.WARM_QUESTIONS]
+        return jobs
 
     def detector_status(self) -> dict[str, str]:
         """Each pixel-evidence detector a loaded preset reads, and whether it runs here (evidence.Detectors)."""

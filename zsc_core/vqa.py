@@ -321,11 +321,14 @@ def _encoded_answers(clip, answers: tuple[str, ...]) -> torch.Tensor:
     return _ENCODED[key]
 
 
-def warm(captioner, answers: Sequence[str] | None = None) -> None:
+WARM_QUESTIONS = ("Is it?", "How many?", "What is it?")  # one of each answer type: yes/no, number, other
+
+
+def warm(captioner, answers: Sequence[str] | None = None, questions: Sequence[str] = WARM_QUESTIONS) -> None:
     """Encode the candidate answers of each answer type once (what the first question of each type would wait
     for: the ~3k VQAv2 answers take seconds on 2 cores), so the first visitor's question is as fast as the next."""
     candidates = [a for a in (answers or answer_vocabulary(captioner.answers)) if a not in UNCERTAIN]
-    for question in ("Is it?", "How many?", "What is it?"):  # yes/no, number, other (answer_type)
+    for question in questions:
         _encoded_answers(captioner.clip, tuple(typed_candidates(question, candidates)))
 
 
