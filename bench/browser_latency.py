@@ -1,0 +1,83 @@
+"""Click to caption in a real browser: headless Chromium on the running app, the default `photo` preset.
+
+    python bench/browser_latency.py [--images 8] [--json results/browser_latency.json]
+
+Starts ``python app.py`` (as ``bench/app_latency.py`` does), opens the page in Debian's Chromium (Playwright, as the
+browser tests do), and for each of the first ``--images`` val-dev photos after one warm-up photo: uploads it, waits
+for the upload to settle, clicks *Caption* and times until the caption box is filled and the regions image is shown
+(what a visitor waits for, page drawing included). Prints and writes the median and maximum. The question figure is
+``bench/app_latency.py``'s (through ``gradio_client``). Figures depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.app_serving import free_port, launch  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    from zsc_core.evaluation import coco_items
+
+    paths = [p for p, _ in coco_items("val-dev")[:args.images + 1]]
+    out: dict = {"machine": f"{os.cpu_count()} CPUs", "browser": "headless Chromium", "images": args.images}
+    with tempfile.TemporaryFile("w+") as log:
+        port = free_port()
+        proc, secs = launch(port, log)
+        out["cold_start_s"] = round(secs, 2)
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 1300})
+                page.set_default_timeout(120_000)
+                page.goto(f"http://127.0.0.1:{port}/")
+                caption = page.get_by_label("Caption", exact=True)
+                button = page.get_by_role("button", name="Caption", exact=True)
+                times = []
+                for i, path in enumerate(paths):
+                    page.locator("input[type=file]").first.set_input_files(path)
+                    # the upload clears the outputs (the app's "clear" event); let it settle
+                    page.wait_for_function("el => el.value.length === 0", arg=caption.element_handle())
+                    time.sleep(1.0)
+                    t = time.perf_counter()
+                    button.click()
+                    page.wait_for_function("el => el.value.length > 0", arg=caption.element_handle())
+                    page.locator("#regions img").first.wait_for(state="visible")
+                    dt = time.perf_counter() - t
+                    print(f"{os.path.basename(path)}: {dt:.2f} s {caption.input_value()!r}", flush=True)
+                    if i:  # the first is the warm-up
+                        times.append(dt)
+                browser.close()
+            out["caption"] = {"n": len(times), "median_s": round(statistics.median(times), 3),
+                              "max_s": round(max(times), 3)}
+        finally:
+            proc.terminate()
+            proc.wait()
+    print(json.dumps(out, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
