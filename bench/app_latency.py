@@ -16,7 +16,6 @@ machine and on what else runs on it: say which when reporting them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.app_serving import free_port, launch, peak_rss_gb  # noqa: E402
+from bench.app_serving import free_port, launch, peak_rss_gb, report  # noqa: E402
 from bench.photo_latency import QUESTIONS  # noqa: E402
 
 
@@ -75,11 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             proc.terminate()
             proc.wait()
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-    return out
+    return report(out, args.json)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,15 @@ def launch(port: int, log, timeout: float = 300.0) -> tuple[subprocess.Popen, fl
     raise SystemExit(f"app.py did not answer within {timeout:.0f} s")
 
 
+def report(out: dict, path: str = "") -> dict:
+    """Print a bench's figures as JSON and, given a path, write them there."""
+    print(json.dumps(out, indent=1))
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
 def peak_rss_gb(pid: int) -> float:
     """VmHWM of the process plus that of its live children, in GB."""
     pids = [pid]

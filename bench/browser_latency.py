@@ -12,10 +12,8 @@ for the upload to settle, clicks *Caption* and times until the caption box is fi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -23,7 +21,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.app_serving import free_port, launch  # noqa: E402
+from bench.app_latency import summary  # noqa: E402
+from bench.app_serving import free_port, launch, report  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -67,16 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
                     if i:  # the first is the warm-up
                         times.append(dt)
                 browser.close()
-            out["caption"] = {"n": len(times), "median_s": round(statistics.median(times), 3),
-                              "max_s": round(max(times), 3)}
+            out["caption"] = summary(times)
         finally:
             proc.terminate()
             proc.wait()
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-    return out
+    return report(out, args.json)
 
 
 if __name__ == "__main__":
