@@ -126,7 +126,7 @@ def test_opening_the_sampling_settings_keeps_the_models_own_noise(page, tmp_path
     expect(_textbox(page, "Subregions N_cr (blank: the model's own)")).to_be_hidden()
     page.get_by_role("button", name="Caption", exact=True).click()
     info = page.get_by_text("distinct candidates from")
-    expect(info).to_contain_text("x beam 2")
+    expect(info).to_contain_text("x beam 2", timeout=60_000)  # the new caption: as long as the page's other waits
     expect(info).to_contain_text("(the model's)")
     expect(info).not_to_contain_text(" 0 (the model's)")
     _shot(page, "browser_settings.png")
