@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.app_serving import free_port, launch, peak_rss_gb, report  # noqa: E402
+from bench.app_serving import peak_rss_gb, report, running_app  # noqa: E402
 from bench.photo_latency import QUESTIONS  # noqa: E402
 
 
@@ -44,36 +44,30 @@ def main(argv: list[str] | None = None) -> dict:
 
     paths = [p for p, _ in coco_items("val-dev")[:args.images]]
     out: dict = {"machine": f"{os.cpu_count()} CPUs", "images": len(paths)}
-    with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as d:
-        port = free_port()
-        proc, secs = launch(port, log)
+    with running_app() as (url, proc, secs), tempfile.TemporaryDirectory() as d:
         out["cold_start_s"] = round(secs, 2)
         print(f"serving after {secs:.1f} s", flush=True)
-        try:
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=d)
-            own = ("photo", None, None, None, None, None)  # preset; samples, sigma2, n_cr, beams, seed: its own
-            first, captions, questions = None, [], []
-            for i, path in enumerate(paths):
-                for rep in range(2):
-                    t = time.perf_counter()
-                    caption = client.predict(handle_file(path), *own, api_name="/caption")[0]
-                    dt = time.perf_counter() - t
-                    if i == 0 and rep == 0:
-                        first = dt
-                    else:
-                        captions.append(dt)
-                for q in QUESTIONS:
-                    t = time.perf_counter()
-                    client.predict(handle_file(path), q, "photo", api_name="/answer")
-                    questions.append(time.perf_counter() - t)
-                print(f"{os.path.basename(path)}: {caption!r}", flush=True)
-            out["first_caption_s"] = round(first, 3)
-            out["caption"] = summary(captions)
-            out["question"] = summary(questions)
-            out["peak_rss_gb"] = round(peak_rss_gb(proc.pid), 2)
-        finally:
-            proc.terminate()
-            proc.wait()
+        client = Client(url, verbose=False, download_files=d)
+        own = ("photo", None, None, None, None, None)  # preset; samples, sigma2, n_cr, beams, seed: its own
+        first, captions, questions = None, [], []
+        for i, path in enumerate(paths):
+            for rep in range(2):
+                t = time.perf_counter()
+                caption = client.predict(handle_file(path), *own, api_name="/caption")[0]
+                dt = time.perf_counter() - t
+                if i == 0 and rep == 0:
+                    first = dt
+                else:
+                    captions.append(dt)
+            for q in QUESTIONS:
+                t = time.perf_counter()
+                client.predict(handle_file(path), q, "photo", api_name="/answer")
+                questions.append(time.perf_counter() - t)
+            print(f"{os.path.basename(path)}: {caption!r}", flush=True)
+        out["first_caption_s"] = round(first, 3)
+        out["caption"] = summary(captions)
+        out["question"] = summary(questions)
+        out["peak_rss_gb"] = round(peak_rss_gb(proc.pid), 2)
     return report(out, args.json)
 
 

@@ -14,6 +14,7 @@ included) is the figure against the 3 GB target."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -56,6 +57,20 @@ def launch(port: int, log, timeout: float = 300.0) -> tuple[subprocess.Popen, fl
             time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"app.py did not answer within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def running_app():
+    """app.py on a free port for one bench, its log in a temporary file: yields (its URL, the process, the seconds
+    until it answered HTTP), and stops it afterwards."""
+    with tempfile.TemporaryFile("w+") as log:
+        port = free_port()
+        proc, secs = launch(port, log)
+        try:
+            yield f"http://127.0.0.1:{port}/", proc, secs
+        finally:
+            proc.terminate()
+            proc.wait()
 
 
 def report(out: dict, path: str = "") -> dict:

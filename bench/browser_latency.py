@@ -15,14 +15,13 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.app_latency import summary  # noqa: E402
-from bench.app_serving import free_port, launch, report  # noqa: E402
+from bench.app_serving import report, running_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -39,37 +38,31 @@ def main(argv: list[str] | None = None) -> dict:
 
     paths = [p for p, _ in coco_items("val-dev")[:args.images + 1]]
     out: dict = {"machine": f"{os.cpu_count()} CPUs", "browser": "headless Chromium", "images": args.images}
-    with tempfile.TemporaryFile("w+") as log:
-        port = free_port()
-        proc, secs = launch(port, log)
+    with running_app() as (url, _, secs):
         out["cold_start_s"] = round(secs, 2)
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1300})
-                page.set_default_timeout(120_000)
-                page.goto(f"http://127.0.0.1:{port}/")
-                caption = page.get_by_label("Caption", exact=True)
-                button = page.get_by_role("button", name="Caption", exact=True)
-                times = []
-                for i, path in enumerate(paths):
-                    page.locator("input[type=file]").first.set_input_files(path)
-                    # the upload clears the outputs (the app's "clear" event); let it settle
-                    page.wait_for_function("el => el.value.length === 0", arg=caption.element_handle())
-                    time.sleep(1.0)
-                    t = time.perf_counter()
-                    button.click()
-                    page.wait_for_function("el => el.value.length > 0", arg=caption.element_handle())
-                    page.locator("#regions img").first.wait_for(state="visible")
-                    dt = time.perf_counter() - t
-                    print(f"{os.path.basename(path)}: {dt:.2f} s {caption.input_value()!r}", flush=True)
-                    if i:  # the first is the warm-up
-                        times.append(dt)
-                browser.close()
-            out["caption"] = summary(times)
-        finally:
-            proc.terminate()
-            proc.wait()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            caption = page.get_by_label("Caption", exact=True)
+            button = page.get_by_role("button", name="Caption", exact=True)
+            times = []
+            for i, path in enumerate(paths):
+                page.locator("input[type=file]").first.set_input_files(path)
+                # the upload clears the outputs (the app's "clear" event); let it settle
+                page.wait_for_function("el => el.value.length === 0", arg=caption.element_handle())
+                time.sleep(1.0)
+                t = time.perf_counter()
+                button.click()
+                page.wait_for_function("el => el.value.length > 0", arg=caption.element_handle())
+                page.locator("#regions img").first.wait_for(state="visible")
+                dt = time.perf_counter() - t
+                print(f"{os.path.basename(path)}: {dt:.2f} s {caption.input_value()!r}", flush=True)
+                if i:  # the first is the warm-up
+                    times.append(dt)
+            browser.close()
+        out["caption"] = summary(times)
     return report(out, args.json)
 
 

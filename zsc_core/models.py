@@ -47,15 +47,19 @@ class ComputeThread:
         self._ident = threading.get_ident()
         return ctx.run(fn, *args, **kwargs)
 
+    def _call(self, fn, *args, **kwargs):
+        """Call ``fn`` in the thread, in the caller's context, and wait for it."""
+        import contextvars
+
+        return self._pool.submit(self._enter, contextvars.copy_context(), fn, args, kwargs).result()
+
     def run(self, fn, *args, **kwargs):
         if threading.get_ident() == self._ident:
             return fn(*args, **kwargs)
-        import contextvars
-
         with self._count_lock:
             self._waiting += 1
         try:
-            return self._pool.submit(self._enter, contextvars.copy_context(), fn, args, kwargs).result()
+            return self._call(fn, *args, **kwargs)
         finally:
             with self._count_lock:
                 self._waiting -= 1
@@ -63,7 +67,6 @@ class ComputeThread:
     def when_idle(self, jobs) -> None:
         """Run each of ``jobs`` (callables) in this thread, one at a time, each only while no request waits: a
         request then waits at most for the one job running. Returns at once; a failed job is logged and skipped."""
-        import contextvars
         import logging
         import time
 
@@ -72,7 +75,7 @@ class ComputeThread:
                 while self._waiting:
                     time.sleep(0.05)
                 try:
-                    self._pool.submit(self._enter, contextvars.copy_context(), job, (), {}).result()
+                    self._call(job)
                 except Exception as e:  # only a head start: the request that needs it meets the error itself
                     logging.getLogger(__name__).warning("warm-up step failed: %s: %s", type(e).__name__, e)
 

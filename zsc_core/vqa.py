@@ -324,12 +324,20 @@ def _encoded_answers(clip, answers: tuple[str, ...]) -> torch.Tensor:
 WARM_QUESTIONS = ("Is it?", "How many?", "What is it?")  # one of each answer type: yes/no, number, other
 
 
+def answer_candidates(captioner, question: str, answers: Sequence[str] | None = None,
+                      by_type: bool = True) -> list[str]:
+    """The answers the LM route retrieves from: ``answers`` (default: the captioner's vocabulary) without answers
+    of uncertainty, of the question's answer type with ``by_type``. :func:`answer` ranks them; :func:`warm`
+    encodes the same lists ahead."""
+    candidates = [a for a in (answers or answer_vocabulary(captioner.answers)) if a not in UNCERTAIN]
+    return typed_candidates(question, candidates) if by_type else candidates
+
+
 def warm(captioner, answers: Sequence[str] | None = None, questions: Sequence[str] = WARM_QUESTIONS) -> None:
     """Encode the candidate answers of each answer type once (what the first question of each type would wait
     for: the ~3k VQAv2 answers take seconds on 2 cores), so the first visitor's question is as fast as the next."""
-    candidates = [a for a in (answers or answer_vocabulary(captioner.answers)) if a not in UNCERTAIN]
     for question in questions:
-        _encoded_answers(captioner.clip, tuple(typed_candidates(question, candidates)))
+        _encoded_answers(captioner.clip, tuple(answer_candidates(captioner, question, answers)))
 
 
 @torch.no_grad()
@@ -378,9 +386,7 @@ def answer(captioner, image, question: str, answers: Sequence[str] | None = None
     elif caption is None:
         caption = captioner.caption(image, samples=samples, **caption_kw).caption
     gen = generate_answers(captioner.lm, [vqa_prompt(question, caption)])[0]
-    candidates = [a for a in (answers or answer_vocabulary(captioner.answers)) if a not in UNCERTAIN]
-    if by_type:
-        candidates = typed_candidates(question, candidates)
+    candidates = answer_candidates(captioner, question, answers, by_type)
     ranking = rank_answers(captioner.clip, [gen], candidates)[0]
     return AnswerResult(ranking[0][0], gen, caption, ranking, "the language model read the caption" if caption
                         else "the language model read the question alone", "lm")
