@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from concurrent.futures import Future
 
 try:
     import spaces  # ZeroGPU's package; imported before torch, as its documentation asks
@@ -46,13 +47,37 @@ DEFAULT = default_preset()
 # On CPU every model call runs in one compute thread (models.ComputeThread: one OpenMP team, not one per Gradio
 # worker); on ZeroGPU the GPU functions run in forked workers and the rest is light, so calls run where they are.
 COMPUTE = models.compute.run if not ZERO_GPU else (lambda fn, *args, **kwargs: fn(*args, **kwargs))
-STARTUP_PROBLEM = COMPUTE(models.warm_up, DEFAULT)  # weights loaded once, at start-up; never raises
 if ZERO_GPU:  # GPU functions run in forked workers: whatever they load lazily would be loaded again on every call
+    STARTUP = Future()
+    STARTUP.set_result(models.warm_up(DEFAULT))
     models.warm_all()
-CHOICES = models.preset_choices()  # only the presets that can caption here
+else:  # weights loaded once, in the compute thread, while the page is built and served; a request waits behind
+    STARTUP = models.compute.start(models.warm_up, DEFAULT)  # (its result: what went wrong, "" when nothing)
+
+
+def startup_problem() -> str:
+    """What went wrong loading the default model at start-up ("" when nothing); waits for the load to end."""
+    return STARTUP.result()
+
+
+def opening_preset() -> str | None:
+    """The model the page opens on once start-up is over: the default where it loaded, else the first that can
+    caption here (None when none can)."""
+    startup_problem()
+    choices = models.preset_choices()
+    return DEFAULT if (DEFAULT, DEFAULT) in choices else (choices[0][1] if choices else None)
+
+
+# The page is built while the default loads, for the default where its files are here; `opened` (on page load)
+# corrects the model box, the start-up note and the Models tab once the load is over.
+CHOICES = models.preset_choices()  # only the presets that can caption here (so far: none has failed yet)
 SELECTED = DEFAULT if (DEFAULT, DEFAULT) in CHOICES else (CHOICES[0][1] if CHOICES else None)
-LABELS = display.labels(SELECTED or DEFAULT)
-SERVED = service.served_config(SELECTED)  # the setting this model serves (CPU and GPU): the sliders start there
+try:  # its labels and the setting it serves (CPU and GPU): the sliders start there
+    LABELS, SERVED = display.labels(SELECTED or DEFAULT), service.served_config(SELECTED)
+except Exception:  # its files cannot even be read: wait for the load to say why; open on one that works
+    SELECTED = opening_preset()
+    CHOICES = models.preset_choices()
+    LABELS, SERVED = display.labels(SELECTED or DEFAULT), service.served_config(SELECTED)
 DEFAULT_SAMPLES, DEFAULT_BEAMS = SERVED.decoding.samples, SERVED.decoding.num_beams
 
 
@@ -161,12 +186,23 @@ def example(image, prompt="", progress=gr.Progress()):
     """An example photo captioned by the default model at its served setting, re-captioned from the example's
     prompt where it has one (cached after its first click). The model box switches to that model, so every
     label names the model that captioned it."""
+    preset = opening_preset()
     if prompt:
-        v = _caption(service.caption_request(image, SELECTED, prompt=prompt), progress)
-        out = _recaption_outputs(v, models.refiner(SELECTED).interactive)
-        return out[0], out[4], out[5], out[6], out[1], out[2], out[3], SELECTED
-    v = _caption(service.caption_request(image, SELECTED), progress)
-    return v.caption, v.regions_image, v.candidates, _info(v), v.retrieved, "", "", SELECTED
+        v = _caption(service.caption_request(image, preset, prompt=prompt), progress)
+        out = _recaption_outputs(v, models.refiner(preset).interactive)
+        return out[0], out[4], out[5], out[6], out[1], out[2], out[3], preset
+    v = _caption(service.caption_request(image, preset), progress)
+    return v.caption, v.regions_image, v.candidates, _info(v), v.retrieved, "", "", preset
+
+
+def opened():
+    """On page load, once start-up is over (it waits for it): the start-up note, the model box (the models that
+    can caption here, opened on :func:`opening_preset`) and the Models tab, which says what failed."""
+    problem = startup_problem()
+    note = f"**Note:** {problem} See the Models tab." if problem else ""
+    return (gr.update(value=note, visible=bool(problem)),
+            gr.update(choices=models.preset_choices(), value=opening_preset()),
+            display.status_markdown(models.failed, models.detector_status()))
 
 
 def cleared():
@@ -230,8 +266,7 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
     gr.Markdown("# Zero-shot captioning, trained on text only\nMacCap and TIPCap: only the adaptor was trained, on "
                 "caption text alone. Upload an image or click an example.")
     header = gr.Markdown(LABELS.header, elem_id="model-header")
-    if STARTUP_PROBLEM:
-        gr.Markdown(f"**Note:** {STARTUP_PROBLEM} See the Models tab.", elem_id="startup-problem")
+    startup_note = gr.Markdown(visible=False, elem_id="startup-problem")
     with gr.Row():
         preset = gr.Dropdown(CHOICES, value=SELECTED, label="Model (the Models tab says what each knows)", scale=2)
         seed = gr.Number(value=SERVED.decoding.seed, precision=0, label="Seed", scale=1)
@@ -308,8 +343,9 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
             gr.Markdown("**t-SNE: raw, isotropic noise, multivariate mapping**")
             gap_tsne = gr.Image(show_label=False, type="pil", elem_id="gap-tsne")
         with gr.Tab("Models"):
-            gr.Markdown(display.status_markdown(models.failed, models.detector_status()))
+            models_tab = gr.Markdown(display.status_markdown(models.failed, {}), elem_id="models-tab")
 
+    demo.load(opened, outputs=[startup_note, preset, models_tab], api_name="opened")
     settings = [samples, sigma2, n_cr, beams, seed, guide]
     # preprocess=False: uploads reach zsc_core's own image loader untouched, so a broken or odd file gets a clear
     # message from it (Gradio's own decoding would fail first, with a generic error).

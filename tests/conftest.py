@@ -110,7 +110,7 @@ def launched_app(env: dict[str, str]):
     """Import app.py afresh with ``env`` set and launch it on loopback; yields its URL, restores ``env`` after."""
     with imported_app(env) as app:
         try:
-            assert app.STARTUP_PROBLEM == ""
+            assert app.startup_problem() == ""
             app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
                             max_file_size=app.MAX_UPLOAD)
             yield app.demo.local_url

@@ -255,10 +255,47 @@ def test_app_starts_and_says_why_when_its_default_cannot_load(tmp_path, monkeypa
     sys.modules.pop("app", None)
     try:
         app = importlib.import_module("app")  # would raise if warm-up let the error escape
-        assert "could not be loaded" in app.STARTUP_PROBLEM and "not a safetensors file" in app.STARTUP_PROBLEM
-        assert app.SELECTED == "offline-world-maccap"  # the dropdown opens on a preset that works
+        problem = app.startup_problem()
+        assert "could not be loaded" in problem and "not a safetensors file" in problem
+        assert app.opening_preset() == "offline-world-maccap"  # the model box opens on a preset that works
+        note, box, models_tab = app.opened()  # what the page shows once loaded
+        assert note["visible"] and problem in note["value"]
+        assert box["value"] == "offline-world-maccap" and "offline-world" not in [n for _, n in box["choices"]]
+        assert "**offline-world**" in models_tab and "Failed to load here" in models_tab
     finally:
         sys.modules.pop("app", None)
+
+
+def test_the_page_is_built_while_the_default_loads_and_a_request_waits_for_it(tmp_path, monkeypatch):
+    """Start-up does not wait for the weights: app.py is imported (its page built) while the default model is still
+    loading in the compute thread; a caption asked meanwhile waits behind the load, then is served."""
+    import threading
+
+    from zsc_core.models import ModelCache
+
+    from .conftest import imported_app, make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    release, loading = threading.Event(), threading.Event()
+    warm_up = ModelCache.warm_up
+
+    def slow_warm_up(self, name=None):
+        loading.set()
+        assert release.wait(60)
+        return warm_up(self, name)
+
+    monkeypatch.setattr(ModelCache, "warm_up", slow_warm_up)
+    with imported_app({"ZSC_CHECKPOINTS": str(tmp_path), "ZSC_DEFAULT_PRESET": "offline-world"}) as app:
+        assert loading.wait(60) and not app.STARTUP.done()  # the page exists, the model does not yet
+        img = world.render(world.make_scene(0, "eval", 1), 64)
+        done = []
+        asker = threading.Thread(target=lambda: done.append(app.caption(img, "offline-world", 2, None, None, 1, 0)))
+        asker.start()
+        asker.join(0.5)
+        assert not done  # queued behind the load
+        release.set()
+        asker.join(120)
+        assert app.startup_problem() == "" and done and done[0][0]
 
 
 def test_zerogpu_decorator_wraps_the_gpu_handlers_only(tmp_path, monkeypatch):

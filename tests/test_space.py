@@ -381,11 +381,8 @@ def test_simulated_space_build_comes_up_and_serves_every_tab(staged, tmp_path):
             assert ans[0] in ("yes", "no"), ans
             table, _, _ = client.predict("photo", "generated scenes", 10, [], "", api_name="/gap")
             assert "centroid distance" in table
-            import urllib.request
-
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=30) as r:
-                page = r.read().decode()
-            assert "startup-problem" not in page  # every preset loaded: the page shows no start-up note
+            note, box, _ = client.predict(api_name="/opened")  # what the page shows once start-up is over
+            assert note == "" and box == "photo"  # every preset loaded: no start-up note, the default selected
         finally:
             proc.terminate()
             proc.wait(30)

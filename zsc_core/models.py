@@ -49,9 +49,14 @@ class ComputeThread:
 
     def _call(self, fn, *args, **kwargs):
         """Call ``fn`` in the thread, in the caller's context, and wait for it."""
+        return self.start(fn, *args, **kwargs).result()
+
+    def start(self, fn, *args, **kwargs):
+        """Queue ``fn`` in the thread and return its Future at once (the app's start-up: the page is served while
+        the models load; a request made meanwhile waits behind it, in order)."""
         import contextvars
 
-        return self._pool.submit(self._enter, contextvars.copy_context(), fn, args, kwargs).result()
+        return self._pool.submit(self._enter, contextvars.copy_context(), fn, args, kwargs)
 
     def run(self, fn, *args, **kwargs):
         if threading.get_ident() == self._ident:
@@ -75,7 +80,11 @@ class ComputeThread:
                 while self._waiting:
                     time.sleep(0.05)
                 try:
-                    self._call(job)
+                    future = self.start(job)
+                except RuntimeError:  # the pool is shut down (the interpreter exits): nothing left to warm
+                    return
+                try:
+                    future.result()
                 except Exception as e:  # only a head start: the request that needs it meets the error itself
                     logging.getLogger(__name__).warning("warm-up step failed: %s: %s", type(e).__name__, e)
 
