@@ -4,7 +4,8 @@
 
 Loads the preset as the app does, captions the first ``--images`` val-dev photos one at a time, ``--reps`` times
 each after one warm-up call, and prints the median seconds per photo for each named setting (the one served on CPU,
-i.e. the model's defaults; the one served on a GPU, timed on this CPU; S=1) with the stage split (encode / detect /
+i.e. the model's defaults, with the LM in the dtype it is served in here; S=1; then with the LM in float32, the
+served decoding and the one before #55) with the stage split (encode / detect /
 retrieve / generate / rank), a question of each kind the Ask tab routes (warm, its caption known), the process's
 peak resident memory, the caption bank's one-off load times, and whether the CPU setting
 is within the budget (1 s a photo on 2 cores, issue #55; and the fp32 floor of the same run: 16 plain decode
@@ -66,8 +67,13 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{torch.get_num_threads()} threads", "load_s": round(load_s, 2)}
     # The named settings: what the app (CPU and GPU), `caption` and `evaluate` serve (the defaults), and one
     # noise-free sample.
-    settings = {"served (defaults)": {}, "before #55 (one token a pass, full head)":
-                {"draft_tokens": 0, "bank_vocab": False}, "S=1": {"samples": 1, "num_beams": 1}}
+    settings = {"served (defaults)": {}, "S=1": {"samples": 1, "num_beams": 1}}
+    # After the served LM's rows, the question and the peak memory: the same with the LM in float32 (where the
+    # served LM is not: a CPU with bf16 instructions, device.resolve_dtype), and the decoding before #55, in float32
+    out["lm_dtype"] = str(cap.lm.model.dtype).removeprefix("torch.")
+    fp32_settings = {"before #55 (one token a pass, full head, fp32 LM)": {"draft_tokens": 0, "bank_vocab": False}}
+    if cap.lm.model.dtype != torch.float32:
+        fp32_settings = {"served, fp32 LM": {}, **fp32_settings}
     if cap.has_bank:  # the caption bank is read on first use (not at load): its one-off cost
         t = time.perf_counter()
         _ = cap.bank
@@ -84,18 +90,23 @@ def main(argv: list[str] | None = None) -> dict:
     if args.extra:
         settings["S=20 greedy"] = {"samples": 20, "num_beams": 1}
         settings["S=60 greedy"] = {"samples": 60, "num_beams": 1}
-    for name, kw in settings.items():
-        cap.caption(images[0], **kw)  # warm-up
-        totals, stages = [], {k: [] for k in TIMINGS if k != "total_s"}
-        for _ in range(args.reps):
-            for im in images:
-                r = cap.caption(im, **kw)
-                totals.append(r.timings["total_s"])
-                for k in stages:
-                    stages[k].append(r.timings[k])
-        out[name] = {"settings": cap.config.replace(**kw).flat(), "median_s": round(statistics.median(totals), 3),
-                     "max_s": round(max(totals), 3), **{k: round(statistics.median(v), 3) for k, v in stages.items()}}
-        print(f"{name}: { {k: v for k, v in out[name].items() if k != 'settings'} }", flush=True)
+
+    def timed(model, rows: dict) -> None:
+        for name, kw in rows.items():
+            model.caption(images[0], **kw)  # warm-up
+            totals, stages = [], {k: [] for k in TIMINGS if k != "total_s"}
+            for _ in range(args.reps):
+                for im in images:
+                    r = model.caption(im, **kw)
+                    totals.append(r.timings["total_s"])
+                    for k in stages:
+                        stages[k].append(r.timings[k])
+            out[name] = {"settings": model.config.replace(**kw).flat(),
+                         "median_s": round(statistics.median(totals), 3), "max_s": round(max(totals), 3),
+                         **{k: round(statistics.median(v), 3) for k, v in stages.items()}}
+            print(f"{name}: { {k: v for k, v in out[name].items() if k != 'settings'} }", flush=True)
+
+    timed(cap, settings)
     # a question, warm, as the Ask tab asks it after the Caption tab captioned the photo (its caption known)
     served = {id(im): cap.caption(im).caption for im in images}
     by_route: dict[str, list[float]] = {}
@@ -112,10 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
                        "by_route": {k: {"n": len(v), "median_s": round(statistics.median(v), 3),
                                         "max_s": round(max(v), 3)} for k, v in by_route.items()}}
     print(f"question: {out['question']}", flush=True)
+    out["peak_rss_gb"] = round(peak_rss_gb(), 2)  # the served model's process, before a float32 LM is loaded
+    fp32 = cap if cap.lm.model.dtype == torch.float32 else Captioner.from_pretrained(args.preset, dtype="float32",
+                                                                                     clip=cap.clip)
+    timed(fp32, fp32_settings)
     # the fp32 floor in the same run: 16 plain decode steps of the LM at batch 8 (a pass over every weight each)
     from experiments.lm_precision import decode_seconds
 
-    out["fp32_floor_s"] = round(decode_seconds(cap.lm.model), 3)
+    out["fp32_floor_s"] = round(decode_seconds(fp32.lm.model), 3)
     out["served_over_floor"] = round(out["served (defaults)"]["median_s"] / out["fp32_floor_s"], 3)
     print(f"fp32 floor (16 steps, batch 8): {out['fp32_floor_s']:.2f} s; served / floor "
           f"{out['served_over_floor']:.2f}", flush=True)
@@ -123,7 +138,6 @@ def main(argv: list[str] | None = None) -> dict:
     out["budget_s"], out["within_budget"] = args.budget, cpu <= args.budget
     print(f"served CPU setting: median {cpu:.2f} s a photo, budget {args.budget:.1f} s: "
           f"{'within' if cpu <= args.budget else 'OVER'}")
-    out["peak_rss_gb"] = round(peak_rss_gb(), 2)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -453,8 +453,9 @@ def test_a_noisy_run_is_keyed_under_per_image_noise_and_a_noise_free_one_keeps_i
         doc = json.dumps({"bank": bank, **eff}, sort_keys=True)
         return f"{file_fingerprint(path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
-    assert setting_fingerprint(path, samples=1) == old_key(samples=1)
-    assert setting_fingerprint(path, samples=4) != old_key(samples=4)
+    # (rows of a float32 LM: a bf16 one has its own keys, test_a_row_captioned_with_a_bf16_lm_...)
+    assert setting_fingerprint(path, lm_dtype="float32", samples=1) == old_key(samples=1)
+    assert setting_fingerprint(path, lm_dtype="float32", samples=4) != old_key(samples=4)
 
 
 def test_one_setting_is_served_everywhere_and_a_per_device_layer_is_refused(tmp_path):
@@ -481,3 +482,16 @@ def test_one_setting_is_served_everywhere_and_a_per_device_layer_is_refused(tmp_
         json.dump(doc, f)
     with pytest.raises(ValueError, match="served"):
         read_settings(path)
+
+def test_a_row_captioned_with_a_bf16_lm_is_cached_apart_from_a_float32_one(tmp_path):
+    """A benchmark row's key names the LM's dtype where it is not float32 (train.cache_keys.precision), so a row
+    made on a bf16-capable CPU is never read as a float32 one; float32 keys are as they were before the dtype
+    entered them."""
+    from train.cache_keys import model_fingerprint, precision, setting_fingerprint
+
+    _, path, _ = _captioner_with_bank(tmp_path)
+    assert precision("float32") == {} and precision("bfloat16") == {"lm_dtype": "bfloat16"}
+    assert setting_fingerprint(path, lm_dtype="float32") != setting_fingerprint(path, lm_dtype="bfloat16")
+    assert model_fingerprint(path, "float32") != model_fingerprint(path, "bfloat16")
+    auto = "bfloat16" if precision("auto") else "float32"  # as this machine resolves it
+    assert setting_fingerprint(path, samples=3) == setting_fingerprint(path, lm_dtype=auto, samples=3)

@@ -115,3 +115,32 @@ def test_a_caption_never_opens_with_its_own_end(monkeypatch):
     finally:
         handle.remove()
     assert all(t and t.split()[0] not in (".", "") for t in texts), texts
+
+
+def test_the_lm_serves_in_bf16_on_a_cpu_that_computes_it_and_trains_in_float32(tmp_path, monkeypatch):
+    """device.resolve_dtype's "auto": bf16 for inference on a CPU whose flags name bf16 instructions, float32 on
+    one without them and for training anywhere on CPU; an explicit dtype wins. Captioner.from_pretrained loads the
+    LM in the dtype so resolved (the app's and the CLI's default)."""
+    from zsc_core import device, world
+    from zsc_core.captioner import Captioner
+
+    from .conftest import make_tiny_checkpoints
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert device.cpu_has_bf16(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert not device.cpu_has_bf16(str(info))
+    assert not device.cpu_has_bf16(str(tmp_path / "no-such-file"))
+    cpu = torch.device("cpu")
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    make_tiny_checkpoints(ck)
+    img = world.render(world.make_scene(0, "eval", 1), 64)
+    for native, served in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(device, "cpu_has_bf16", lambda native=native: native)
+        assert device.resolve_dtype("auto", cpu, inference=True) == served
+        assert device.resolve_dtype("auto", cpu) == torch.float32  # training
+        assert device.resolve_dtype("float32", cpu, inference=True) == torch.float32
+        cap = Captioner.from_pretrained(str(ck / "maccap-offline-world.safetensors"), device="cpu")
+        assert cap.lm.model.dtype == served and cap.caption(img, samples=2).caption is not None

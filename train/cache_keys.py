@@ -29,6 +29,18 @@ LATER_FIELDS = {"decoding": {"draft_tokens", "bank_vocab"},
 NOISE_PROTOCOL = "noise drawn per image"
 
 
+def precision(lm_dtype: str = "auto") -> dict[str, str]:
+    """``{"lm_dtype": NAME}`` where the frozen LM runs in another dtype than float32 (``"auto"``: as
+    :class:`Captioner` resolves it on this machine, device.resolve_dtype: bf16 on a GPU or a bf16-capable CPU),
+    else ``{}``, so the keys of float32 rows stay as they were and a bf16 row is never read as a float32 one."""
+    import torch
+
+    from zsc_core.device import resolve_device, resolve_dtype
+
+    dt = resolve_dtype(lm_dtype, resolve_device("auto"), inference=True)
+    return {} if dt == torch.float32 else {"lm_dtype": str(dt).removeprefix("torch.")}
+
+
 def draws_noise(cfg: CaptionConfig) -> bool:
     """Whether captioning under ``cfg`` draws sampling noise (several samples, or the authors' noise at S=1)."""
     return cfg.decoding.samples > 1 or cfg.authors.noise_single
@@ -38,7 +50,7 @@ def _bank(weights_path: str, bank: str) -> str | None:
     return os.path.relpath(bank, os.path.dirname(os.path.abspath(weights_path))) if bank else None
 
 
-def model_fingerprint(weights_path: str) -> str:
+def model_fingerprint(weights_path: str, lm_dtype: str = "auto") -> str:
     """What a model captions with by default, as one short key: the weights file's sha256 prefix and that of its
     settings (the defaults and the bank's path relative to the weights). ``WEIGHTS:SETTINGS``."""
     s = read_settings(weights_path)
@@ -50,11 +62,11 @@ def model_fingerprint(weights_path: str) -> str:
             settings[group] = kept
         else:
             settings.pop(group)
-    doc = json.dumps({"bank": _bank(weights_path, s.bank), **settings}, sort_keys=True)
+    doc = json.dumps({"bank": _bank(weights_path, s.bank), **settings, **precision(lm_dtype)}, sort_keys=True)
     return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
 
-def setting_fingerprint(weights_path: str, **flat: Any) -> str:
+def setting_fingerprint(weights_path: str, *, lm_dtype: str = "auto", **flat: Any) -> str:
     """What one captioning run depends on, as one short key: the weights file's sha256 prefix and that of the
     *effective* settings (the defaults with ``flat`` applied, and the bank's relative path). Unlike
     :func:`model_fingerprint` it survives a change of the defaults that leaves this run's settings as they were.
@@ -68,7 +80,7 @@ def setting_fingerprint(weights_path: str, **flat: Any) -> str:
         eff["keep_beams"] = False  # one beam has one hypothesis: keeping "all" of them changes nothing
     if draws_noise(cfg):
         eff["noise"] = NOISE_PROTOCOL
-    doc = json.dumps({"bank": _bank(weights_path, s.bank), **eff}, sort_keys=True)
+    doc = json.dumps({"bank": _bank(weights_path, s.bank), **eff, **precision(lm_dtype)}, sort_keys=True)
     return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
 

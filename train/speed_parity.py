@@ -9,7 +9,9 @@ photos; val-dev, 109), each reported on its own, 4 sampling seeds. Rows:
 * *before*: ``transformers``' ``generate``, one token a pass over the LM, full head (what served before #55);
 * *drafts only*: ``draft_tokens`` guesses a pass, full head. Its captions should be *before*'s (the guesses are
   checked against greedy decoding); the run counts the photos where they are not;
-* *drafts + bank vocabulary*: the same with the head restricted to the bank's tokens (decode.py).
+* *drafts + bank vocabulary*: the same with the head restricted to the bank's tokens (decode.py);
+* *drafts + bank vocabulary, bf16 LM*: the same with the frozen LM in bfloat16 (the dtype the GPU path runs; on a
+  CPU with bf16 instructions, half the LM's bytes a pass). Paired against *drafts + bank vocabulary* (fp32).
 
 Per row and seed: CIDEr, BLEU-4 and the photos whose caption differs from *before*'s; per split a paired bootstrap
 of each row (seeds averaged per photo) against *before*, and the captions of the first photos side by side. Runs
@@ -39,6 +41,7 @@ class SpeedParityConfig:
     batch: int = 8
     threads: int = 0
     side_by_side: int = 8  # photos per split whose captions are listed
+    bf16: bool = True  # also the bf16-LM row
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -55,11 +58,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     path = PRESETS["photo"].checkpoint_path()
     cap = Captioner.from_pretrained("photo")
+    caps_by_dtype = {"float32": cap}
     served = cap.config.flat()
     base = {k: served[k] for k in ("samples", "num_beams", "guide_weight", "faces", "bodies")}
     rows_def = {"before": {**base, "draft_tokens": 0, "bank_vocab": False},
                 "drafts only": {**base, "draft_tokens": cfg.draft_tokens, "bank_vocab": False},
                 "drafts + bank vocabulary": {**base, "draft_tokens": cfg.draft_tokens, "bank_vocab": True}}
+    dtypes = {name: "float32" for name in rows_def}
+    if cfg.bf16:
+        rows_def["drafts + bank vocabulary, bf16 LM"] = rows_def["drafts + bank vocabulary"]
+        dtypes["drafts + bank vocabulary, bf16 LM"] = "bfloat16"
+
+    def run_key(name: str, seed: int, split: str) -> str:
+        """A run's cache key: its setting and LM dtype, seed, split."""
+        return json.dumps([setting_fingerprint(path, lm_dtype=dtypes[name], **rows_def[name]), seed, split])
     report: dict = {"model": os.path.basename(path), "draft_tokens": cfg.draft_tokens, "splits": {}}
     if os.path.isfile(cfg.out + ".json"):
         with open(cfg.out + ".json") as f:
@@ -73,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             for seed in cfg.seeds:
                 row = sp["rows"].get(f"`photo` served decoding, faces, seed {seed}")
                 if row and split in cfg.splits:
-                    key = json.dumps([setting_fingerprint(path, **rows_def["before"]), seed, split])
+                    key = run_key("before", seed, split)
                     runs.setdefault(key, {"captions": row["captions"], "from": EARLIER})
 
     def save() -> None:
@@ -88,14 +100,16 @@ def main(argv: list[str] | None = None) -> dict:
             seeds = cfg.drafts_only_seeds if name == "drafts only" else cfg.seeds
             for seed in seeds:
                 # "before" has tune_evidence's key: settings at their defaults are not in a key
-                key = json.dumps([setting_fingerprint(path, **over), seed, split])
+                key = run_key(name, seed, split)
                 if key not in runs:
-                    caps = []
+                    if dtypes[name] not in caps_by_dtype:
+                        caps_by_dtype[dtypes[name]] = Captioner.from_pretrained("photo", dtype=dtypes[name])
+                    model, caps = caps_by_dtype[dtypes[name]], []
                     for i in tqdm(range(0, len(images), cfg.batch), desc=f"{split} {name} seed {seed}"):
-                        caps += [r.caption for r in cap.caption(images[i:i + cfg.batch], seed=seed, **over)]
+                        caps += [r.caption for r in model.caption(images[i:i + cfg.batch], seed=seed, **over)]
                     runs[key] = {"captions": caps}
                 caps = runs[key]["captions"]
-                before = runs[json.dumps([setting_fingerprint(path, **rows_def["before"]), seed, split])]["captions"]
+                before = runs[run_key("before", seed, split)]["captions"]
                 m = caption_metrics(dict(enumerate(refs)), dict(enumerate(caps)), ("bleu", "cider"))
                 sp["rows"][f"{name}, seed {seed}"] = {
                     "row": name, "seed": seed, "captions": caps, "CIDEr": m["CIDEr"], "BLEU-4": m["BLEU-4"],
@@ -104,8 +118,11 @@ def main(argv: list[str] | None = None) -> dict:
                                   "differ": sp["rows"][f"{name}, seed {seed}"]["differ"]}), flush=True)
                 save()
         theirs = averaged(sp["rows"], "before", refs, cfg.seeds)
-        sp["paired"] = {"drafts + bank vocabulary": paired_bootstrap(
-            averaged(sp["rows"], "drafts + bank vocabulary", refs, cfg.seeds), theirs)}
+        served = averaged(sp["rows"], "drafts + bank vocabulary", refs, cfg.seeds)
+        sp["paired"] = {"drafts + bank vocabulary": paired_bootstrap(served, theirs)}
+        if cfg.bf16:
+            sp["paired_bf16"] = paired_bootstrap(averaged(sp["rows"], "drafts + bank vocabulary, bf16 LM", refs,
+                                                          cfg.seeds), served)
         sp["side_by_side"] = [
             {"photo": os.path.basename(items[i][0]),
              **{name: sp["rows"][f"{name}, seed 0"]["captions"][i] for name in rows_def}}
@@ -140,6 +157,10 @@ def markdown(report: dict) -> str:
             md.append(f"\n{name} minus before (seeds averaged per photo, per-photo CIDEr-D, 95% paired bootstrap): "
                       f"{b['diff']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}], photos won / lost {b['wins']} / "
                       f"{b['losses']}\n")
+        if sp.get("paired_bf16"):
+            b = sp["paired_bf16"]
+            md.append(f"\nbf16 LM minus fp32 LM (both drafts + bank vocabulary; same bootstrap): {b['diff']:+.4f} "
+                      f"[{b['low']:+.4f}, {b['high']:+.4f}], photos won / lost {b['wins']} / {b['losses']}\n")
         if sp.get("side_by_side"):
             names = [k for k in sp["side_by_side"][0] if k != "photo"]
             md.append("\nSeed 0, side by side:\n\n| photo | " + " | ".join(names) + " |\n| --- |"
