@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
                 questions.append(time.perf_counter() - t)
             print(f"{os.path.basename(path)}: {caption!r}", flush=True)
         out["first_caption_s"] = round(first, 3)
+        out["first_caption_from_start_s"] = round(secs + first, 2)  # process start to the first caption shown
         out["caption"] = summary(captions)
         out["question"] = summary(questions)
         out["peak_rss_gb"] = round(peak_rss_gb(proc.pid), 2)

@@ -1,6 +1,7 @@
 """Smaller weights for the frozen LM on this CPU (issue #55): int8 dynamic quantization and bf16 against fp32.
 
     python -m experiments.lm_precision            # -> results/lm_precision.json
+    python -m experiments.lm_precision results/lm_precision_bf16_cpu.json   # on another CPU, another file
 
 For SmolLM2-135M as the `photo` preset loads it: the seconds of 16 cached decode steps at batch 8 (the served
 S=8 greedy decode, one thread and two), and how far each variant's next-token distribution moves from fp32's on
@@ -56,7 +57,7 @@ def divergence(reference, model, ids: list[list[int]]) -> dict[str, float]:
     return {"top1_agreement": agree / len(ids), "kl": kl / len(ids)}
 
 
-def main() -> dict:
+def main(out: str = OUT) -> dict:
     warnings.filterwarnings("ignore")
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
@@ -95,11 +96,13 @@ def main() -> dict:
         row.update(divergence(fp32, model, ids) if name != "fp32" else {"top1_agreement": 1.0, "kl": 0.0})
         report["rows"][name] = row
         print(json.dumps({name: {k: round(v, 4) for k, v in row.items()}}), flush=True)
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(report, f, indent=1)
     return report
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(*sys.argv[1:2])

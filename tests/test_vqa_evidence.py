@@ -143,3 +143,34 @@ def test_a_caption_s_lookup_is_the_evidence_its_questions_read(tmp_path, monkeyp
     memo.put(_img(1), "p", {"samples": 2}, seen=seen)  # kept beside the caption, not instead of it
     assert memo.get(_img(1), "p", {"samples": 2}) == "a caption" and memo.seen(_img(1), "p", {"samples": 2}) is seen
     assert memo.seen(_img(2), "p", {"samples": 2}) is None
+
+
+def test_the_answer_warm_up_runs_as_small_jobs_that_encode_what_the_answers_read(tmp_path):
+    """vqa.warm_jobs: each job encodes at most ``chunk`` answers (a request arriving meanwhile waits for one small
+    job, models.ComputeThread.when_idle); after them each answer type's list is ready, and it holds the encodings
+    a cold question would make (the same rows, whatever the chunks)."""
+    import torch
+
+    from zsc_core import vqa
+    from zsc_core.captioner import Captioner
+
+    from .test_bank import _captioner_with_bank
+
+    cap, path, _ = _captioner_with_bank(tmp_path)
+    loaded = Captioner.from_pretrained(path)
+    answers = ["yes", "no", "1", "2", "3", "red", "blue", "dog", "cat", "table", "kitchen"]
+    vqa._ENCODED.clear()
+    vqa._ROWS.clear()
+    sizes = []
+    encode = loaded.clip.encode_text
+    loaded.clip.encode_text = lambda texts, *a, **k: (sizes.append(len(texts)), encode(texts, *a, **k))[1]
+    jobs = vqa.warm_jobs(loaded, answers, chunk=3)
+    for job in jobs:
+        job()
+    loaded.clip.encode_text = encode
+    assert sizes and max(sizes) <= 3 and sum(sizes) == len(answers)  # each answer encoded once, 3 at a time
+    for q in vqa.WARM_QUESTIONS:
+        lst = tuple(vqa.answer_candidates(loaded, q, answers))
+        assert (loaded.clip.text_fingerprint, lst) in vqa._ENCODED  # ready before the first question
+        torch.testing.assert_close(vqa._ENCODED[(loaded.clip.text_fingerprint, lst)], encode(list(lst)),
+                                   atol=1e-5, rtol=0)

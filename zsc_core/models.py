@@ -183,7 +183,7 @@ class ModelCache:
             jobs.append(cap.bank.captions)
             if cap.config.decoding.bank_vocab:
                 jobs.append(lambda: cap.bank.vocabulary(cap.lm))
-        jobs += [lambda q=q: vqa.warm(cap, questions=(q,)) for q in vqa.WARM_QUESTIONS]
+        jobs += vqa.warm_jobs(cap)
         return jobs
 
     def detector_status(self) -> dict[str, str]:

@@ -309,19 +309,31 @@ def generate_answers(lm, prompts: Sequence[str], max_new_tokens: int = 8) -> lis
 
 
 _ENCODED: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}  # (text tower, answers) -> (A, D), encoded once
+_ROWS: dict[str, dict[str, torch.Tensor]] = {}  # text tower -> answer -> its encoding (D,), each encoded once
 
 
 @torch.no_grad()
+def _encode_each(clip, answers: Sequence[str], chunk: int = 512) -> None:
+    """Encode the answers not encoded yet by this text tower (one at a time or in chunks, the same rows)."""
+    rows = _ROWS.setdefault(clip.text_fingerprint, {})
+    todo = [a for a in dict.fromkeys(answers) if a not in rows]
+    for i in range(0, len(todo), chunk):
+        rows.update(zip(todo[i:i + chunk], clip.encode_text(todo[i:i + chunk])))
+
+
 def _encoded_answers(clip, answers: tuple[str, ...]) -> torch.Tensor:
     key = (clip.text_fingerprint, answers)
-    if key not in _ENCODED:  # 3,128 VQAv2 answers take about a second to encode on CPU: once per tower
+    if key not in _ENCODED:  # 3,128 VQAv2 answers take seconds to encode on 2 cores: once per tower
         if len(_ENCODED) >= 8:
             _ENCODED.clear()
-        _ENCODED[key] = torch.cat([clip.encode_text(list(answers[i:i + 512])) for i in range(0, len(answers), 512)])
+        _encode_each(clip, answers)
+        rows = _ROWS[clip.text_fingerprint]
+        _ENCODED[key] = torch.stack([rows[a] for a in answers])
     return _ENCODED[key]
 
 
 WARM_QUESTIONS = ("Is it?", "How many?", "What is it?")  # one of each answer type: yes/no, number, other
+WARM_CHUNK = 128  # answers a warm-up job encodes: a request arriving meanwhile waits ~0.1 s, not seconds
 
 
 def answer_candidates(captioner, question: str, answers: Sequence[str] | None = None,
@@ -336,8 +348,19 @@ def answer_candidates(captioner, question: str, answers: Sequence[str] | None = 
 def warm(captioner, answers: Sequence[str] | None = None, questions: Sequence[str] = WARM_QUESTIONS) -> None:
     """Encode the candidate answers of each answer type once (what the first question of each type would wait
     for: the ~3k VQAv2 answers take seconds on 2 cores), so the first visitor's question is as fast as the next."""
-    for question in questions:
-        _encoded_answers(captioner.clip, tuple(answer_candidates(captioner, question, answers)))
+    for job in warm_jobs(captioner, answers, questions):
+        job()
+
+
+def warm_jobs(captioner, answers: Sequence[str] | None = None, questions: Sequence[str] = WARM_QUESTIONS,
+              chunk: int = WARM_CHUNK) -> list:
+    """:func:`warm` as small jobs (callables) for a server to run between requests: each encodes ``chunk`` of the
+    answers, then one per answer type puts its list together."""
+    lists = [tuple(answer_candidates(captioner, q, answers)) for q in questions]
+    every = list(dict.fromkeys(a for lst in lists for a in lst))
+    jobs = [lambda part=every[i:i + chunk]: _encode_each(captioner.clip, part, chunk)
+            for i in range(0, len(every), chunk)]
+    return jobs + [lambda lst=lst: _encoded_answers(captioner.clip, lst) for lst in lists]
 
 
 @torch.no_grad()
