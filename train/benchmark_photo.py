@@ -218,6 +218,9 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
           "(sign test, p < 0.01; own / other photos).\n\n",
           "*Distinct*: distinct captions per 100 photos. *People*: of the photos whose references mostly (3 of 5) "
           "name a person, how many captions name one.\n\n",
+          f"The frozen LM ran in {report.get('lm_dtype', 'float32')} (`device.resolve_dtype`: bf16 on a GPU and on a "
+          "CPU that computes bf16, float32 elsewhere; the two are at parity over 4 seeds on both choice sets, "
+          "`results/speed_parity_photo.md`). One sampling seed (0).\n\n",
           "| row | BLEU-4 | METEOR | ROUGE-L | CIDEr | grounded | distinct | people | first captions |\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"]
     for group in ("Captioner", "Ablation", "Fidelity", "Baseline"):
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     set_threads(cfg.threads)
     from train.benchmark import _in_training
     from train.build_bridge import TEMPLATES
-    from train.cache_keys import model_fingerprint, setting_fingerprint
+    from train.cache_keys import model_fingerprint, precision, setting_fingerprint
     from train.loop import RunConfig, corpus_features
     from zsc_core.bank import captions_path, recorded_bank
     from zsc_core.bridge import imagenet_categories
@@ -320,7 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
     items = coco_items(cfg.split)
     images = [load_image(p) for p, _ in items]
     refs = {i: caps for i, (_, caps) in enumerate(items)}
-    report: dict = {"split": cfg.split, "n_images": len(items), "rows": []}
+    # the frozen LM's dtype here (device.resolve_dtype): bf16 on a GPU or a CPU that computes it, else float32
+    report: dict = {"split": cfg.split, "n_images": len(items), "rows": [],
+                    "lm_dtype": precision().get("lm_dtype", "float32")}
     models: dict[str, Captioner] = {}
     photo_bank = recorded_bank(PRESETS["photo"].checkpoint_path()) if preset_status("photo").ready else ""
 
