@@ -14,6 +14,7 @@ else the decorator is not applied. `python -m zsc_core space stage DIR` writes t
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import tempfile
 from concurrent.futures import Future
@@ -85,11 +86,16 @@ DEFAULT_SAMPLES, DEFAULT_BEAMS = SERVED.decoding.samples, SERVED.decoding.num_be
 
 
 def _guard(fn):
-    """Run the handler in the compute thread (COMPUTE); turn a UserError into a message for the person, anything
-    else into a short, generic gr.Error. Keeps the handler's signature (functools.wraps), so Gradio still injects
-    its gr.Progress."""
+    """Run the handler in the compute thread (COMPUTE), saying so in its progress bar while the start-up load runs
+    ahead of it; turn a UserError into a message for the person, anything else into a short, generic gr.Error.
+    Keeps the handler's signature (functools.wraps), so Gradio still injects its gr.Progress."""
+    signature = inspect.signature(fn)
+
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
+        progress = signature.bind_partial(*args, **kwargs).arguments.get("progress")
+        if not STARTUP.done() and callable(progress):  # it will wait behind the start-up load
+            progress(0, desc="loading the model (the server has just started)")
         try:
             return COMPUTE(fn, *args, **kwargs)
         except UserError as e:

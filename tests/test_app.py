@@ -288,11 +288,13 @@ def test_the_page_is_built_while_the_default_loads_and_a_request_waits_for_it(tm
     with imported_app({"ZSC_CHECKPOINTS": str(tmp_path), "ZSC_DEFAULT_PRESET": "offline-world"}) as app:
         assert loading.wait(60) and not app.STARTUP.done()  # the page exists, the model does not yet
         img = world.render(world.make_scene(0, "eval", 1), 64)
-        done = []
-        asker = threading.Thread(target=lambda: done.append(app.caption(img, "offline-world", 2, None, None, 1, 0)))
+        done, said = [], []
+        asker = threading.Thread(target=lambda: done.append(app.caption(  # progress passed as Gradio passes it
+            img, "offline-world", 2, None, None, 1, 0, None, lambda *a, desc="": said.append(desc))))
         asker.start()
         asker.join(0.5)
-        assert not done  # queued behind the load
+        assert not done  # queued behind the load, and its progress bar says why
+        assert said == ["loading the model (the server has just started)"]
         release.set()
         asker.join(120)
         assert app.startup_problem() == "" and done and done[0][0]

@@ -314,8 +314,11 @@ _ROWS: dict[str, dict[str, torch.Tensor]] = {}  # text tower -> answer -> its en
 
 @torch.no_grad()
 def _encode_each(clip, answers: Sequence[str], chunk: int = 512) -> None:
-    """Encode the answers not encoded yet by this text tower (one at a time or in chunks, the same rows)."""
+    """Encode the answers not yet encoded by this text tower (in chunks: the rows do not depend on them, up to
+    float rounding)."""
     rows = _ROWS.setdefault(clip.text_fingerprint, {})
+    if len(rows) > 50_000:  # answer lists given by callers: keep the memory bounded (VQAv2's are 3k)
+        rows.clear()
     todo = [a for a in dict.fromkeys(answers) if a not in rows]
     for i in range(0, len(todo), chunk):
         rows.update(zip(todo[i:i + chunk], clip.encode_text(todo[i:i + chunk])))
