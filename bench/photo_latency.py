@@ -3,14 +3,14 @@
     python bench/photo_latency.py [--images 8] [--reps 2] [--json results/photo_latency.json]
 
 Loads the preset as the app does, captions the first ``--images`` val-dev photos one at a time, ``--reps`` times
-each after one warm-up call, and prints the median seconds per photo for each named setting (the one served on CPU,
-i.e. the model's defaults, with the LM in the dtype it is served in here; S=1; then with the LM in float32, the
-served decoding and the one before #55) with the stage split (encode / detect /
-retrieve / generate / rank), a question of each kind the Ask tab routes (warm, its caption known), the process's
-peak resident memory, the caption bank's one-off load times, and whether the CPU setting
-is within the budget (1 s a photo on 2 cores, issue #55; and the fp32 floor of the same run: 16 plain decode
-steps of the LM at batch 8, and the served median over it). Figures depend on the machine and on what else runs
-on it: say which when reporting them.
+each after one warm-up call, and prints the median seconds per photo for each named setting: the one served on
+CPU (the model's defaults, with the LM in the dtype it is served in here), S=1; then with the LM in float32 the
+served decoding and the one before #55; and, on a CPU that computes bf16, the served decoding with the LM in bf16
+(an opt-in). Each with the stage split (encode / detect / retrieve / generate / rank); a question of each kind
+the Ask tab routes (warm, its caption known), the process's peak resident memory, the caption bank's one-off load
+times, and whether the CPU setting is within the budget (1 s a photo on 2 cores, issue #55; and the fp32 floor of
+the same run: 16 plain decode steps of the LM at batch 8, and the served median over it). Figures depend on the
+machine and on what else runs on it: say which when reporting them.
 """
 
 from __future__ import annotations
@@ -131,6 +131,13 @@ def main(argv: list[str] | None = None) -> dict:
     from experiments.lm_precision import decode_seconds
 
     out["fp32_floor_s"] = round(decode_seconds(fp32.lm.model), 3)
+    # the opt-in (--dtype bfloat16, ZSC_DTYPE=bfloat16) on a CPU that computes bf16: the LM half the bytes
+    from zsc_core.device import cpu_has_bf16
+
+    out["cpu_bf16"] = cpu_has_bf16()
+    if out["cpu_bf16"] and cap.lm.model.dtype != torch.bfloat16:
+        timed(Captioner.from_pretrained(args.preset, dtype="bfloat16", clip=cap.clip),
+              {"served, bf16 LM (opt-in)": {}})
     out["served_over_floor"] = round(out["served (defaults)"]["median_s"] / out["fp32_floor_s"], 3)
     print(f"fp32 floor (16 steps, batch 8): {out['fp32_floor_s']:.2f} s; served / floor "
           f"{out['served_over_floor']:.2f}", flush=True)

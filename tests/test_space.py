@@ -382,7 +382,7 @@ def test_simulated_space_build_comes_up_and_serves_every_tab(staged, tmp_path):
             table, _, _ = client.predict("photo", "generated scenes", 10, [], "", api_name="/gap")
             assert "centroid distance" in table
             note, box, _ = client.predict(api_name="/opened")  # what the page shows once start-up is over
-            assert note == "" and box == "photo"  # every preset loaded: no start-up note, the default selected
+            assert not note["visible"] and box["value"] == "photo"  # every preset loaded: no note, the default
         finally:
             proc.terminate()
             proc.wait(30)

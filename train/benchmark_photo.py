@@ -218,8 +218,8 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
           "(sign test, p < 0.01; own / other photos).\n\n",
           "*Distinct*: distinct captions per 100 photos. *People*: of the photos whose references mostly (3 of 5) "
           "name a person, how many captions name one.\n\n",
-          f"The frozen LM ran in {report.get('lm_dtype', 'float32')} (`device.resolve_dtype`: bf16 on a GPU and on a "
-          "CPU that computes bf16, float32 elsewhere; the two are at parity over 4 seeds on both choice sets, "
+          f"The frozen LM ran in {report.get('lm_dtype', 'float32')} (`device.resolve_dtype`: bf16 on a GPU, float32 "
+          "on a CPU; for the served `photo` decoding the two are at parity over 4 seeds on both choice sets, "
           "`results/speed_parity_photo.md`). One sampling seed (0).\n\n",
           "| row | BLEU-4 | METEOR | ROUGE-L | CIDEr | grounded | distinct | people | first captions |\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"]

@@ -31,13 +31,13 @@ NOISE_PROTOCOL = "noise drawn per image"
 
 def precision(lm_dtype: str = "auto") -> dict[str, str]:
     """``{"lm_dtype": NAME}`` where the frozen LM runs in another dtype than float32 (``"auto"``: as
-    :class:`Captioner` resolves it on this machine, device.resolve_dtype: bf16 on a GPU or a bf16-capable CPU),
-    else ``{}``, so the keys of float32 rows stay as they were and a bf16 row is never read as a float32 one."""
+    :class:`Captioner` resolves it on this machine, device.resolve_dtype: bf16 on a GPU), else ``{}``, so the keys
+    of float32 rows stay as they were and a bf16 row is never read as a float32 one."""
     import torch
 
     from zsc_core.device import resolve_device, resolve_dtype
 
-    dt = resolve_dtype(lm_dtype, resolve_device("auto"), inference=True)
+    dt = resolve_dtype(lm_dtype, resolve_device("auto"))
     return {} if dt == torch.float32 else {"lm_dtype": str(dt).removeprefix("torch.")}
 
 

@@ -218,7 +218,7 @@ class Captioner:
                 spec.checkpoint = os.path.join(os.path.dirname(os.path.abspath(path)), spec.checkpoint)
             clip = load_clip(spec, dev)
         if lm is None:
-            lm = load_lm(LMSpec(**ck.lm["spec"]), dev, resolve_dtype(dtype, dev, inference=True))
+            lm = load_lm(LMSpec(**ck.lm["spec"]), dev, resolve_dtype(dtype, dev))
         check_compatible(ck, clip.identity(), lm.identity())
         cfg_cls, module_cls = ADAPTORS[ck.kind]
         adaptor = build_and_load(lambda: module_cls(cfg_cls(**ck.config["adaptor"])), ck.tensors, path)

@@ -38,17 +38,15 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device, inference: bool = False) -> torch.dtype:
-    """``"auto"``: bfloat16 on CUDA GPUs that support it and, for ``inference``, on a CPU that computes bf16 in
-    hardware (:func:`cpu_has_bf16`: the served decode is 1.5x faster and the LM half the memory, at parity:
-    2026-12-07-cold-start-and-memory.md); float32 elsewhere (emulated half precision is slow), and for training
-    on any CPU."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"``: bfloat16 on CUDA GPUs that support it, float32 elsewhere. On a CPU that computes bf16
+    (:func:`cpu_has_bf16`) ``"bfloat16"`` is an opt-in: the photo preset's served decode is 1.5x faster there and
+    at parity, but the offline world's MacCap loses its grounding bar in bf16
+    (docs/experiments/2026-12-07-cold-start-and-memory.md), so it is not the default."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if inference and device.type == "cpu" and cpu_has_bf16():
             return torch.bfloat16
         return torch.float32
     return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
