@@ -68,14 +68,13 @@ def opening_preset() -> str | None:
     """The model the page opens on once start-up is over: the default where it loaded, else the first that can
     caption here (None when none can)."""
     startup_problem()
-    choices = models.preset_choices()
-    return DEFAULT if (DEFAULT, DEFAULT) in choices else (choices[0][1] if choices else None)
+    return models.pick(DEFAULT)
 
 
 # The page is built while the default loads, for the default where its files are here; `opened` (on page load)
 # corrects the model box, the start-up note and the Models tab once the load is over.
 CHOICES = models.preset_choices()  # only the presets that can caption here (so far: none has failed yet)
-SELECTED = DEFAULT if (DEFAULT, DEFAULT) in CHOICES else (CHOICES[0][1] if CHOICES else None)
+SELECTED = models.pick(DEFAULT)
 try:  # its labels and the setting it serves (CPU and GPU): the sliders start there
     LABELS, SERVED = display.labels(SELECTED or DEFAULT), service.served_config(SELECTED)
 except Exception:  # its files cannot even be read: wait for the load to say why; open on one that works

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     # noise-free sample.
     settings = {"served (defaults)": {}, "S=1": {"samples": 1, "num_beams": 1}}
     # After the served LM's rows, the question and the peak memory: the same with the LM in float32 (where the
-    # served LM is not: a CPU with bf16 instructions, device.resolve_dtype), and the decoding before #55, in float32
+    # served LM is not: on a GPU, device.resolve_dtype), and the decoding before #55, in float32
     out["lm_dtype"] = str(cap.lm.model.dtype).removeprefix("torch.")
     fp32_settings = {"before #55 (one token a pass, full head, fp32 LM)": {"draft_tokens": 0, "bank_vocab": False}}
     if cap.lm.model.dtype != torch.float32:

@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     items = coco_items(cfg.split)
     images = [load_image(p) for p, _ in items]
     refs = {i: caps for i, (_, caps) in enumerate(items)}
-    # the frozen LM's dtype here (device.resolve_dtype): bf16 on a GPU or a CPU that computes it, else float32
+    # the frozen LM's dtype here (device.resolve_dtype): bf16 on a GPU, float32 on a CPU
     report: dict = {"split": cfg.split, "n_images": len(items), "rows": [],
                     "lm_dtype": precision().get("lm_dtype", "float32")}
     models: dict[str, Captioner] = {}

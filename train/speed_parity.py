@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.presets import PRESETS
 
     path = PRESETS["photo"].checkpoint_path()
-    cap = Captioner.from_pretrained("photo")
+    cap = Captioner.from_pretrained("photo", dtype="float32")  # the rows' float32 LM, on a GPU too
     caps_by_dtype = {"float32": cap}
     served = cap.config.flat()
     base = {k: served[k] for k in ("samples", "num_beams", "guide_weight", "faces", "bodies")}

@@ -47,10 +47,6 @@ class ComputeThread:
         self._ident = threading.get_ident()
         return ctx.run(fn, *args, **kwargs)
 
-    def _call(self, fn, *args, **kwargs):
-        """Call ``fn`` in the thread, in the caller's context, and wait for it."""
-        return self.start(fn, *args, **kwargs).result()
-
     def start(self, fn, *args, **kwargs):
         """Queue ``fn`` in the thread and return its Future at once (the app's start-up: the page is served while
         the models load; a request made meanwhile waits behind it, in order)."""
@@ -64,7 +60,7 @@ class ComputeThread:
         with self._count_lock:
             self._waiting += 1
         try:
-            return self._call(fn, *args, **kwargs)
+            return self.start(fn, *args, **kwargs).result()
         finally:
             with self._count_lock:
                 self._waiting -= 1
@@ -109,6 +105,11 @@ class ModelCache:
     def preset_choices(self) -> list[tuple[str, str]]:
         """(label, name) for a dropdown: only the presets that can caption here (the Models tab lists the rest)."""
         return [(name, name) for name in PRESETS if self.usable(name)]
+
+    def pick(self, name: str) -> str | None:
+        """The preset a page opens on: ``name`` where it can caption here, else the first that can (None: none)."""
+        names = [n for _, n in self.preset_choices()]
+        return name if name in names else (names[0] if names else None)
 
     def captioner(self, name: str | None, prompts: bool = False):
         """The preset's captioner (``prompts``: its interactive-prompt model), loaded once and kept."""
@@ -175,7 +176,7 @@ class ModelCache:
     def _warm_jobs(cap) -> list:
         """What the first caption and the first question of each kind would otherwise wait for, as small jobs: the
         caption bank's texts and the tokens its captions use (a restricted head), and the encoded answers of each
-        answer type (vqa.warm)."""
+        answer type (vqa.warm_jobs)."""
         from . import vqa
 
         jobs = []

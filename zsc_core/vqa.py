@@ -342,23 +342,17 @@ WARM_CHUNK = 128  # answers a warm-up job encodes: a request arriving meanwhile 
 def answer_candidates(captioner, question: str, answers: Sequence[str] | None = None,
                       by_type: bool = True) -> list[str]:
     """The answers the LM route retrieves from: ``answers`` (default: the captioner's vocabulary) without answers
-    of uncertainty, of the question's answer type with ``by_type``. :func:`answer` ranks them; :func:`warm`
+    of uncertainty, of the question's answer type with ``by_type``. :func:`answer` ranks them; :func:`warm_jobs`
     encodes the same lists ahead."""
     candidates = [a for a in (answers or answer_vocabulary(captioner.answers)) if a not in UNCERTAIN]
     return typed_candidates(question, candidates) if by_type else candidates
 
 
-def warm(captioner, answers: Sequence[str] | None = None, questions: Sequence[str] = WARM_QUESTIONS) -> None:
-    """Encode the candidate answers of each answer type once (what the first question of each type would wait
-    for: the ~3k VQAv2 answers take seconds on 2 cores), so the first visitor's question is as fast as the next."""
-    for job in warm_jobs(captioner, answers, questions):
-        job()
-
-
 def warm_jobs(captioner, answers: Sequence[str] | None = None, questions: Sequence[str] = WARM_QUESTIONS,
               chunk: int = WARM_CHUNK) -> list:
-    """:func:`warm` as small jobs (callables) for a server to run between requests: each encodes ``chunk`` of the
-    answers, then one per answer type puts its list together."""
+    """Encode the candidate answers of each answer type once (what the first question of each type would wait
+    for: the ~3k VQAv2 answers take seconds on 2 cores), as small jobs (callables) for a server to run between
+    requests: each encodes ``chunk`` of the answers, then one per answer type puts its list together."""
     lists = [tuple(answer_candidates(captioner, q, answers)) for q in questions]
     every = list(dict.fromkeys(a for lst in lists for a in lst))
     jobs = [lambda part=every[i:i + chunk]: _encode_each(captioner.clip, part, chunk)
