@@ -89,13 +89,18 @@ def app_client(proc, port: int, log, timeout: float, poll: float = 2.0):
 
 
 @contextlib.contextmanager
-def imported_app(env: dict[str, str]):
-    """app.py imported afresh with ``env`` set (not launched); yields the module, restores ``env`` after."""
+def imported_app(env: dict[str, str], loaded: bool = True):
+    """app.py imported afresh with ``env`` set (not launched); yields the module, restores ``env`` after. With
+    ``loaded`` it yields once the start-up load is over, so no test's own environment changes meet a load still
+    running in the background (app.py serves its page while the default loads)."""
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     sys.modules.pop("app", None)
     try:
-        yield importlib.import_module("app")
+        module = importlib.import_module("app")
+        if loaded:
+            module.startup_problem()
+        yield module
     finally:
         sys.modules.pop("app", None)
         for k, v in old.items():

@@ -285,7 +285,7 @@ def test_the_page_is_built_while_the_default_loads_and_a_request_waits_for_it(tm
         return warm_up(self, name)
 
     monkeypatch.setattr(ModelCache, "warm_up", slow_warm_up)
-    with imported_app({"ZSC_CHECKPOINTS": str(tmp_path), "ZSC_DEFAULT_PRESET": "offline-world"}) as app:
+    with imported_app({"ZSC_CHECKPOINTS": str(tmp_path), "ZSC_DEFAULT_PRESET": "offline-world"}, loaded=False) as app:
         assert loading.wait(60) and not app.STARTUP.done()  # the page exists, the model does not yet
         img = world.render(world.make_scene(0, "eval", 1), 64)
         done, said = [], []
