@@ -1,7 +1,7 @@
 """zsc Gradio app: caption an image with a captioner trained on text only. UI only; logic lives in zsc_core.
 
     python app.py            # http://127.0.0.1:7860 ; weights from $ZSC_CHECKPOINTS (default: checkpoints/)
-    ZSC_DTYPE=bfloat16 python app.py  # the LM in bf16 (fast on a CPU with bf16 instructions; see docs/usage.md)
+    ZSC_DTYPE=float32 python app.py  # the LM in float32 for every model (see docs/usage.md)
 
 Named API endpoints (gradio_client): /caption, /recaption, /answer, /gap, /random_scene.
 
@@ -42,7 +42,8 @@ MAX_UPLOAD = "20mb"
 os.environ.setdefault("GRADIO_EXAMPLES_CACHE", os.path.join(tempfile.gettempdir(), "zsc-examples-cache"))
 
 ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
-# the LM's dtype: auto is bf16 on a GPU, float32 elsewhere; ZSC_DTYPE=bfloat16 opts in on a bf16-capable CPU
+# the LM's dtype: auto is bf16 on a GPU; on a CPU, bf16 where it computes bf16 for the models whose settings ask
+# for it (photo), float32 for the others; ZSC_DTYPE names one dtype for every model
 models = ModelCache(device=os.environ.get("ZSC_DEVICE") or ("cuda" if ZERO_GPU else "auto"),
                     dtype=os.environ.get("ZSC_DTYPE") or "auto")
 service = CaptionService(models)

@@ -4,12 +4,13 @@
 
 Loads the preset as the app does, captions the first ``--images`` val-dev photos one at a time, ``--reps`` times
 each after one warm-up call, and prints the median seconds per photo for each named setting: the one served on
-CPU (the model's defaults, with the LM in the dtype it is served in here), S=1; then with the LM in float32 the
-served decoding and the one before #55; and, on a CPU that computes bf16, the served decoding with the LM in bf16
-(an opt-in). Each with the stage split (encode / detect / retrieve / generate / rank); a question of each kind
-the Ask tab routes (warm, its caption known), the process's peak resident memory, the caption bank's one-off load
-times, and whether the CPU setting is within the budget (1 s a photo on 2 cores, issue #55; and the fp32 floor of
-the same run: 16 plain decode steps of the LM at batch 8, and the served median over it). Figures depend on the
+CPU (the model's defaults, with the LM in the dtype it is served in here: bf16 on a CPU that computes it, for a
+model whose settings ask for it), S=1; then with the LM in float32 the served decoding and the one before #55; and,
+for a float32 model on a CPU that computes bf16, the served decoding with the LM in bf16 (an opt-in). Each with the
+stage split (encode / detect / retrieve / generate / rank); a question of each kind the Ask tab routes (warm, its
+caption known), the process's peak resident memory, the caption bank's one-off load times, and whether the CPU
+setting is within the budget (1 s a photo on 2 cores, issue #55; and the fp32 floor of the same run: 16 plain
+decode steps of the LM at batch 8, and the served median over it). Figures depend on the
 machine and on what else runs on it: say which when reporting them.
 """
 

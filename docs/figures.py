@@ -102,9 +102,11 @@ def served_paragraph() -> str:
     fast = [w for w, on in ((f"{d.draft_tokens} n-gram guesses checked per LM pass", d.draft_tokens and g.guide_weight),
                             ("a bank-vocabulary head", d.bank_vocab)) if on]
     fast_s = f"; {' and '.join(fast)}, `zsc_core/decode.py`" if fast else ""
+    fp32 = (lat.get("served, fp32 LM") or {}).get("median_s")
     bf16 = (lat.get("served, bf16 LM (opt-in)") or {}).get("median_s")
-    dtype = f"; {_f(bf16, 2)} s with the LM in bf16 (`ZSC_DTYPE=bfloat16`, on a CPU with bf16)" \
-        if bf16 else ""
+    dtype = (f", the LM in bf16 where the CPU computes it; {_f(fp32, 2)} s in float32 on other CPUs" if fp32 and
+             lat.get("lm_dtype") == "bfloat16" else
+             f"; {_f(bf16, 2)} s with the LM in bf16 (`ZSC_DTYPE=bfloat16`, on a CPU with bf16)" if bf16 else "")
     return (f"**Served setting** (`checkpoints/tipcap-s4-photo.inference.json`, the same on CPU and GPU): {decode}"
             f"{guide}, ranked by {RANKINGS[r.rerank]} against the {cfg.ranking_k} nearest{evidence}; "
             f"{_f(_latency(lat), 2)} s a photo (median, 2 CPU cores{dtype}; `bench/photo_latency.py`{fast_s}). The "

@@ -192,6 +192,37 @@ def test_presets_on_the_same_frozen_models_share_them(tmp_path, monkeypatch):
     assert s._frozen_models(same_lm) == (None, tip.lm)
 
 
+def test_an_lm_is_shared_only_between_models_that_run_it_in_the_same_dtype(tmp_path, monkeypatch):
+    """A model whose settings ask for a bf16 LM (lm_dtype) gets its own copy on a CPU that computes bf16; the
+    float32 models still share one; without bf16 hardware every model shares the float32 LM."""
+    import json
+
+    import torch
+
+    from zsc_core import device
+    from zsc_core.models import ModelCache
+    from zsc_core.presets import PRESETS
+    from zsc_core.settings import set_defaults, settings_path
+
+    from .conftest import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    path = PRESETS["offline-world"].checkpoint_path()
+    set_defaults(path, samples=2)  # writes the JSON
+    with open(settings_path(path)) as f:
+        doc = json.load(f)
+    with open(settings_path(path), "w") as f:
+        json.dump({**doc, "lm_dtype": "bfloat16"}, f)
+    for bf16_cpu, tip_dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(device, "cpu_has_bf16", lambda flag=bf16_cpu: flag)
+        s = ModelCache(device="cpu")
+        mac, tip = s.captioner("offline-world-maccap"), s.captioner("offline-world")
+        prompts = s.captioner("offline-world-maccap", prompts=True)
+        assert tip.lm.model.dtype == tip_dtype and mac.lm.model.dtype == prompts.lm.model.dtype == torch.float32
+        assert mac.lm is prompts.lm and (tip.lm is mac.lm) == (not bf16_cpu) and tip.clip is mac.clip
+
+
 def test_a_preset_that_cannot_load_is_reported_and_the_others_keep_serving(tmp_path, monkeypatch):
     """A checkpoint that fails to load (here: trained against another LM) must not kill the app at start-up:
     warm-up says what is wrong, the dropdown drops that preset, the Models tab says why, the rest still caption."""

@@ -495,3 +495,36 @@ def test_a_row_captioned_with_a_bf16_lm_is_cached_apart_from_a_float32_one(tmp_p
     assert model_fingerprint(path, "float32") != model_fingerprint(path, "bfloat16")
     auto = "bfloat16" if precision("auto") else "float32"  # as this machine resolves it
     assert setting_fingerprint(path, samples=3) == setting_fingerprint(path, lm_dtype=auto, samples=3)
+
+
+def test_a_models_lm_dtype_lives_in_its_settings_and_survives_changes_of_the_others(tmp_path, monkeypatch):
+    """``lm_dtype`` is a top-level field of NAME.inference.json (settings.InferenceSettings): kept when a default
+    changes or a bank is attached, written only where it is not float32, refused when it is not a dtype we serve;
+    a bf16 model's rows are keyed as bf16 on a CPU that computes it (its own precision), as float32 elsewhere."""
+    import json
+
+    from train.cache_keys import model_fingerprint
+    from zsc_core import device
+    from zsc_core.bank import attach_bank, recorded_bank
+    from zsc_core.settings import read_settings, set_defaults, settings_path
+
+    _, path, bank_path = _captioner_with_bank(tmp_path)
+    with open(settings_path(path)) as f:
+        doc = json.load(f)
+    assert "lm_dtype" not in doc and read_settings(path).lm_dtype == "float32"
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    with open(settings_path(path), "w") as f:
+        json.dump({**doc, "lm_dtype": "bfloat16"}, f)
+    set_defaults(path, samples=3)
+    attach_bank(path, bank_path, k=7)
+    s = read_settings(path)
+    assert (s.lm_dtype, s.config.decoding.samples, s.config.retrieval.mix_k) == ("bfloat16", 3, 7)
+    assert recorded_bank(path) == os.path.abspath(bank_path)
+    fp32_key = model_fingerprint(path, "float32")
+    assert model_fingerprint(path) == model_fingerprint(path, "bfloat16") != fp32_key
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    assert model_fingerprint(path) == fp32_key  # float32 here: the float32 rows' key
+    with open(settings_path(path), "w") as f:
+        json.dump({**doc, "lm_dtype": "int4"}, f)
+    with pytest.raises(ValueError, match="lm_dtype 'int4'"):
+        read_settings(path)

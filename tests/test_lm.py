@@ -1,5 +1,7 @@
 """The frozen LM: prefix inputs, batched generation, caption cleaning, and the real offline SmolLM2."""
 
+import json
+
 import pytest
 import torch
 
@@ -118,9 +120,10 @@ def test_a_caption_never_opens_with_its_own_end(monkeypatch):
 
 
 def test_bf16_hardware_is_read_from_the_cpu_flags_and_the_lm_loads_in_the_dtype_asked(tmp_path, monkeypatch):
-    """device.cpu_has_bf16 reads the CPU's flags (what bench/photo_latency.py's opt-in bf16 row needs); "auto" is
-    float32 on a CPU whatever its flags (bf16 is an opt-in there: the offline world's MacCap loses its grounding in
-    bf16); Captioner.from_pretrained loads the LM in the dtype asked, and captions in it."""
+    """device.cpu_has_bf16 reads the CPU's flags; "auto" is float32 on a CPU whatever its flags for a model that does
+    not ask for bf16 (the offline world's MacCap loses its grounding in bf16), and bf16 for one whose settings do
+    (lm_dtype), on a CPU that computes it only; Captioner.from_pretrained loads the LM in the dtype asked, and
+    captions in it."""
     from zsc_core import device, world
     from zsc_core.captioner import Captioner
 
@@ -135,6 +138,11 @@ def test_bf16_hardware_is_read_from_the_cpu_flags_and_the_lm_loads_in_the_dtype_
     cpu = torch.device("cpu")
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
     assert device.resolve_dtype("auto", cpu) == torch.float32
+    assert device.resolve_dtype("auto", cpu, "bfloat16") == torch.bfloat16
+    assert device.resolve_dtype("float32", cpu, "bfloat16") == torch.float32  # asked explicitly: that dtype
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    assert device.resolve_dtype("auto", cpu, "bfloat16") == torch.float32  # emulated bf16 would be slower
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
     ck = tmp_path / "ck"
     ck.mkdir()
     make_tiny_checkpoints(ck)
@@ -142,3 +150,19 @@ def test_bf16_hardware_is_read_from_the_cpu_flags_and_the_lm_loads_in_the_dtype_
     for asked, dtype in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
         cap = Captioner.from_pretrained(str(ck / "maccap-offline-world.safetensors"), device="cpu", dtype=asked)
         assert cap.lm.model.dtype == dtype and cap.caption(img, samples=2).caption is not None
+    # a model whose settings ask for bf16 gets it from "auto" on this (bf16) CPU; float32 still wins when asked
+    from zsc_core.captioner import lm_dtype
+    from zsc_core.settings import set_defaults, settings_path
+
+    path = str(ck / "maccap-offline-world.safetensors")
+    set_defaults(path, samples=2)
+    with open(settings_path(path)) as f:
+        doc = json.load(f)
+    with open(settings_path(path), "w") as f:
+        json.dump({**doc, "lm_dtype": "bfloat16"}, f)
+    assert lm_dtype(path, "cpu") == torch.bfloat16 and lm_dtype(path, "cpu", "float32") == torch.float32
+    cap = Captioner.from_pretrained(path, device="cpu")
+    assert cap.lm.model.dtype == torch.bfloat16 and cap.caption(img).caption is not None
+    assert Captioner.from_pretrained(path, device="cpu", dtype="float32").lm.model.dtype == torch.float32
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    assert Captioner.from_pretrained(path, device="cpu").lm.model.dtype == torch.float32

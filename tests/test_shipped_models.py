@@ -119,7 +119,8 @@ def test_every_ablation_is_judged_by_the_same_rule_in_the_benchmark(path):
         assert g == r["grounding"]
         assert g["grounded"] == (g["p_value"] < GROUNDING_P)
         verdict = "yes" if g["grounded"] else "**no**"
-        shown = r["name"] + (" (†)" if r.get("note") else "")  # a row measured under an earlier protocol says so
+        shown = (r["name"] + (f" ({r['lm_dtype']} LM)" if r.get("lm_dtype") else "")  # a bf16 row says so
+                 + (" (†)" if r.get("note") else ""))  # and a row measured under an earlier protocol
         assert f"| {shown} |" in md and f"{verdict} ({g['own']} / {g['other']}" in md
 
 

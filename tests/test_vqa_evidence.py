@@ -145,10 +145,11 @@ def test_a_caption_s_lookup_is_the_evidence_its_questions_read(tmp_path, monkeyp
     assert memo.seen(_img(2), "p", {"samples": 2}) is None
 
 
-def test_the_answer_warm_up_runs_as_small_jobs_that_encode_what_the_answers_read(tmp_path):
+def test_the_answer_warm_up_runs_as_small_jobs_that_encode_what_the_answers_read(tmp_path, monkeypatch):
     """vqa.warm_jobs: each job encodes at most ``chunk`` answers (a request arriving meanwhile waits for one small
     job, models.ComputeThread.when_idle); after them each answer type's list is ready, and it holds the encodings
-    a cold question would make (the same rows, whatever the chunks)."""
+    a cold question would make (the same rows, whatever the chunks). The lists are kept in the user cache: a fresh
+    process encodes nothing, and a damaged file is encoded again."""
     import torch
 
     from zsc_core import vqa
@@ -156,6 +157,7 @@ def test_the_answer_warm_up_runs_as_small_jobs_that_encode_what_the_answers_read
 
     from .test_bank import _captioner_with_bank
 
+    monkeypatch.setenv("ZSC_CACHE_DIR", str(tmp_path / "cache"))
     cap, path, _ = _captioner_with_bank(tmp_path)
     loaded = Captioner.from_pretrained(path)
     answers = ["yes", "no", "1", "2", "3", "red", "blue", "dog", "cat", "table", "kitchen"]
@@ -173,4 +175,67 @@ def test_the_answer_warm_up_runs_as_small_jobs_that_encode_what_the_answers_read
         lst = tuple(vqa.answer_candidates(loaded, q, answers))
         assert (loaded.clip.text_fingerprint, lst) in vqa._ENCODED  # ready before the first question
         torch.testing.assert_close(vqa._ENCODED[(loaded.clip.text_fingerprint, lst)], encode(list(lst)),
-                                   atol=1e-5, rtol=0)
+                                   atol=2e-3, rtol=0)  # kept at fp16
+    first = dict(vqa._ENCODED)
+    vqa._ENCODED.clear()  # a fresh process on the same machine
+    vqa._ROWS.clear()
+    sizes.clear()
+    loaded.clip.encode_text = lambda texts, *a, **k: (sizes.append(len(texts)), encode(texts, *a, **k))[1]
+    jobs = vqa.warm_jobs(loaded, answers, chunk=3)
+    assert len(jobs) == len(vqa.WARM_QUESTIONS)  # nothing to encode: one load per answer type
+    for job in jobs:
+        job()
+    assert sizes == [] and all(torch.equal(first[k], vqa._ENCODED[k]) for k in first)
+    files = sorted((tmp_path / "cache" / "answers").iterdir())
+    assert len(files) == len(vqa.WARM_QUESTIONS)
+    files[0].write_bytes(b"not a tensor file")
+    vqa._ENCODED.clear()
+    for job in vqa.warm_jobs(loaded, answers, chunk=3):
+        job()
+    loaded.clip.encode_text = encode
+    assert 0 < sum(sizes) < len(answers)  # the damaged list alone, encoded again
+    assert all(torch.equal(first[k], vqa._ENCODED[k]) for k in first)  # encoded again: the same fp16 rows
+
+
+def test_answers_shipped_beside_the_checkpoints_are_read_and_only_by_their_tower(tmp_path, monkeypatch):
+    """train.build_answers writes each answer type's encoded list into checkpoints/answers/; a machine with an empty
+    user cache then encodes nothing for its first question. A file read for another list (here: renamed onto
+    another list's name) is refused by what it records, and that list is encoded again."""
+    import shutil
+
+    import torch
+
+    from train.build_answers import main as build
+    from zsc_core import vqa
+    from zsc_core.captioner import Captioner
+
+    from .conftest import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path)
+    monkeypatch.setenv("ZSC_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("ZSC_CACHE_DIR", str(tmp_path / "cache"))
+    written = build(["presets=offline-world"])
+    assert len(written) == len(vqa.WARM_QUESTIONS) and all(p.startswith(str(tmp_path / "answers")) for p in written)
+    vqa._ENCODED.clear()
+    vqa._ROWS.clear()
+    cap = Captioner.from_pretrained("offline-world", device="cpu")
+    sizes = []
+    encode = cap.clip.encode_text
+    cap.clip.encode_text = lambda texts, *a, **k: (sizes.append(len(texts)), encode(texts, *a, **k))[1]
+    jobs = vqa.warm_jobs(cap)
+    assert len(jobs) == len(vqa.WARM_QUESTIONS)
+    for job in jobs:
+        job()
+    assert sizes == [] and not (tmp_path / "cache" / "answers").exists()  # read, not encoded nor copied
+    lists = [tuple(vqa.answer_candidates(cap, q)) for q in vqa.WARM_QUESTIONS]
+    other = max(lists, key=len)
+    torch.testing.assert_close(vqa._ENCODED[(cap.clip.text_fingerprint, other)], encode(list(other)), atol=2e-3,
+                               rtol=0)  # kept at fp16
+    small = next(lst for lst in lists if lst != other)
+    shutil.copy(tmp_path / "answers" / vqa.answers_file_name(cap.clip, small),
+                tmp_path / "answers" / vqa.answers_file_name(cap.clip, other))
+    vqa._ENCODED.clear()
+    for job in vqa.warm_jobs(cap):
+        job()
+    assert sum(sizes) == len(other)  # refused (it records other answers), encoded again, kept in the user cache
+    assert (tmp_path / "cache" / "answers" / vqa.answers_file_name(cap.clip, other)).is_file()

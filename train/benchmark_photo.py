@@ -219,8 +219,9 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
           "*Distinct*: distinct captions per 100 photos. *People*: of the photos whose references mostly (3 of 5) "
           "name a person, how many captions name one.\n\n",
           f"The frozen LM ran in {report.get('lm_dtype', 'float32')} (`device.resolve_dtype`: bf16 on a GPU, float32 "
-          "on a CPU; for the served `photo` decoding the two are at parity over 4 seeds on both choice sets, "
-          "`results/speed_parity_photo.md`). One sampling seed (0).\n\n",
+          "on a CPU) but where a row names another dtype: a model whose settings ask for bf16 (`lm_dtype`) gets it on "
+          "a CPU that computes bf16. For the served `photo` decoding the two are at parity over 4 seeds on both choice "
+          "sets (`results/speed_parity_photo.md`). One sampling seed (0).\n\n",
           "| row | BLEU-4 | METEOR | ROUGE-L | CIDEr | grounded | distinct | people | first captions |\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"]
     for group in ("Captioner", "Ablation", "Fidelity", "Baseline"):
@@ -229,7 +230,8 @@ def write_report(cfg: PhotoBenchConfig, report: dict) -> None:
             md.append(f"| **{group}** | | | | | | | | |\n")
         for r in rows:
             if "scores" in r:
-                md.append(_table_row(r["name"] + (" (†)" if r.get("note") else ""), r["scores"],
+                md.append(_table_row(r["name"] + (f" ({r['lm_dtype']} LM)" if r.get("lm_dtype") else "")
+                                     + (" (†)" if r.get("note") else ""), r["scores"],
                                      r.get("examples", []), r.get("grounding")))
             else:
                 md.append(f"| {r['name']} | not trained: `{r['todo']}` | | | | | | | |\n")
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     from train.loop import RunConfig, corpus_features
     from zsc_core.bank import captions_path, recorded_bank
     from zsc_core.bridge import imagenet_categories
-    from zsc_core.captioner import Captioner
+    from zsc_core.captioner import Captioner, lm_dtype
     from zsc_core.checkpoint import file_fingerprint, read_metadata
     from zsc_core.entities import entities_path
     from zsc_core.evaluation import coco_items, evaluate_prompt_following_coco, retrieval_captions
@@ -323,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
     items = coco_items(cfg.split)
     images = [load_image(p) for p, _ in items]
     refs = {i: caps for i, (_, caps) in enumerate(items)}
-    # the frozen LM's dtype here (device.resolve_dtype): bf16 on a GPU, float32 on a CPU
+    # the frozen LM's dtype here for a float32 model (device.resolve_dtype: bf16 on a GPU, float32 on a CPU); a row
+    # whose model asks for bf16 (its lm_dtype) and gets it here names its own
     report: dict = {"split": cfg.split, "n_images": len(items), "rows": [],
                     "lm_dtype": precision().get("lm_dtype", "float32")}
     models: dict[str, Captioner] = {}
@@ -333,8 +336,9 @@ def main(argv: list[str] | None = None) -> dict:
         """A preset's captioner by name, or an ablation's by checkpoint path, sharing one bridge and LM."""
         if source not in models:
             shared = next(iter(models.values()), None)
+            same = next((m for m in models.values() if m.lm.model.dtype == lm_dtype(source)), None)
             models[source] = Captioner.from_pretrained(source, clip=shared.clip if shared else None,
-                                                       lm=shared.lm if shared else None)
+                                                       lm=same.lm if same else None)
             if not models[source].has_bank and photo_bank:  # consensus rows of models shipped without a bank
                 models[source].bank = photo_bank
         return models[source]
@@ -364,7 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
         earlier = next((r for r in previous.get("rows", []) if r.get("name") == row.name and "scores" in r), None)
         headline = (row.preset, row.overrides) in HEADLINE and not row.checkpoint
         if tuple(key) in old:
-            entry.update({k: old[tuple(key)][k] for k in ("scores", "captions", "examples")})
+            entry.update({k: old[tuple(key)][k] for k in ("scores", "captions", "examples", "lm_dtype")
+                          if k in old[tuple(key)]})
             if old[tuple(key)].get("note"):
                 entry["note"] = old[tuple(key)]["note"]
         elif cfg.headline_only and earlier and not headline:
@@ -372,6 +377,8 @@ def main(argv: list[str] | None = None) -> dict:
                          note=EARLIER)
         else:
             cap = model(row.source())
+            if cap.lm.model.dtype != torch.float32:
+                entry["lm_dtype"] = str(cap.lm.model.dtype).removeprefix("torch.")
             hyps = {}
             for i in range(0, len(images), 8):
                 for j, r in enumerate(cap.caption(images[i:i + 8], **overrides)):

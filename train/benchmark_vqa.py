@@ -1,6 +1,7 @@
 """Zero-shot VQA on real photos from evidence (issue #54): probes built from the references, chosen on 189 photos.
 
     python -m train.benchmark_vqa                 # -> results/vqa_photo.{json,md}
+    python -m train.benchmark_vqa out=results/vqa_photo_bf16   # where the LM runs in bf16 (its own LM cache)
 
 Per split (train-paired, val-dev; each reported on its own):
 
@@ -141,11 +142,13 @@ def main(argv: list[str] | None = None) -> dict:
             row = sp["rows"].get(f"`photo` served decoding, {source}, seed 0")
             if row:
                 captions_from[split] = row["captions"]
-    report: dict = {"model": cap.name, "splits": {}}
+    report: dict = {"model": cap.name, "lm_dtype": str(cap.lm.model.dtype).removeprefix("torch."), "splits": {}}
     cache: dict[str, str] = {}  # LM prompt -> its retrieved answer, kept from the last run (the LM is the slow part)
     if os.path.isfile(cfg.out + ".json"):
         with open(cfg.out + ".json") as f:
-            cache = json.load(f).get("lm_cache", {})
+            earlier = json.load(f)
+        if earlier.get("lm_dtype", "float32") == report["lm_dtype"]:  # an LM in another dtype answers otherwise
+            cache = earlier.get("lm_cache", {})
     report["lm_cache"] = cache
 
     def lm_answers(questions: list[str], captions: list[str | None]) -> list[str]:
@@ -239,7 +242,8 @@ def _vqa(pred: list[str], questions: list[dict], score) -> float:
 
 def save(cfg: VqaBenchConfig, report: dict) -> None:
     md = ["# Zero-shot VQA on real photos from evidence (`python -m train.benchmark_vqa`)\n\n",
-          f"Model `{report['model']}`. Existence: POPE-style probes from the references (accuracy with the "
+          f"Model `{report['model']}`, its LM in {report.get('lm_dtype', 'float32')}. "
+          "Existence: POPE-style probes from the references (accuracy with the "
           "positives and each setting's negatives, balanced; yes-rate over all). Counting: accuracy where >= 3 "
           "references agree. VQAv2: VQA accuracy.\n\n"]
     for split, sp in report["splits"].items():

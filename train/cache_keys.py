@@ -29,15 +29,16 @@ LATER_FIELDS = {"decoding": {"draft_tokens", "bank_vocab"},
 NOISE_PROTOCOL = "noise drawn per image"
 
 
-def precision(lm_dtype: str = "auto") -> dict[str, str]:
+def precision(lm_dtype: str = "auto", preferred: str = "float32") -> dict[str, str]:
     """``{"lm_dtype": NAME}`` where the frozen LM runs in another dtype than float32 (``"auto"``: as
-    :class:`Captioner` resolves it on this machine, device.resolve_dtype: bf16 on a GPU), else ``{}``, so the keys
-    of float32 rows stay as they were and a bf16 row is never read as a float32 one."""
+    :class:`Captioner` resolves it on this machine for a model whose own setting is ``preferred``,
+    device.resolve_dtype: bf16 on a GPU, and on a bf16 CPU for a bf16 model), else ``{}``, so the keys of float32
+    rows stay as they were and a bf16 row is never read as a float32 one."""
     import torch
 
     from zsc_core.device import resolve_device, resolve_dtype
 
-    dt = resolve_dtype(lm_dtype, resolve_device("auto"))
+    dt = resolve_dtype(lm_dtype, resolve_device("auto"), preferred)
     return {} if dt == torch.float32 else {"lm_dtype": str(dt).removeprefix("torch.")}
 
 
@@ -62,7 +63,8 @@ def model_fingerprint(weights_path: str, lm_dtype: str = "auto") -> str:
             settings[group] = kept
         else:
             settings.pop(group)
-    doc = json.dumps({"bank": _bank(weights_path, s.bank), **settings, **precision(lm_dtype)}, sort_keys=True)
+    doc = json.dumps({"bank": _bank(weights_path, s.bank), **settings, **precision(lm_dtype, s.lm_dtype)},
+                     sort_keys=True)
     return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
 
@@ -80,7 +82,7 @@ def setting_fingerprint(weights_path: str, *, lm_dtype: str = "auto", **flat: An
         eff["keep_beams"] = False  # one beam has one hypothesis: keeping "all" of them changes nothing
     if draws_noise(cfg):
         eff["noise"] = NOISE_PROTOCOL
-    doc = json.dumps({"bank": _bank(weights_path, s.bank), **eff, **precision(lm_dtype)}, sort_keys=True)
+    doc = json.dumps({"bank": _bank(weights_path, s.bank), **eff, **precision(lm_dtype, s.lm_dtype)}, sort_keys=True)
     return f"{file_fingerprint(weights_path)}:{hashlib.sha256(doc.encode()).hexdigest()[:16]}"
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -47,7 +47,7 @@ from .checkpoint import (
     write_json_gz,
 )
 from .cider import Idf
-from .settings import InferenceSettings, read_settings, require_adaptor, write_settings
+from .settings import read_settings, require_adaptor, write_settings
 
 KIND = "bank"
 CAPTIONS_KIND = "bank-captions"
@@ -318,10 +318,10 @@ def attach_bank(adaptor_path: str, bank_path: str | None, k: int = 20, mix: floa
     require_adaptor(adaptor_path)
     current = read_settings(adaptor_path)
     if bank_path is None:
-        new = InferenceSettings(current.config.replace(rerank="clip", bank_mix=0.0), "")
+        new = replace(current, config=current.config.replace(rerank="clip", bank_mix=0.0), bank="")
     else:
-        new = InferenceSettings(current.config.replace(rerank="consensus", mix_k=int(k), bank_mix=float(mix)),
-                                os.path.abspath(bank_path))
+        new = replace(current, config=current.config.replace(rerank="consensus", mix_k=int(k), bank_mix=float(mix)),
+                      bank=os.path.abspath(bank_path))
     return write_settings(adaptor_path, new)
 
 

@@ -204,7 +204,8 @@ class Captioner:
         """Load a preset by name (None: the default preset, presets.default_preset) or an adaptor checkpoint by
         path, with the CLIP and LM it records.
 
-        ``clip``/``lm`` reuse already loaded models (checked against the checkpoint's fingerprints).
+        ``clip``/``lm`` reuse already loaded models (checked against the checkpoint's fingerprints). The LM loads in
+        ``dtype``; ``"auto"`` lets the model's own ``lm_dtype`` decide on a CPU that computes bf16 (:func:`lm_dtype`).
         """
         from .presets import answer_vocabulary_of, default_preset, resolve
 
@@ -217,12 +218,12 @@ class Captioner:
             if spec.checkpoint and not os.path.isabs(spec.checkpoint):
                 spec.checkpoint = os.path.join(os.path.dirname(os.path.abspath(path)), spec.checkpoint)
             clip = load_clip(spec, dev)
+        settings = read_settings(path)  # the inference defaults beside the weights (settings.py)
         if lm is None:
-            lm = load_lm(LMSpec(**ck.lm["spec"]), dev, resolve_dtype(dtype, dev))
+            lm = load_lm(LMSpec(**ck.lm["spec"]), dev, resolve_dtype(dtype, dev, settings.lm_dtype))
         check_compatible(ck, clip.identity(), lm.identity())
         cfg_cls, module_cls = ADAPTORS[ck.kind]
         adaptor = build_and_load(lambda: module_cls(cfg_cls(**ck.config["adaptor"])), ck.tensors, path)
-        settings = read_settings(path)  # the inference defaults beside the weights (settings.py)
         name = name_or_path if not os.path.isfile(name_or_path) else os.path.basename(path)
         # Trainable weights stay fp32 whatever the LM's dtype (device.py's precision policy).
         return cls(clip, lm, adaptor.to(lm.device).eval(), ck.kind, settings.config, name=name,
@@ -589,3 +590,13 @@ class Captioner:
                           p.prompt_weight if prompt_feat is not None else 0.0, look.cider_texts)
         clock["rank_s"] += time.perf_counter() - t
         return pending
+
+
+def lm_dtype(name_or_path: str | None = None, device: str = "auto", dtype: str = "auto") -> torch.dtype:
+    """The dtype :meth:`Captioner.from_pretrained` loads this model's LM in (``dtype`` on ``device``, with the
+    model's own ``lm_dtype`` setting for ``"auto"``): what decides whether an already loaded LM can be shared."""
+    from .presets import PRESETS, default_preset
+
+    name = name_or_path or default_preset()
+    path = PRESETS[name].checkpoint_path() if name in PRESETS else name  # absent: the defaults (float32)
+    return resolve_dtype(dtype, resolve_device(device), read_settings(path).lm_dtype)

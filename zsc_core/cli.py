@@ -289,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank every beam hypothesis (S x B candidates), not only each sample's best")
     c.add_argument("--device", default="auto")
     c.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="the LM's runtime dtype (auto: bf16 on CUDA; bfloat16 opts in on a bf16-capable CPU)")
+                   help="the LM's runtime dtype (auto: bf16 on CUDA, and on a bf16 CPU for a model whose "
+                        "settings ask for it; float32 otherwise)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
     c.set_defaults(func=_caption)
     w = sub.add_parser("world", help="write scenes of the offline world (images, references.json, vqa.json)")
@@ -311,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per call (the captions are the same at any batch: each image draws its own noise)")
     e.add_argument("--device", default="auto")
     e.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="the LM's runtime dtype (auto: bf16 on CUDA; bfloat16 opts in on a bf16-capable CPU)")
+                   help="the LM's runtime dtype (auto: bf16 on CUDA, and on a bf16 CPU for a model whose "
+                        "settings ask for it; float32 otherwise)")
     e.add_argument("--out", default=None, help="write metrics and every caption to this JSON file")
     e.set_defaults(func=_evaluate)
     g = sub.add_parser("gap", help="modality-gap analysis of generated scenes: table, histograms, t-SNE")

@@ -38,15 +38,18 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``"auto"``: bfloat16 on CUDA GPUs that support it, float32 elsewhere. On a CPU that computes bf16
-    (:func:`cpu_has_bf16`) ``"bfloat16"`` is an opt-in: the photo preset's served decode is 1.5x faster there and
-    at parity, but the offline world's MacCap loses its grounding bar in bf16
-    (docs/experiments/2026-12-07-cold-start-and-memory.md), so it is not the default."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, preferred: str = "float32") -> torch.dtype:
+    """``"auto"``: bfloat16 on CUDA GPUs that support it; on a CPU, ``preferred`` where that is ``"bfloat16"`` and
+    the CPU computes bf16 (:func:`cpu_has_bf16`), else float32. ``preferred`` is a model's own ``lm_dtype``
+    (settings.InferenceSettings): set only for models shown at parity in bf16, because bf16 is not harmless for
+    every model (the offline world's MacCap loses its grounding bar in bf16,
+    docs/experiments/2026-12-07-cold-start-and-memory.md). Any other value is that dtype, whatever the model."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and preferred in ("bfloat16", "bf16") and cpu_has_bf16():
             return torch.bfloat16
         return torch.float32
     return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,

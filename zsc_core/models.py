@@ -126,7 +126,7 @@ class ModelCache:
                 from .captioner import Captioner
 
                 path = PRESETS[name].prompt_checkpoint_path() if prompts else name
-                clip, lm = self._frozen_models(name)
+                clip, lm = self._frozen_models(name, path)
                 try:
                     self._models[key] = Captioner.from_pretrained(path, device=self.device, dtype=self.dtype,
                                                                   clip=clip, lm=lm)
@@ -141,15 +141,19 @@ class ModelCache:
         base = self.captioner(name)
         return base if base.takes_prompts else self.captioner(name, prompts=True)
 
-    def _frozen_models(self, name: str):
+    def _frozen_models(self, name: str, path: str | None = None):
         """Already loaded frozen models that this preset names too, each found on its own: one CLIP (or bridge)
-        per encoder and one LM in memory for every model on them (photo and offline-world share SmolLM2)."""
+        per encoder and one LM in memory for every model on them (photo and offline-world share SmolLM2), where
+        the model at ``path`` (default: the preset's) runs its LM in the same dtype (captioner.lm_dtype)."""
+        from .captioner import lm_dtype
+
         p = PRESETS[name]
+        want = lm_dtype(path or name, self.device, self.dtype)
         clip = lm = None
         for key, cap in self._models.items():
             q = PRESETS[key.split(":")[0]]
             clip = clip or (cap.clip if q.clip == p.clip else None)
-            lm = lm or (cap.lm if q.lm == p.lm else None)
+            lm = lm or (cap.lm if q.lm == p.lm and cap.lm.model.dtype == want else None)
         return clip, lm
 
     def warm_up(self, name: str | None = None) -> str:

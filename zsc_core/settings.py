@@ -22,6 +22,8 @@ from .sampling import BANK_RERANKERS, RERANKERS
 
 SETTINGS_VERSION = 1
 SUFFIX = ".inference.json"
+TOP_LEVEL = ("format_version", "bank", "lm_dtype")  # the JSON's fields outside the setting groups
+LM_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -265,6 +267,10 @@ class InferenceSettings:
 
     config: CaptionConfig
     bank: str = ""
+    # The frozen LM's dtype where the hardware computes it natively (a GPU, a CPU with AVX512-BF16 or AMX;
+    # device.resolve_dtype), float32 elsewhere. "bfloat16" only for a model with its own parity run: bf16 halves
+    # the bytes each decode step reads, but it moved the offline world's MacCap off its grounding bar.
+    lm_dtype: str = "float32"
 
 
 def read_settings(weights_path: str) -> InferenceSettings:
@@ -282,11 +288,14 @@ def read_settings(weights_path: str) -> InferenceSettings:
     bank = doc.get("bank") or ""
     if bank and not os.path.isabs(bank):
         bank = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), bank))
-    unknown = sorted(set(doc) - set(GROUPS) - {"format_version", "bank"})
+    unknown = sorted(set(doc) - set(GROUPS) - set(TOP_LEVEL))
     try:
         if unknown:  # e.g. a per-device "served" layer (until 2026-12-07): one setting is served everywhere now
-            raise ValueError(f"unknown fields {unknown}; known: format_version, bank, {', '.join(GROUPS)}")
-        settings = InferenceSettings(CaptionConfig.from_dict({g: doc.get(g) or {} for g in GROUPS}), bank)
+            raise ValueError(f"unknown fields {unknown}; known: {', '.join(TOP_LEVEL)}, {', '.join(GROUPS)}")
+        lm_dtype = doc.get("lm_dtype") or "float32"
+        if lm_dtype not in LM_DTYPES:
+            raise ValueError(f"lm_dtype {lm_dtype!r} is not one of {', '.join(LM_DTYPES)}")
+        settings = InferenceSettings(CaptionConfig.from_dict({g: doc.get(g) or {} for g in GROUPS}), bank, lm_dtype)
         settings.config.check()
         return settings
     except (TypeError, ValueError) as e:
@@ -299,7 +308,9 @@ def write_settings(weights_path: str, settings: InferenceSettings) -> str:
     path = settings_path(weights_path)
     folder = os.path.dirname(os.path.abspath(path))
     bank = os.path.relpath(os.path.abspath(settings.bank), folder) if settings.bank else None
-    doc = {"format_version": SETTINGS_VERSION, "bank": bank, **settings.config.to_dict()}
+    doc = {"format_version": SETTINGS_VERSION, "bank": bank,
+           **({"lm_dtype": settings.lm_dtype} if settings.lm_dtype != "float32" else {}),  # the usual case unwritten
+           **settings.config.to_dict()}
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -322,7 +333,7 @@ def set_defaults(weights_path: str, **flat: Any) -> InferenceSettings:
     """Change some default settings of the adaptor at ``weights_path`` (flat names): its JSON only."""
     require_adaptor(weights_path)
     current = read_settings(weights_path)
-    new = InferenceSettings(current.config.replace(**flat), current.bank)
+    new = InferenceSettings(current.config.replace(**flat), current.bank, current.lm_dtype)
     new.config.check()
     write_settings(weights_path, new)
     return new

@@ -47,7 +47,7 @@ from .bridge import (
     package_file,
 )
 from .lm import SMOLLM2_GGUF, SMOLLM2_GGUF_REPO, SMOLLM2_GGUF_REVISION
-from .presets import PRESETS, data_dir
+from .presets import PRESETS, checkpoints_dir, data_dir
 from .settings import settings_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +164,8 @@ def space_files() -> list[tuple[str, str]]:
     answers = Path(data_dir()) / "vqa" / "vqav2_answers.json"  # the photo presets' VQA answers
     if answers.is_file():
         out.append((str(answers), "data/vqa/vqav2_answers.json"))
+    encoded = Path(checkpoints_dir()) / "answers"  # and their encodings (train.build_answers): no wait at the first question
+    out += [(str(f), f"checkpoints/answers/{f.name}") for f in sorted(encoded.glob("*.safetensors"))]
     if any(PRESETS[n].clip.checkpoint == "bridge-photo.safetensors" for n in SPACE_PRESETS):
         out.append((package_file(MOBILENET_PACKAGE, MOBILENET_FILE), f"checkpoints/{os.path.basename(MOBILENET_URL)}"))
     from .checkpoint import read_metadata

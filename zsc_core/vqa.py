@@ -324,14 +324,90 @@ def _encode_each(clip, answers: Sequence[str], chunk: int = 512) -> None:
         rows.update(zip(todo[i:i + chunk], clip.encode_text(todo[i:i + chunk])))
 
 
+def answers_file_name(clip, answers: Sequence[str]) -> str:
+    """The file name of the encodings of ``answers`` by this text tower: a hash of both, so a file can only be read
+    by the tower and the list it was made for."""
+    import hashlib
+
+    h = hashlib.sha256(clip.text_fingerprint.encode())
+    for a in answers:
+        h.update(a.encode() + b"\n")
+    return h.hexdigest()[:16] + ".safetensors"
+
+
+def answers_dirs() -> list[str]:
+    """Where encoded answer lists are read from: the user cache (lm.cache_dir(), written on first use), then
+    ``answers/`` in the checkpoints folder (shipped: ``python -m train.build_answers``), so that a machine's first
+    question does not wait seconds for them."""
+    from .lm import cache_dir
+    from .presets import checkpoints_dir
+
+    return [os.path.join(cache_dir(), "answers"), os.path.join(checkpoints_dir(), "answers")]
+
+
+ANSWERS_KIND = "answers"  # checkpoint kind of a file of encoded answers (checkpoint.py's metadata)
+
+
+def _read_answers(clip, answers: tuple[str, ...]) -> torch.Tensor | None:
+    """The kept (A, D) encodings of ``answers`` by this text tower, or None (absent, unreadable, or made by another
+    tower or for other answers: encode again)."""
+    from .checkpoint import load_checkpoint
+
+    name = answers_file_name(clip, answers)
+    for folder in answers_dirs():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            ck = load_checkpoint(path, expect_kind=ANSWERS_KIND)
+        except Exception:  # truncated, not a safetensors file, another kind
+            continue
+        t = ck.tensors.get("answers")
+        if (t is not None and (ck.clip or {}).get("text_fingerprint") == clip.text_fingerprint
+                and ck.config.get("answers") == list(answers) and tuple(t.shape) == (len(answers), t.shape[1])):
+            return t.float()
+    return None
+
+
+def _write_answers(clip, answers: tuple[str, ...], t: torch.Tensor, folder: str) -> str:
+    """Write the encodings ``t`` of ``answers`` (self-describing: the answers and the tower's fingerprint)."""
+    from .checkpoint import save_checkpoint
+
+    os.makedirs(folder, exist_ok=True)
+    return save_checkpoint(os.path.join(folder, answers_file_name(clip, answers)), {"answers": t},
+                           kind=ANSWERS_KIND, config={"answers": list(answers)},
+                           clip={"text_fingerprint": clip.text_fingerprint}, dtype=torch.float16)
+
+
+def _encode_list(clip, answers: tuple[str, ...]) -> torch.Tensor:
+    """The encodings of ``answers``, rounded through fp16 as they are kept on disk (half the bytes; a cosine moves
+    by ~1e-4), so that an answer list read from a file and one just encoded rank alike."""
+    _encode_each(clip, answers)
+    rows = _ROWS[clip.text_fingerprint]
+    return torch.stack([rows[a] for a in answers]).half().float()
+
+
+def save_answers(clip, answers: Sequence[str], folder: str) -> str:
+    """Encode ``answers`` with this text tower and write them into ``folder``; returns the file's path."""
+    answers = tuple(answers)
+    return _write_answers(clip, answers, _encode_list(clip, answers), folder)
+
+
 def _encoded_answers(clip, answers: tuple[str, ...]) -> torch.Tensor:
+    """The (A, D) encodings of ``answers`` by this text tower: in memory, else read (:func:`answers_dirs`), else
+    encoded (3,128 VQAv2 answers take ~3 s on 2 cores) and kept in the user cache."""
     key = (clip.text_fingerprint, answers)
-    if key not in _ENCODED:  # 3,128 VQAv2 answers take seconds to encode on 2 cores: once per tower
+    if key not in _ENCODED:
         if len(_ENCODED) >= 8:
             _ENCODED.clear()
-        _encode_each(clip, answers)
-        rows = _ROWS[clip.text_fingerprint]
-        _ENCODED[key] = torch.stack([rows[a] for a in answers])
+        t = _read_answers(clip, answers)
+        if t is None:
+            t = _encode_list(clip, answers)
+            try:
+                _write_answers(clip, answers, t, answers_dirs()[0])
+            except OSError:  # a read-only cache: encode again next time
+                pass
+        _ENCODED[key] = t
     return _ENCODED[key]
 
 
@@ -354,7 +430,9 @@ def warm_jobs(captioner, answers: Sequence[str] | None = None, questions: Sequen
     for: the ~3k VQAv2 answers take seconds on 2 cores), as small jobs (callables) for a server to run between
     requests: each encodes ``chunk`` of the answers, then one per answer type puts its list together."""
     lists = [tuple(answer_candidates(captioner, q, answers)) for q in questions]
-    every = list(dict.fromkeys(a for lst in lists for a in lst))
+    # a list in the user cache loads in milliseconds: only the others are encoded, in chunks
+    todo = [lst for lst in lists if _read_answers(captioner.clip, lst) is None]
+    every = list(dict.fromkeys(a for lst in todo for a in lst))
     jobs = [lambda part=every[i:i + chunk]: _encode_each(captioner.clip, part, chunk)
             for i in range(0, len(every), chunk)]
     return jobs + [lambda lst=lst: _encoded_answers(captioner.clip, lst) for lst in lists]
