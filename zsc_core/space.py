@@ -164,7 +164,7 @@ def space_files() -> list[tuple[str, str]]:
     answers = Path(data_dir()) / "vqa" / "vqav2_answers.json"  # the photo presets' VQA answers
     if answers.is_file():
         out.append((str(answers), "data/vqa/vqav2_answers.json"))
-    encoded = Path(checkpoints_dir()) / "answers"  # and their encodings (train.build_answers): no wait at the first question
+    encoded = Path(checkpoints_dir()) / "answers"  # their encodings (train.build_answers): the first question waits not
     out += [(str(f), f"checkpoints/answers/{f.name}") for f in sorted(encoded.glob("*.safetensors"))]
     if any(PRESETS[n].clip.checkpoint == "bridge-photo.safetensors" for n in SPACE_PRESETS):
         out.append((package_file(MOBILENET_PACKAGE, MOBILENET_FILE), f"checkpoints/{os.path.basename(MOBILENET_URL)}"))
