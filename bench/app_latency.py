@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.app_serving import peak_rss_gb, report, running_app  # noqa: E402
+from bench.app_serving import peak_rss_gb, report, rss_split_gb, running_app  # noqa: E402
 from bench.photo_latency import QUESTIONS  # noqa: E402
 
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["caption"] = summary(captions)
         out["question"] = summary(questions)
         out["peak_rss_gb"] = round(peak_rss_gb(proc.pid), 2)
+        out["rss_now"] = rss_split_gb(proc.pid)  # after the run: what of it is private, what file-backed
     return report(out, args.json)
 
 

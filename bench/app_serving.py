@@ -82,6 +82,22 @@ def report(out: dict, path: str = "") -> dict:
     return out
 
 
+def rss_split_gb(pid: int) -> dict[str, float]:
+    """The process's resident memory now, by kind: private (``RssAnon``: tensors, Python objects) and file-backed
+    (``RssFile``: shared libraries such as torch's CUDA build, memory-mapped weights; clean pages the kernel can drop
+    and re-read), in GB."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = {"RssAnon:": "rss_anon_gb", "RssFile:": "rss_file_gb"}.get(line.split(":")[0] + ":")
+                if key:
+                    out[key] = round(int(line.split()[1]) * 1024 / 1e9, 2)
+    except OSError:
+        pass
+    return out
+
+
 def peak_rss_gb(pid: int) -> float:
     """VmHWM of the process plus that of its live children, in GB."""
     pids = [pid]

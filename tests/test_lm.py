@@ -166,3 +166,32 @@ def test_bf16_hardware_is_read_from_the_cpu_flags_and_the_lm_loads_in_the_dtype_
     assert Captioner.from_pretrained(path, device="cpu", dtype="float32").lm.model.dtype == torch.float32
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
     assert Captioner.from_pretrained(path, device="cpu").lm.model.dtype == torch.float32
+
+
+def test_a_half_precision_lm_loads_from_its_own_copy_of_the_cache(tmp_path):
+    """lm._smollm2_half: a bf16 LM is read from a bf16 copy of the dequantised cache, written once beside it
+    (loading the float32 cache with a dtype casts in memory and doubled the LM's peak memory); the model is the
+    cast float32 one, bit for bit, and its fingerprint is that of the float32 weights its checkpoints name."""
+    import os
+
+    from zsc_core import lm as lm_module
+
+    tiny = load_lm(LMSpec("tiny"))
+    cached = str(tmp_path / "lm")
+    lm_module._save_dequantised(tiny.model, tiny.tokenizer, cached)
+    model, tok, fingerprint = lm_module._smollm2_half(cached, torch.bfloat16)
+    copy = os.path.join(cached + "-bfloat16", "model.safetensors")
+    assert os.path.isfile(copy) and os.path.getsize(copy) < 0.6 * os.path.getsize(os.path.join(cached,
+                                                                                             "model.safetensors"))
+    assert model.dtype == torch.bfloat16 and fingerprint == tiny.fingerprint
+    from transformers import AutoModelForCausalLM
+
+    before = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.bfloat16)  # the cast in memory it replaces
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.state_dict().values()))
+    x = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=x).logits, before(input_ids=x).logits)
+    stamp = os.stat(copy).st_mtime_ns
+    again, _, fp_again = lm_module._smollm2_half(cached, torch.bfloat16)
+    assert os.stat(copy).st_mtime_ns == stamp and fp_again == fingerprint and again.dtype == torch.bfloat16
+    assert tok("a red car")["input_ids"] == tiny.tokenizer("a red car")["input_ids"]

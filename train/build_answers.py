@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> list[str]:
         cap = Captioner.from_pretrained(name, dtype="float32")  # only its text tower is used
         for q in vqa.WARM_QUESTIONS:
             lst = vqa.answer_candidates(cap, q)
+            if len(lst) < vqa.KEEP_ANSWERS:  # encoded in milliseconds when asked, never read from a file
+                print(f"{name}: {len(lst)} answers of {vqa.answer_type(q)!r}: too few to keep", flush=True)
+                continue
             written.append(vqa.save_answers(cap.clip, lst, folder))
             print(f"{name}: {len(lst)} answers of {vqa.answer_type(q)!r} -> {written[-1]}", flush=True)
     return written

@@ -351,8 +351,29 @@ def _smollm2(dtype: torch.dtype) -> tuple[nn.Module, Any, str | None]:
             _save_dequantised(model, tok, cached)
         except OSError:  # read-only cache: still usable, just slow next time
             return model.to(dtype), tok, state_fingerprint(model.state_dict())
+    if dtype in (torch.bfloat16, torch.float16):
+        return _smollm2_half(cached, dtype)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
     return model, AutoTokenizer.from_pretrained(cached), _cached_fingerprint(cached, model, dtype)
+
+
+def _smollm2_half(cached: str, dtype: torch.dtype) -> tuple[nn.Module, Any, str | None]:
+    """The LM in bf16 (or fp16) from a copy of the cache in that dtype, written once beside it. Loading the float32
+    cache with ``dtype=`` casts in memory: the process peaked at 1.57 GB for the LM alone, against 0.87 GB from the
+    half-precision copy, which is memory-mapped as it is (docs/experiments/2026-12-07-per-model-lm-dtype.md)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    half = f"{cached}-{str(dtype).removeprefix('torch.')}"
+    if not os.path.isfile(os.path.join(half, "model.safetensors")):
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+        fingerprint = _cached_fingerprint(cached, model, torch.float32)  # of the stored fp32 weights, kept beside
+        try:
+            _save_dequantised(model.to(dtype), AutoTokenizer.from_pretrained(cached), half)
+        except OSError:  # read-only cache: cast in memory every time
+            return model, AutoTokenizer.from_pretrained(cached), fingerprint
+        del model
+    model = AutoModelForCausalLM.from_pretrained(half, dtype=dtype)
+    return model, AutoTokenizer.from_pretrained(half), _cached_fingerprint(cached, model, dtype)
 
 
 def load_lm(spec: LMSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LanguageModel:

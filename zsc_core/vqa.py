@@ -346,6 +346,9 @@ def answers_dirs() -> list[str]:
 
 
 ANSWERS_KIND = "answers"  # checkpoint kind of a file of encoded answers (checkpoint.py's metadata)
+# Lists this long are kept on disk (they take ~0.1 s or more to encode on 2 cores); a caller's shorter lists are
+# encoded when asked, so that no number of them fills the user cache.
+KEEP_ANSWERS = 64
 
 
 def _read_answers(clip, answers: tuple[str, ...]) -> torch.Tensor | None:
@@ -363,8 +366,8 @@ def _read_answers(clip, answers: tuple[str, ...]) -> torch.Tensor | None:
         except Exception:  # truncated, not a safetensors file, another kind
             continue
         t = ck.tensors.get("answers")
-        if (t is not None and (ck.clip or {}).get("text_fingerprint") == clip.text_fingerprint
-                and ck.config.get("answers") == list(answers) and tuple(t.shape) == (len(answers), t.shape[1])):
+        if (t is not None and t.ndim == 2 and t.shape[0] == len(answers) and ck.config.get("answers") == list(answers)
+                and (ck.clip or {}).get("text_fingerprint") == clip.text_fingerprint):
             return t.float()
     return None
 
@@ -400,13 +403,14 @@ def _encoded_answers(clip, answers: tuple[str, ...]) -> torch.Tensor:
     if key not in _ENCODED:
         if len(_ENCODED) >= 8:
             _ENCODED.clear()
-        t = _read_answers(clip, answers)
+        t = _read_answers(clip, answers) if len(answers) >= KEEP_ANSWERS else None
         if t is None:
             t = _encode_list(clip, answers)
-            try:
-                _write_answers(clip, answers, t, answers_dirs()[0])
-            except OSError:  # a read-only cache: encode again next time
-                pass
+            if len(answers) >= KEEP_ANSWERS:
+                try:
+                    _write_answers(clip, answers, t, answers_dirs()[0])
+                except OSError:  # a read-only cache: encode again next time
+                    pass
         _ENCODED[key] = t
     return _ENCODED[key]
 
@@ -431,7 +435,7 @@ def warm_jobs(captioner, answers: Sequence[str] | None = None, questions: Sequen
     requests: each encodes ``chunk`` of the answers, then one per answer type puts its list together."""
     lists = [tuple(answer_candidates(captioner, q, answers)) for q in questions]
     # a list in the user cache loads in milliseconds: only the others are encoded, in chunks
-    todo = [lst for lst in lists if _read_answers(captioner.clip, lst) is None]
+    todo = [lst for lst in lists if len(lst) < KEEP_ANSWERS or _read_answers(captioner.clip, lst) is None]
     every = list(dict.fromkeys(a for lst in todo for a in lst))
     jobs = [lambda part=every[i:i + chunk]: _encode_each(captioner.clip, part, chunk)
             for i in range(0, len(every), chunk)]
