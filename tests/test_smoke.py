@@ -176,7 +176,8 @@ def test_the_app_answers_photo_questions_from_vqav2s_answers(photo, service):
 
 def test_people_questions_are_answered_from_the_faces_found(photo):
     """Issue #54 on the family at the table (train-paired photo 0): a person is there (the faces found); the count
-    comes from the captions about people its faces made it read; among the toothbrushes (photo 7) no person; the animal
+    comes from the captions about people its faces made it read; among the toothbrushes (photo 7) no person, and 0 people
+    counted; the animal
     question on photo 3 (elephants) names the elephant. (On the boat, photo 4, 13 of its 300 nearest captions name
     people: above exist_share, a false yes, docs/experiments/2026-12-07-vqa-from-evidence.md.)"""
     cap, items, paths = photo
@@ -188,6 +189,8 @@ def test_people_questions_are_answered_from_the_faces_found(photo):
     count = cap.answer(family, "How many people are there?")
     assert count.route == "count" and count.answer.isdigit() and "nearest captions" in count.evidence, count
     assert cap.answer(toothbrushes, "Are there any people in the picture?").answer == "no"
+    nobody = cap.answer(toothbrushes, "How many people are there?")  # counted 0 where no one is there
+    assert (nobody.route, nobody.answer) == ("count", "0") and "nearest captions name a person" in nobody.evidence
     animal = cap.answer(elephants, "What animal is this?")
     assert animal.route == "class" and animal.answer == "elephant", animal
 

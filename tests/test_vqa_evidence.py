@@ -69,6 +69,19 @@ def test_counting_reads_the_detections_for_people_else_the_count_the_captions_ag
     assert answer_count(Seen(["A field"], Evidence()), "zebra")[0] == "1"  # nothing counted: the most common answer
 
 
+def test_a_count_is_zero_where_the_existence_route_finds_none():
+    """With the existence route's share (the served answer() passes exist_share), a bear photo whose 300 nearest
+    captions include 5 that count "a man" is not "1 person": 5 of 300 is under 2%, and no face was found. A face,
+    or enough captions, keeps the count."""
+    bears = ["A brown bear in a field"] * 295 + ["A man and a bear"] * 5
+    a, said = answer_count(Seen(bears, Evidence()), "person", min_share=0.02)
+    assert a == "0" and said.startswith("5 of the 300 nearest captions name a person") and "nothing found" in said
+    assert answer_count(Seen(bears, Evidence()), "person")[0] == "1"  # without the share: the captions' count
+    assert answer_count(Seen(bears, Evidence([FACE])), "person", min_share=0.02)[0] == "1"  # a face: someone there
+    assert answer_count(Seen(bears, Evidence()), "person", min_share=0.01)[0] == "1"  # 5 of 300 >= 1%
+    assert answer_count(Seen(bears, Evidence()), "bear", min_share=0.02)[0] == "1"
+
+
 def test_class_questions_take_the_candidate_the_nearest_captions_name_most():
     texts = ["A giraffe standing by a tree", "Giraffes eating leaves", "A zebra and a giraffe", "A bird on a branch"]
     best, said, ranked = answer_class(Seen(texts, Evidence()), "animal")

@@ -10,7 +10,8 @@ Per split (train-paired, val-dev; each reported on its own):
   for categories none names: random, popular (the corpus's most frequent) and adversarial (those most often named
   beside the photo's own) negatives, as many as the positives, each setting balanced and reported;
 - counting probes: "How many <objects> are there?" where at least 3 references give the same count (objects.py's
-  caption words; "two giraffes");
+  caption words; "two giraffes"); and, answered 0, the same question of each random negative of the existence
+  probes (an object none of the references names);
 - the real VQAv2 questions of ``data/vqa``, scored with VQA accuracy.
 
 Rows: always yes; the question alone through the LM (the prior of its answer type); the served caption through
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.evaluation import coco_items
     from zsc_core.evidence import neighbour_index
     from zsc_core.images import load_image
+    from zsc_core.objects import plural
     from zsc_core.presets import data_dir
     from zsc_core.vqa import (
         Seen,
@@ -203,12 +205,26 @@ def main(argv: list[str] | None = None) -> dict:
         rows["served caption + LM (the Ask tab before #54)"]["counting"] = acc(
             lm_answers(cq, [captions[p["photo"]] for p in counts]), counts)
         rows["always 2"] = {"counting": acc(["2"] * len(counts), counts)}
+        # absent objects: the existence probes' negatives asked as counts, whose answer is 0
+        absent = [{"photo": p["photo"], "object": p["object"], "answer": "0",
+                   "question": f"How many {'people' if p['object'] == 'person' else plural(p['object'])} are there?"}
+                  for p in probes if p["answer"] == "no" and p["setting"] == "random"]
+        sp["n_counting_absent"] = len(absent)
+        rows["always 2"]["counting_absent"] = acc(["2"] * len(absent), absent)
+        share = served.answering.exist_share
+
+        def counted(s, probes_, **kw):
+            return [answer_count(s[p["photo"]], parse_question(p["question"]).target, **kw)[0] for p in probes_]
+
         for which, s in seen.items():
-            rows[f"evidence, {which}, counting from the captions"] = {"counting": acc(
-                [answer_count(s[p["photo"]], parse_question(p["question"]).target)[0] for p in counts], counts)}
-        rows["evidence, with faces, counting people from the faces found"] = {"counting": acc(
-            [answer_count(seen["with faces"][p["photo"]], parse_question(p["question"]).target, True)[0]
-             for p in counts], counts)}
+            rows[f"evidence, {which}, counting from the captions"] = {
+                "counting": acc(counted(s, counts), counts), "counting_absent": acc(counted(s, absent), absent)}
+            rows[f"evidence, {which}, counting from the captions, 0 where the existence route says none"] = {
+                "counting": acc(counted(s, counts, min_share=share), counts),
+                "counting_absent": acc(counted(s, absent, min_share=share), absent)}
+        rows["evidence, with faces, counting people from the faces found"] = {
+            "counting": acc(counted(seen["with faces"], counts, count_faces=True), counts),
+            "counting_absent": acc(counted(seen["with faces"], absent, count_faces=True), absent)}
         # VQAv2 questions: the routed answer (evidence where a route applies, else the LM with the caption)
         vq = [q["question"] for q in vqav2]
         lm_cap = lm_answers(vq, [captions[q["photo"]] for q in vqav2])
@@ -248,14 +264,16 @@ def save(cfg: VqaBenchConfig, report: dict) -> None:
           "references agree. VQAv2: VQA accuracy.\n\n"]
     for split, sp in report["splits"].items():
         md.append(f"## {split} ({sp['n_images']} photos, {sp['n_existence']} existence probes, {sp['n_counting']} "
-                  f"counting probes, {sp['n_vqav2']} VQAv2 questions)\n\n| row | random | popular | adversarial | "
-                  "yes-rate | counting |\n| --- | --- | --- | --- | --- | --- |\n")
+                  f"counting probes, {sp.get('n_counting_absent', 0)} counts of absent objects, {sp['n_vqav2']} "
+                  "VQAv2 questions)\n\n| row | random | popular | adversarial | yes-rate | counting | "
+                  "counting, absent (0) |\n| --- | --- | --- | --- | --- | --- | --- |\n")
         for name, r in sp["rows"].items():
             e = r.get("existence")
             ex = (f"{e['random']:.3f} | {e['popular']:.3f} | {e['adversarial']:.3f} | {e['yes_rate']:.2f}" if e
                   else " | | | ")
             c = f"{r['counting']:.3f}" if "counting" in r else ""
-            md.append(f"| {name} | {ex} | {c} |\n")
+            z = f"{r['counting_absent']:.3f}" if "counting_absent" in r else ""
+            md.append(f"| {name} | {ex} | {c} | {z} |\n")
         v = sp.get("vqav2")
         if v:
             md.append("\nVQAv2: " + "; ".join(f"{k} {v[k]:.3f}" for k in v if k != "examples") + "\n\n")

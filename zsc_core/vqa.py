@@ -255,11 +255,14 @@ def count_in(text: str, category: str) -> int | None:
     return _NUMBER_OF.get(m.group(1)) if m else None
 
 
-def answer_count(seen: Seen, category: str, count_faces: bool = False) -> tuple[str, str]:
+def answer_count(seen: Seen, category: str, count_faces: bool = False, min_share: float | None = None
+                 ) -> tuple[str, str]:
     """(a number as digits, the evidence in words) for "How many <category> are there?": with ``count_faces`` the
     people detected, else (and for anything else) the number the nearest captions naming the object agree on
     ("two giraffes": 2; "a giraffe": 1). Counting faces overcounts (faces in the background; results/vqa_photo.md),
-    so the served setting counts from the captions, which are captions about people where a face was found."""
+    so the served setting counts from the captions, which are captions about people where a face was found.
+    With ``min_share`` (the existence route's ``exist_share``), "0" where that route would say there is none: a
+    photo of a bear is not counted "1 person" from the few neighbours that happen to count people."""
     from collections import Counter
 
     from .objects import plural
@@ -267,6 +270,10 @@ def answer_count(seen: Seen, category: str, count_faces: bool = False) -> tuple[
     found = seen.found
     if count_faces and category == "person" and found is not None and found.n_people:
         return str(found.n_people), f"{found.summary()} found"
+    if min_share is not None:
+        there, said = answer_exists(seen, category, min_share)
+        if there == "no":
+            return "0", said
     votes: Counter[int] = Counter(n for n in (count_in(t, category) for t in seen.texts) if n is not None)
     things = "people" if category == "person" else plural(category)
     if not votes:
@@ -477,7 +484,7 @@ def answer(captioner, image, question: str, answers: Sequence[str] | None = None
             a, said = answer_exists(seen, q.target, cfg.answering.exist_share)
             return AnswerResult(a, "", None, [(a, 1.0)], said, "exists", seen)
         if q.kind == "count":
-            a, said = answer_count(seen, q.target, cfg.answering.count_faces)
+            a, said = answer_count(seen, q.target, cfg.answering.count_faces, cfg.answering.exist_share)
             return AnswerResult(a, "", None, [(a, 1.0)], said, "count", seen)
         vocab = set(answers or answer_vocabulary(captioner.answers))
         best, said, ranked = answer_class(seen, q.target, vocab)
