@@ -10,8 +10,10 @@ from zsc_core.vqa import (
     Question,
     Seen,
     answer_class,
+    answer_color,
     answer_count,
     answer_exists,
+    color_in,
     count_in,
     parse_question,
     typed_candidates,
@@ -32,7 +34,10 @@ FACE = Detection("face", (0.0, 0.0, 10.0, 10.0), 0.99)
     ("What is the person riding?", Question("class", "riding")),
     ("What room is this?", Question("class", "room")),
     ("Is it raining?", Question("lm")),
-    ("What color is the bus?", Question("lm")),
+    ("What color is the bus?", Question("color", "bus")),
+    ("What colour are the giraffes?", Question("color", "giraffe")),
+    ("What color is the man's shirt?", Question("color", "shirt")),  # the shirt, not the man
+    ("What color is it?", Question("lm")),  # nothing named: the LM reads the caption
 ])
 def test_questions_the_evidence_can_answer_are_recognised(question, parsed):
     assert parse_question(question) == parsed
@@ -80,6 +85,20 @@ def test_a_count_is_zero_where_the_existence_route_finds_none():
     assert answer_count(Seen(bears, Evidence([FACE])), "person", min_share=0.02)[0] == "1"  # a face: someone there
     assert answer_count(Seen(bears, Evidence()), "person", min_share=0.01)[0] == "1"  # 5 of 300 >= 1%
     assert answer_count(Seen(bears, Evidence()), "bear", min_share=0.02)[0] == "1"
+
+
+def test_colour_questions_take_the_colour_the_nearest_captions_give_the_object_most():
+    """'What color is the bus?' (issue #54's LM route answered a brown bear 'red'): the colour the nearest captions
+    put before the object, up to two words between; grey is gray; None (the LM) where no caption colours it."""
+    assert color_in("A red double decker bus on a street", "bus") == "red"
+    assert color_in("a grey cat on a bed", "cat") == "gray" and color_in("A bus that is red", "bus") is None
+    texts = ["A large brown bear in a field", "Two brown bears", "A black bear by a tree", "A bear eating grass",
+             "A white polar bear"]
+    best, said, ranked = answer_color(Seen(texts, Evidence()), "bear")
+    assert best == "brown" and said == "2 of the 4 nearest captions that colour the bear say brown"
+    assert ranked == [("brown", 0.5), ("black", 0.25), ("white", 0.25)]
+    assert answer_color(Seen(texts, Evidence()), "bear", {"black", "white"})[0] == "black"  # the vocabulary's
+    assert answer_color(Seen(texts, Evidence()), "bus")[0] is None
 
 
 def test_class_questions_take_the_candidate_the_nearest_captions_name_most():

@@ -21,6 +21,8 @@ on its detections (evidence.py), and the detections themselves.
   with ``count_faces``, the faces or people detected for people;
 - "What animal is this?", "What is the person riding?", "What room is this?": the candidate of that class the
   nearest captions name most;
+- "What color is the bus?": the colour the nearest captions that colour the object give most ("a red double decker
+  bus"); the LM where none does;
 - anything else: the LM, as before.
 """
 
@@ -157,6 +159,12 @@ _CLASS_Q = [(re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?animals?\b", 
             (re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?sport\b", re.I), "sport"),
             (re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?vehicle\b", re.I), "vehicle"),
             (re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?food\b", re.I), "food")]
+# "What color is the <object>?": the colours VQAv2's answers use most, as caption words ("grey" counts as gray)
+COLORS = ("white", "black", "red", "blue", "green", "yellow", "brown", "gray", "orange", "pink", "purple", "silver",
+          "tan", "beige", "gold")
+_COLOR_WORDS = {c: c for c in COLORS} | {"grey": "gray"}
+_COLOR_Q = re.compile(r"^\s*what\s+colou?rs?\s+(?:is|are|was|were)\s+(?:the|this|that|these|those|his|her|its|their)?"
+                      r"\s*(?P<obj>.+?)\s*\??\s*$", re.IGNORECASE)
 _SPORT_WORDS = {"skiing": ("ski", "skis", "skiing", "skier", "skiers"), "surfing": ("surf", "surfer", "surfing",
                 "surfboard"), "skateboarding": ("skateboard", "skateboarder", "skateboarding"),
                 "snowboarding": ("snowboard", "snowboarder", "snowboarding"), "kite flying": ("kite", "kites")}
@@ -164,7 +172,7 @@ _SPORT_WORDS = {"skiing": ("ski", "skis", "skiing", "skier", "skiers"), "surfing
 
 @dataclass
 class Question:
-    """What kind of question it is for the evidence: "exists", "count", "class" or "lm" (the LM answers)."""
+    """What kind of question it is for the evidence: "exists", "count", "class", "color" or "lm" (the LM answers)."""
 
     kind: str
     target: str = ""  # the COCO category (exists, count) or the class (class)
@@ -180,6 +188,10 @@ def parse_question(question: str) -> Question:
     m = _COUNT.match(question)
     if m:
         return Question("count", category_of(m.group("obj")))
+    m = _COLOR_Q.match(question)
+    obj = re.sub(r"^.*'s\s+", "", m.group("obj")) if m else ""  # "the man's shirt": the shirt
+    if m and obj.lower() not in ("it", "this", "that", "they", "these", "those"):
+        return Question("color", category_of(obj))
     for pattern, cls in _CLASS_Q:
         if pattern.match(question):
             return Question("class", cls)
@@ -280,6 +292,38 @@ def answer_count(seen: Seen, category: str, count_faces: bool = False, min_share
         return "1", f"none of the {len(seen.texts)} nearest captions counts {things}"
     n, k = max(votes.items(), key=lambda x: (x[1], -x[0]))
     return str(n), f"{k} of the nearest captions that count {things} say {n}"
+
+
+@lru_cache(maxsize=256)
+def _color_pattern(category: str) -> re.Pattern:
+    from .objects import CATEGORIES, forms
+
+    names = forms(CATEGORIES.get(category, (category,)))
+    return re.compile(r"\b(" + "|".join(_COLOR_WORDS) + r")\s+(?:[a-z]+\s+){0,2}?(?:"
+                      + "|".join(re.escape(f) for f in names) + r")\b")
+
+
+def color_in(text: str, category: str) -> str | None:
+    """The colour a caption gives the object ("A red double decker bus": red; up to two words may stand between),
+    or None where it gives none."""
+    m = _color_pattern(category).search(text.lower())
+    return _COLOR_WORDS[m.group(1)] if m else None
+
+
+def answer_color(seen: Seen, category: str, vocabulary: set[str] | None = None
+                 ) -> tuple[str | None, str, list[tuple[str, float]]]:
+    """(the colour the nearest captions that colour the object give most (of those in ``vocabulary``), or None when
+    none does; the evidence in words; every colour by its share of those captions)."""
+    from collections import Counter
+
+    votes = Counter(c for c in (color_in(t, category) for t in seen.texts)
+                    if c is not None and (vocabulary is None or c in vocabulary))
+    if not votes:
+        return None, f"none of the {len(seen.texts)} nearest captions gives {_a(category)} a colour", []
+    n = sum(votes.values())
+    best, k = votes.most_common(1)[0]
+    return best, f"{k} of the {n} nearest captions that colour the {category} say {best}", [
+        (c, v / n) for c, v in votes.most_common()]
 
 
 def answer_class(seen: Seen, cls: str, vocabulary: set[str] | None = None
@@ -487,9 +531,12 @@ def answer(captioner, image, question: str, answers: Sequence[str] | None = None
             a, said = answer_count(seen, q.target, cfg.answering.count_faces, cfg.answering.exist_share)
             return AnswerResult(a, "", None, [(a, 1.0)], said, "count", seen)
         vocab = set(answers or answer_vocabulary(captioner.answers))
-        best, said, ranked = answer_class(seen, q.target, vocab)
+        if q.kind == "color":
+            best, said, ranked = answer_color(seen, q.target, vocab)
+        else:
+            best, said, ranked = answer_class(seen, q.target, vocab)
         if best is not None:
-            return AnswerResult(best, "", None, ranked, said, "class", seen)
+            return AnswerResult(best, "", None, ranked, said, q.kind, seen)
     if not use_caption:
         caption = None
     elif caption is None:
