@@ -176,10 +176,10 @@ def test_the_app_answers_photo_questions_from_vqav2s_answers(photo, service):
 
 def test_people_questions_are_answered_from_the_faces_found(photo):
     """Issue #54 on the family at the table (train-paired photo 0): a person is there (the faces found); the count
-    comes from the captions about people its faces made it read; among the toothbrushes (photo 7) no person, and 0 people
-    counted; the animal
-    question on photo 3 (elephants) names the elephant. (On the boat, photo 4, 13 of its 300 nearest captions name
-    people: above exist_share, a false yes, docs/experiments/2026-12-07-vqa-from-evidence.md.)"""
+    comes from the captions about people its faces made it read; among the toothbrushes (photo 7) no person, and 0
+    people counted; the animal question on photo 3 (elephants) names the elephant. (On the boat, photo 4, 13 of its
+    300 nearest captions name people: above exist_share, a false yes, docs/experiments/2026-12-07-vqa-from-evidence.md.)
+    """
     cap, items, paths = photo
     family, toothbrushes, elephants = items[0][0], load_image(paths[7][0]), items[3][0]
     found = len(cap.detect(family).faces)
