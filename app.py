@@ -327,9 +327,9 @@ with gr.Blocks(title="zsc: zero-shot captioning trained on text only") as demo:
                         cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples")
         with gr.Tab("Ask (VQA)"):
             gr.Markdown("Ask a question about the image in the Caption tab. Questions of existence (\"Is there a "
-                        "dog?\"), counting (\"How many people are there?\") and class (\"What animal is this?\") "
-                        "are answered from what the photo's nearest human captions and the face detector say; "
-                        "others by the language model reading the caption.")
+                        "dog?\"), counting (\"How many people are there?\"), class (\"What animal is this?\") "
+                        "and colour (\"What color is the bus?\") are answered from what the photo's nearest human "
+                        "captions and the face detector say; others by the language model reading the caption.")
             question = gr.Textbox(label="Question", placeholder="what color is the car?")
             ask = gr.Button("Answer", variant="primary")
             with gr.Row():

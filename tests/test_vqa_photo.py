@@ -43,7 +43,10 @@ def test_the_vqav2_vocabulary_is_shipped_with_its_provenance():
     assert PRESETS["photo"].answers == "vqav2" and PRESETS["offline-world"].answers == "world"
 
 
-def test_answers_are_encoded_once_per_text_tower(tiny_clip, monkeypatch):
+def test_answers_are_encoded_once_per_text_tower(tiny_clip, monkeypatch, tmp_path):
+    monkeypatch.setenv("ZSC_CACHE_DIR", str(tmp_path))  # an empty user cache (a long list is kept there)
+    vqa._ENCODED.clear()
+    vqa._ROWS.clear()
     calls = []
     real = tiny_clip.encode_text
 
@@ -57,6 +60,9 @@ def test_answers_are_encoded_once_per_text_tower(tiny_clip, monkeypatch):
     second = vqa.rank_answers(tiny_clip, ["answer 8"], answers)
     assert calls == [512, 88, 1, 1]  # the 600 answers in two chunks, once; then only the generated texts
     assert first[0][0][0] in answers and len(second[0]) == 600
+    vqa._ENCODED.clear()  # a new process: the list is read from the user cache, not encoded
+    vqa._ROWS.clear()
+    assert vqa.rank_answers(tiny_clip, ["answer 8"], answers) == second and calls == [512, 88, 1, 1, 1]
 
 
 def test_labels_say_what_each_preset_is():

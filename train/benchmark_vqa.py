@@ -248,9 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
         for which, s in seen.items():
             rows[f"evidence, {which}, counting from the captions"] = {
                 "counting": acc(counted(s, counts), counts), "counting_absent": acc(counted(s, absent), absent)}
-            rows[f"evidence, {which}, counting from the captions, 0 where the existence route says none"] = {
-                "counting": acc(counted(s, counts, min_share=share), counts),
-                "counting_absent": acc(counted(s, absent, min_share=share), absent)}
+            for z in sorted({share, 0.005, 0.01}):
+                rows[f"evidence, {which}, counting from the captions, 0 where under {z:g} of them name it"
+                     + (" (the existence route's share)" if z == share else "")] = {
+                    "counting": acc(counted(s, counts, min_share=z), counts),
+                    "counting_absent": acc(counted(s, absent, min_share=z), absent)}
         rows["evidence, with faces, counting people from the faces found"] = {
             "counting": acc(counted(seen["with faces"], counts, count_faces=True), counts),
             "counting_absent": acc(counted(seen["with faces"], absent, count_faces=True), absent)}
@@ -267,10 +269,11 @@ def main(argv: list[str] | None = None) -> dict:
             rows[f"always {most}"] = {"color": acc([most] * len(colors), colors)}
             vocab_set = set(vocab)
             for which, s in seen.items():
-                picks = [answer_color(s[p["photo"]], p["object"], vocab_set)[0] for p in colors]
-                rows[f"evidence, {which}, colour from the captions, else caption + LM"] = {
-                    "color": acc([c or a for c, a in zip(picks, lm_c)], colors),
-                    "color_from_evidence": sum(c is not None for c in picks) / len(colors)}
+                for anywhere, how in ((False, ""), (True, ", else the colour they name most")):
+                    picks = [answer_color(s[p["photo"]], p["object"], vocab_set, anywhere)[0] for p in colors]
+                    rows[f"evidence, {which}, colour from the captions{how}, else caption + LM"] = {
+                        "color": acc([c or a for c, a in zip(picks, lm_c)], colors),
+                        "color_from_evidence": sum(c is not None for c in picks) / len(colors)}
         # VQAv2 questions: the routed answer (evidence where a route applies, else the LM with the caption)
         vq = [q["question"] for q in vqav2]
         lm_cap = lm_answers(vq, [captions[q["photo"]] for q in vqav2])

@@ -310,20 +310,31 @@ def color_in(text: str, category: str) -> str | None:
     return _COLOR_WORDS[m.group(1)] if m else None
 
 
-def answer_color(seen: Seen, category: str, vocabulary: set[str] | None = None
+_ANY_COLOR = re.compile(r"\b(" + "|".join(_COLOR_WORDS) + r")\b")
+
+
+def answer_color(seen: Seen, category: str, vocabulary: set[str] | None = None, anywhere: bool = False
                  ) -> tuple[str | None, str, list[tuple[str, float]]]:
     """(the colour the nearest captions that colour the object give most (of those in ``vocabulary``), or None when
-    none does; the evidence in words; every colour by its share of those captions)."""
+    none does; the evidence in words; every colour by its share of those captions). With ``anywhere``, where none
+    colours the object, the colour the nearest captions name most, whatever they colour ("a white bathroom" for the
+    wall)."""
     from collections import Counter
 
-    votes = Counter(c for c in (color_in(t, category) for t in seen.texts)
-                    if c is not None and (vocabulary is None or c in vocabulary))
+    def ok(c):
+        return c is not None and (vocabulary is None or c in vocabulary)
+
+    votes = Counter(c for c in (color_in(t, category) for t in seen.texts) if ok(c))
+    what = f"that colour the {category}"
+    if not votes and anywhere:
+        votes = Counter(c for t in seen.texts for c in {_COLOR_WORDS[w] for w in _ANY_COLOR.findall(t.lower())}
+                        if ok(c))
+        what = f"that name a colour (none colours the {category})"
     if not votes:
         return None, f"none of the {len(seen.texts)} nearest captions gives {_a(category)} a colour", []
     n = sum(votes.values())
     best, k = votes.most_common(1)[0]
-    return best, f"{k} of the {n} nearest captions that colour the {category} say {best}", [
-        (c, v / n) for c, v in votes.most_common()]
+    return best, f"{k} of the {n} nearest captions {what} say {best}", [(c, v / n) for c, v in votes.most_common()]
 
 
 def answer_class(seen: Seen, cls: str, vocabulary: set[str] | None = None
