@@ -1,7 +1,6 @@
 """Zero-shot VQA on real photos from evidence (issue #54): probes built from the references, chosen on 189 photos.
 
     python -m train.benchmark_vqa                 # -> results/vqa_photo.{json,md}
-    python -m train.benchmark_vqa out=results/vqa_photo_bf16   # where the LM runs in bf16 (its own LM cache)
 
 Per split (train-paired, val-dev; each reported on its own):
 
@@ -12,8 +11,8 @@ Per split (train-paired, val-dev; each reported on its own):
 - counting probes: "How many <objects> are there?" where at least 3 references give the same count (objects.py's
   caption words; "two giraffes"); and, answered 0, the same question of each random negative of the existence
   probes (an object none of the references names);
-- colour probes: "What color is the <object>?" where >= 2 references give it one colour and no other colour is
-  given by 2 ("a red double decker bus");
+- colour probes: "What color is the <thing>?" where a reference gives a thing a colour and none gives it another
+  (:func:`color_probes`; "a red double decker bus");
 - the real VQAv2 questions of ``data/vqa``, scored with VQA accuracy.
 
 Rows: always yes; the question alone through the LM (the prior of its answer type); the served caption through
@@ -90,9 +89,16 @@ def existence_probes(refs: list[list[str]], freq: Counter, pairs: dict[str, Coun
     return out
 
 
+def how_many(category: str) -> str:
+    """The counting question of a category: "How many giraffes are there?" ("people" for person)."""
+    from zsc_core.objects import plural
+
+    return f"How many {'people' if category == 'person' else plural(category)} are there?"
+
+
 def counting_probes(refs: list[list[str]]) -> list[dict]:
     """"How many <objects> are there?" where >= 3 references give the same count of a category."""
-    from zsc_core.objects import CATEGORIES, plural
+    from zsc_core.objects import CATEGORIES
     from zsc_core.vqa import count_in
 
     out = []
@@ -102,9 +108,7 @@ def counting_probes(refs: list[list[str]]) -> list[dict]:
             if counts:
                 n, k = counts.most_common(1)[0]
                 if k >= 3:
-                    word = "people" if cat == "person" else plural(cat)
-                    out.append({"photo": i, "object": cat, "answer": str(n),
-                                "question": f"How many {word} are there?"})
+                    out.append({"photo": i, "object": cat, "answer": str(n), "question": how_many(cat)})
     return out
 
 
@@ -115,7 +119,7 @@ def color_probes(refs: list[list[str]]) -> list[dict]:
     colour one thing twice: with >= 2 agreeing, 13 and 8 probes.)"""
     from zsc_core.objects import category_of, named_categories
     from zsc_core.prompts import nlp
-    from zsc_core.vqa import _COLOR_WORDS
+    from zsc_core.vqa import COLOR_WORDS
 
     out = []
     for i, rs in enumerate(refs):
@@ -123,12 +127,12 @@ def color_probes(refs: list[list[str]]) -> list[dict]:
         for doc in nlp().pipe([r.lower() for r in rs]):
             for tok in doc:
                 head = tok.head
-                if tok.text in _COLOR_WORDS and tok.dep_ == "amod" and head.pos_ == "NOUN":
+                if tok.text in COLOR_WORDS and tok.dep_ == "amod" and head.pos_ == "NOUN":
                     words = " ".join([c.text for c in head.children if c.dep_ == "compound"] + [head.lemma_])
                     cats = named_categories(words)
                     thing = next(iter(cats)) if len(cats) == 1 else category_of(head.lemma_)
                     if thing != "person" and len(thing) > 2:
-                        said.setdefault(thing, set()).add(_COLOR_WORDS[tok.text])
+                        said.setdefault(thing, set()).add(COLOR_WORDS[tok.text])
         out += [{"photo": i, "object": thing, "answer": next(iter(c)), "question": f"What color is the {thing}?"}
                 for thing, c in sorted(said.items()) if len(c) == 1]
     return out
@@ -143,7 +147,6 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.evaluation import coco_items
     from zsc_core.evidence import neighbour_index
     from zsc_core.images import load_image
-    from zsc_core.objects import plural
     from zsc_core.presets import data_dir
     from zsc_core.vqa import (
         Seen,
@@ -235,8 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
             lm_answers(cq, [captions[p["photo"]] for p in counts]), counts)
         rows["always 2"] = {"counting": acc(["2"] * len(counts), counts)}
         # absent objects: the existence probes' negatives asked as counts, whose answer is 0
-        absent = [{"photo": p["photo"], "object": p["object"], "answer": "0",
-                   "question": f"How many {'people' if p['object'] == 'person' else plural(p['object'])} are there?"}
+        absent = [{"photo": p["photo"], "object": p["object"], "answer": "0", "question": how_many(p["object"])}
                   for p in probes if p["answer"] == "no" and p["setting"] == "random"]
         sp["n_counting_absent"] = len(absent)
         rows["always 2"]["counting_absent"] = acc(["2"] * len(absent), absent)

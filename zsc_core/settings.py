@@ -333,7 +333,7 @@ def set_defaults(weights_path: str, **flat: Any) -> InferenceSettings:
     """Change some default settings of the adaptor at ``weights_path`` (flat names): its JSON only."""
     require_adaptor(weights_path)
     current = read_settings(weights_path)
-    new = InferenceSettings(current.config.replace(**flat), current.bank, current.lm_dtype)
+    new = replace(current, config=current.config.replace(**flat))
     new.config.check()
     write_settings(weights_path, new)
     return new

@@ -162,7 +162,7 @@ _CLASS_Q = [(re.compile(r"^\s*what\s+(?:kind\s+of\s+|type\s+of\s+)?animals?\b", 
 # "What color is the <object>?": the colours VQAv2's answers use most, as caption words ("grey" counts as gray)
 COLORS = ("white", "black", "red", "blue", "green", "yellow", "brown", "gray", "orange", "pink", "purple", "silver",
           "tan", "beige", "gold")
-_COLOR_WORDS = {c: c for c in COLORS} | {"grey": "gray"}
+COLOR_WORDS = {c: c for c in COLORS} | {"grey": "gray"}
 _COLOR_Q = re.compile(r"^\s*what\s+colou?rs?\s+(?:is|are|was|were)\s+(?:the|this|that|these|those|his|her|its|their)?"
                       r"\s*(?P<obj>.+?)\s*\??\s*$", re.IGNORECASE)
 _SPORT_WORDS = {"skiing": ("ski", "skis", "skiing", "skier", "skiers"), "surfing": ("surf", "surfer", "surfing",
@@ -252,12 +252,16 @@ def _a(category: str) -> str:
 _NUMBER_OF = {w: i for i, w in enumerate(NUMBER_WORDS)} | {"a": 1, "an": 1, "one": 1, "pair": 2, "couple": 2}
 
 
-@lru_cache(maxsize=256)
-def _count_pattern(category: str) -> re.Pattern:
+def _names_of(category: str) -> str:
+    """A regex alternation of the words that name a category in captions (COCO's, else the word), plurals too."""
     from .objects import CATEGORIES, forms
 
-    names = forms(CATEGORIES.get(category, (category,)))
-    return re.compile(r"\b(\w+)\s+(?:of\s+)?(?:\w+\s+)?(?:" + "|".join(re.escape(f) for f in names) + r")\b")
+    return "|".join(re.escape(f) for f in forms(CATEGORIES.get(category, (category,))))
+
+
+@lru_cache(maxsize=256)
+def _count_pattern(category: str) -> re.Pattern:
+    return re.compile(r"\b(\w+)\s+(?:of\s+)?(?:\w+\s+)?(?:" + _names_of(category) + r")\b")
 
 
 def count_in(text: str, category: str) -> int | None:
@@ -296,21 +300,17 @@ def answer_count(seen: Seen, category: str, count_faces: bool = False, min_share
 
 @lru_cache(maxsize=256)
 def _color_pattern(category: str) -> re.Pattern:
-    from .objects import CATEGORIES, forms
-
-    names = forms(CATEGORIES.get(category, (category,)))
-    return re.compile(r"\b(" + "|".join(_COLOR_WORDS) + r")\s+(?:[a-z]+\s+){0,2}?(?:"
-                      + "|".join(re.escape(f) for f in names) + r")\b")
+    return re.compile(r"\b(" + "|".join(COLOR_WORDS) + r")\s+(?:[a-z]+\s+){0,2}?(?:" + _names_of(category) + r")\b")
 
 
 def color_in(text: str, category: str) -> str | None:
     """The colour a caption gives the object ("A red double decker bus": red; up to two words may stand between),
     or None where it gives none."""
     m = _color_pattern(category).search(text.lower())
-    return _COLOR_WORDS[m.group(1)] if m else None
+    return COLOR_WORDS[m.group(1)] if m else None
 
 
-_ANY_COLOR = re.compile(r"\b(" + "|".join(_COLOR_WORDS) + r")\b")
+_ANY_COLOR = re.compile(r"\b(" + "|".join(COLOR_WORDS) + r")\b")
 
 
 def answer_color(seen: Seen, category: str, vocabulary: set[str] | None = None, anywhere: bool = False
@@ -327,7 +327,7 @@ def answer_color(seen: Seen, category: str, vocabulary: set[str] | None = None, 
     votes = Counter(c for c in (color_in(t, category) for t in seen.texts) if ok(c))
     what = f"that colour the {category}"
     if not votes and anywhere:
-        votes = Counter(c for t in seen.texts for c in {_COLOR_WORDS[w] for w in _ANY_COLOR.findall(t.lower())}
+        votes = Counter(c for t in seen.texts for c in {COLOR_WORDS[w] for w in _ANY_COLOR.findall(t.lower())}
                         if ok(c))
         what = f"that name a colour (none colours the {category})"
     if not votes:
@@ -413,16 +413,21 @@ ANSWERS_KIND = "answers"  # checkpoint kind of a file of encoded answers (checkp
 KEEP_ANSWERS = 64
 
 
+def _kept_files(clip, answers: tuple[str, ...]) -> list[str]:
+    """The files that may hold this list's encodings (:func:`answers_dirs`), first found first; none for a list
+    too short to keep."""
+    if len(answers) < KEEP_ANSWERS:
+        return []
+    name = answers_file_name(clip, answers)
+    return [p for p in (os.path.join(d, name) for d in answers_dirs()) if os.path.isfile(p)]
+
+
 def _read_answers(clip, answers: tuple[str, ...]) -> torch.Tensor | None:
     """The kept (A, D) encodings of ``answers`` by this text tower, or None (absent, unreadable, or made by another
     tower or for other answers: encode again)."""
     from .checkpoint import load_checkpoint
 
-    name = answers_file_name(clip, answers)
-    for folder in answers_dirs():
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            continue
+    for path in _kept_files(clip, answers):
         try:
             ck = load_checkpoint(path, expect_kind=ANSWERS_KIND)
         except Exception:  # truncated, not a safetensors file, another kind
@@ -465,7 +470,7 @@ def _encoded_answers(clip, answers: tuple[str, ...]) -> torch.Tensor:
     if key not in _ENCODED:
         if len(_ENCODED) >= 8:
             _ENCODED.clear()
-        t = _read_answers(clip, answers) if len(answers) >= KEEP_ANSWERS else None
+        t = _read_answers(clip, answers)
         if t is None:
             t = _encode_list(clip, answers)
             if len(answers) >= KEEP_ANSWERS:
@@ -496,8 +501,8 @@ def warm_jobs(captioner, answers: Sequence[str] | None = None, questions: Sequen
     for: the ~3k VQAv2 answers take seconds on 2 cores), as small jobs (callables) for a server to run between
     requests: each encodes ``chunk`` of the answers, then one per answer type puts its list together."""
     lists = [tuple(answer_candidates(captioner, q, answers)) for q in questions]
-    # a list in the user cache loads in milliseconds: only the others are encoded, in chunks
-    todo = [lst for lst in lists if len(lst) < KEEP_ANSWERS or _read_answers(captioner.clip, lst) is None]
+    # a kept list loads in milliseconds (read once, by its job): only the others are encoded, in chunks
+    todo = [lst for lst in lists if not _kept_files(captioner.clip, lst)]
     every = list(dict.fromkeys(a for lst in todo for a in lst))
     jobs = [lambda part=every[i:i + chunk]: _encode_each(captioner.clip, part, chunk)
             for i in range(0, len(every), chunk)]
