@@ -194,7 +194,7 @@ def _evidence_rows() -> list[tuple[str, str, str]]:
     cfg = read_settings(PRESETS["photo"].checkpoint_path()).config
     v = cfg.evidence
     source = {(False, False, False): "plain", (True, False, False): "faces", (False, True, False): "bodies (HOG)",
-              (True, True, False): "faces + bodies", (True, False, True): "faces, counted"}.get(
+              (True, True, False): "faces + bodies", (True, False, True): "faces + counted"}.get(
         (v.faces, v.bodies, v.count_people), "plain")
     out = []
     if ev.get("splits"):

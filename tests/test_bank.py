@@ -444,6 +444,7 @@ def test_a_noisy_run_is_keyed_under_per_image_noise_and_a_noise_free_one_keeps_i
         later = {"region_k", "weighting", "temperature", "entities", "entity_k", "entity_min", "max_entities",
                  "guide_weight", "guide_k", "guide_order"}
         since = {"faces", "bodies", "count_people", "evidence_pool", "face_prob", "body_score",  # added later (#53)
+                 "crop_weight", "crop_grow",
                  "evidence_answers", "answer_k", "exist_share", "count_faces",  # (#54)
                  "draft_tokens", "bank_vocab"}  # (#55)
         eff = {k: v for k, v in s.config.replace(**flat).flat().items()

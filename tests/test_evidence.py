@@ -8,7 +8,17 @@ import torch.nn.functional as F
 from zsc_core import world
 from zsc_core.bank import BankConfig, attach_bank, cider_consensus_caption, load_bank, save_bank, save_bank_captions
 from zsc_core.captioner import Captioner
-from zsc_core.evidence import Detection, Detectors, Evidence, condition_neighbours, neighbour_index, wants
+from zsc_core.evidence import (
+    Detection,
+    Detectors,
+    Evidence,
+    body_box,
+    condition_neighbours,
+    crop_query,
+    neighbour_index,
+    people_box,
+    wants,
+)
 from zsc_core.people import names_person, names_several_people
 from zsc_core.settings import set_defaults
 
@@ -93,6 +103,40 @@ def test_a_detected_face_changes_which_captions_the_captioner_and_the_retrieval_
     assert names_person(cider_consensus_caption(bank, texts, img, 6, idf, [Evidence([FACE])], pool=40)[0])
 
 
+def test_a_faces_body_box_the_box_around_everyone_found_and_the_crop_query():
+    assert body_box((40.0, 10.0, 60.0, 30.0), 200, 300, 1.5) == (20, 0, 80, 90)  # 1.5 widths each side, 3 heights down
+    assert body_box((0.0, 0.0, 20.0, 20.0), 30, 50, 3.0) == (0, 0, 30, 50)  # clipped to the photo
+    ev = Evidence([Detection("face", (40.0, 10.0, 60.0, 30.0), 0.99)], [Detection("person", (100, 50, 150, 250), 2.0)])
+    assert people_box(ev, 200, 300, 1.5) == (20, 0, 150, 250)  # a face's body box and a HOG person's own box
+    assert people_box(Evidence(), 200, 300, 1.5) is None
+    feats = F.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    crops = 5 * torch.randn(1, 8, generator=torch.Generator().manual_seed(1))
+    q = crop_query(feats, crops, [1], 0.3)
+    assert torch.allclose(q[[0, 2]], feats[[0, 2]])  # images without people keep their own feature
+    assert torch.allclose(q[1], F.normalize(feats[1] + 0.3 * F.normalize(crops[0], dim=-1), dim=-1), atol=1e-6)
+    assert torch.allclose(crop_query(feats, crops, [1], 0.0), feats)
+
+
+def test_the_body_crop_of_a_face_moves_what_the_captioner_and_the_retrieval_baseline_search_with(tmp_path):
+    cap, path, _ = _captioner_with_bank(tmp_path)
+    bank_path, texts = _people_bank(tmp_path, cap)
+    attach_bank(path, bank_path, k=3, mix=1.0)
+    set_defaults(path, rerank="cider", rerank_k=6, faces=True, evidence_pool=40, crop_weight=1.0)
+    loaded = Captioner.from_pretrained(path)
+    im, face = _img(0), Evidence([Detection("face", (0.0, 0.0, 4.0, 4.0), 0.99)])  # a face in the corner
+    img = loaded.clip.encode_image(loaded.clip.pixels([im])).float()
+    crop = loaded.clip.encode_image(loaded.clip.pixels([im.crop(people_box(face, *im.size, 3.0))])).float()
+    q = loaded.query(im, face)
+    assert torch.allclose(q, crop_query(img, crop, [0], 1.0), atol=1e-5) and not torch.allclose(q, img, atol=1e-3)
+    assert torch.allclose(loaded.query(im, Evidence()), img, atol=1e-6)  # nobody found: the image feature
+    assert torch.allclose(loaded.query(im, face, crop_weight=0.0), img, atol=1e-6)  # crops off
+    moved = neighbour_index(loaded.bank, q, 6, [face], pool=40)[0].tolist()
+    assert moved != neighbour_index(loaded.bank, img, 6, [face], pool=40)[0].tolist()  # the crop changes what is read
+    found = loaded.propose(im, evidence=face, samples=1, max_new_tokens=4)
+    assert found.pending.cider_texts[0] == [texts[j] for j in moved]  # ... by the captioner, as by the baseline
+    assert torch.allclose(found.image_feats, q, atol=1e-5)  # and the app's retrieved caption searches with it
+
+
 class _Broken(Detectors):
     def _load_faces(self):
         raise ImportError("No module named 'facenet_pytorch'")
@@ -121,6 +165,10 @@ def test_evidence_settings_are_checked():
         CaptionConfig().replace(evidence_pool=0).check()
     with pytest.raises(ValueError, match="face_prob"):
         CaptionConfig().replace(face_prob=1.5).check()
+    with pytest.raises(ValueError, match="crop_weight"):
+        CaptionConfig().replace(crop_weight=-0.1).check()
+    with pytest.raises(ValueError, match="crop_grow"):
+        CaptionConfig().replace(crop_grow=0.0).check()
     assert CaptionConfig().replace(faces=True).evidence.detects and not CaptionConfig().evidence.detects
 
 
@@ -144,3 +192,15 @@ def test_the_app_draws_what_was_read_and_says_whether_each_detector_runs():
     assert "Faces: MTCNN (facenet-pytorch): ready." in md and "**cannot load (ImportError: cv2)**" in md
     assert "presets caption without it" in md and "no evidence of gender" in md
     assert display.detectors_markdown({}) == ""
+
+
+def test_the_people_probes_tallies_and_classes():
+    """experiments/people_probes.py's helpers: the tallies count found photos among those with and without people,
+    and every people class it sums is one of ImageNet's."""
+    from experiments.people_probes import PEOPLE_CLASSES, tally
+    from zsc_core.bridge import imagenet_categories
+
+    hit, people, none = [True, False, True, True], [True, True, False, False], [False, False, True, False]
+    assert tally(hit, people, none) == {"people": [1, 2], "none": [1, 1]}
+    assert tally(hit, people, none, [False, True, True, True]) == {"people": [0, 1], "none": [1, 1]}
+    assert set(PEOPLE_CLASSES) <= set(imagenet_categories())  # every class named is one of ImageNet's

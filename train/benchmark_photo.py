@@ -437,10 +437,11 @@ def main(argv: list[str] | None = None) -> dict:
             if v.detects:  # the retrieval baseline with the evidence the served caption reads (issue #53)
                 found = base.detect(images)
                 k = base.config.ranking_k
+                query = torch.cat([base.query(images[i:i + 32], found[i:i + 32]) for i in range(0, len(images), 32)])
                 report["rows"].append(retrieval_row(
                     f"{EVIDENCE_BASELINE} {k} nearest, conditioned on the served pixel evidence (with a face found: "
                     f"the nearest of the {v.evidence_pool:,} nearest that name people)",
-                    cider_consensus_caption(bank, caps, img, k, bank.captions().idf, found, v.count_people,
+                    cider_consensus_caption(bank, caps, query, k, bank.captions().idf, found, v.count_people,
                                             v.evidence_pool)))
         top1 = [f"a photo of a {names[i]}" for i in logits.argmax(1).tolist()]
         report["rows"].append({"group": "Baseline", "name": "\"a photo of a <top-1 ImageNet class>\"",

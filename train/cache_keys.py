@@ -21,7 +21,8 @@ LATER_FIELDS = {"decoding": {"draft_tokens", "bank_vocab"},
                 "retrieval": {"region_k", "weighting", "temperature"},
                 "entities": {"entities", "entity_k", "entity_min", "max_entities"},
                 "guidance": {"guide_weight", "guide_k", "guide_order"},
-                "evidence": {"faces", "bodies", "count_people", "evidence_pool", "face_prob", "body_score"},
+                "evidence": {"faces", "bodies", "count_people", "evidence_pool", "face_prob", "body_score",
+                             "crop_weight", "crop_grow"},
                 "answering": {"evidence_answers", "answer_k", "exist_share", "count_faces"}}
 # Since 2026-12-07 (issue #52) each image draws its sampling noise from its own generator, so a row that draws noise
 # and was captioned 8 photos a call has other captions than before: its key names the protocol, and older rows

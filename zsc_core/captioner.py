@@ -27,7 +27,7 @@ from .bank import CaptionBank, load_bank
 from .checkpoint import build_and_load, check_compatible, load_checkpoint, save_checkpoint
 from .device import autocast, resolve_device, resolve_dtype
 from .encode import ClipEncoder, ClipSpec
-from .evidence import Detectors, Evidence, neighbour_index, shared_detectors
+from .evidence import Detectors, Evidence, crop_query, neighbour_index, people_box, shared_detectors
 from .guidance import BankGuidance, tables_for
 from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
@@ -102,7 +102,7 @@ class Pending:
 
     texts: list[list[str]]  # per image, its S x num_return candidates
     text_feats: torch.Tensor  # (B, n, D)
-    image_feats: torch.Tensor  # (B, D)
+    image_feats: torch.Tensor  # (B, D) the retrieval query: the global feature, moved by people's crops (query())
     neighbours: torch.Tensor | None  # (B, k, D) for the consensus ranking
     prompt_feat: torch.Tensor | None  # (D,)
     prompt_weight: float
@@ -126,7 +126,8 @@ class Proposal:
 
     @property
     def image_feats(self) -> torch.Tensor:
-        """The images' global features (B, D), CPU."""
+        """The images' retrieval queries (B, D), CPU: their global features, moved toward the body crops of the
+        people found where the settings say so (:meth:`Captioner.query`)."""
         return self.pending.image_feats
 
 
@@ -144,6 +145,7 @@ class Lookup:
     cider_texts: list[list[str]] | None = None  # per image, the CIDEr-D ranking's references
     guide_texts: list[list[str]] | None = None  # per image, the captions of the guidance's n-gram table
     evidence: list[Evidence] | None = None  # per image, the detections the neighbours are conditioned on
+    query: torch.Tensor | None = None  # (B, D) what the neighbours are searched with (None: the global feature)
 
     @property
     def consensus_neighbours(self) -> torch.Tensor | None:
@@ -332,6 +334,33 @@ class Captioner:
         found = self._detect([images] if single else list(images), self.effective(**overrides))
         return found[0] if single else found
 
+    def query(self, images: Image.Image | Sequence[Image.Image],
+              evidence: Evidence | Sequence[Evidence] | None = None, **overrides: Any) -> torch.Tensor:
+        """What each image's nearest bank captions are searched with, (B, D): its global feature, moved toward the
+        body crop of the people its evidence found by the settings' ``crop_weight`` (evidence.crop_query). The
+        captioner, the retrieval baseline with the same evidence and the Ask tab's evidence all search with it.
+        ``evidence`` as :meth:`caption` takes it (None: the detectors run where the settings read evidence)."""
+        batch = [images] if isinstance(images, Image.Image) else list(images)
+        cfg = self.effective(**overrides)
+        feats = self.clip.encode_image(self.clip.pixels(batch))
+        found = None
+        if cfg.evidence.detects:
+            found = ([evidence] if isinstance(evidence, Evidence) else list(evidence)) if evidence is not None \
+                else self._detect(batch, cfg)
+        return self._query(batch, feats, found, cfg)
+
+    def _query(self, batch: list[Image.Image], feats: torch.Tensor, found: list[Evidence] | None,
+               cfg: CaptionConfig) -> torch.Tensor:
+        v = cfg.evidence
+        if not v.crop_weight or not found:
+            return feats.float()
+        boxes = [people_box(e, *im.size, v.crop_grow) for e, im in zip(found, batch)]
+        rows = [i for i, b in enumerate(boxes) if b is not None]
+        if not rows:
+            return feats.float()
+        crops = self.clip.encode_image(self.clip.pixels([batch[i].crop(boxes[i]) for i in rows]))
+        return crop_query(feats, crops, rows, v.crop_weight).to(feats.device)
+
     def _detect(self, batch: list[Image.Image], cfg: CaptionConfig) -> list[Evidence]:
         v = cfg.evidence
         if not v.detects:
@@ -415,9 +444,10 @@ class Captioner:
                 else self._detect(batch, cfg)
             if len(found) != len(batch):
                 raise ValueError(f"{len(found)} evidence entries for {len(batch)} images")
+        query = self._query(batch, feats.global_feat, found, cfg) if cfg.evidence.crop_weight else None
         t1 = time.perf_counter()
         # the guidance's captions are looked up for a guided pass: a plain caption's, or a prompted one's first pass
-        look = self._look_up(Lookup(cfg, len(batch), s, feats, memory, sub, evidence=found),
+        look = self._look_up(Lookup(cfg, len(batch), s, feats, memory, sub, evidence=found, query=query),
                              guided or bool(prompt and rough is None and not self.reads_memory))
         t2 = time.perf_counter()
         clock = {"retrieve_s": t2 - t1, "rank_s": 0.0}
@@ -449,7 +479,7 @@ class Captioner:
             return look
         mix_k, rank_k, guide_k = cfg.retrieval.mix_k, cfg.ranking.rerank_k, cfg.guidance.guide_k
         guide_k = guide_k if cfg.guidance.guide_weight and guided else 0
-        gf = look.feats.global_feat
+        gf = look.feats.global_feat if look.query is None else look.query
         v = cfg.evidence
         index = neighbour_index(self.bank, gf.float(), max(mix_k, rank_k, guide_k), look.evidence, v.count_people,
                                 v.evidence_pool)
@@ -509,7 +539,7 @@ class Captioner:
         cfg, b, s = look.cfg, look.b, look.s
         r, e = cfg.retrieval, cfg.entities
         t = time.perf_counter()
-        q = look.feats.global_feat.float().repeat_interleave(s, dim=0)  # (B*S, D)
+        q = (look.feats.global_feat if look.query is None else look.query).float().repeat_interleave(s, dim=0)
         rq = look.memory.float().repeat_interleave(s, dim=0) if cfg.regions.use_regions else None  # (B*S, R, D)
         if s > 1:  # each image's S queries (then region queries) from its own generator, as in _caption_from_features
             sigma2 = cfg.decoding.sigma2
@@ -584,7 +614,7 @@ class Captioner:
         prompt_feat = self.clip.encode_text([p.ranking_prompt])[0] if p.ranking_prompt and p.prompt_weight else None
         neighbours = look.consensus_neighbours
         pending = Pending([texts[i * n:(i + 1) * n] for i in range(b)], text_feats.float().cpu(),
-                          look.feats.global_feat.float().cpu(),
+                          (look.feats.global_feat if look.query is None else look.query).float().cpu(),
                           neighbours.float().cpu() if neighbours is not None else None,
                           prompt_feat.float().cpu() if prompt_feat is not None else None,
                           p.prompt_weight if prompt_feat is not None else 0.0, look.cider_texts)

@@ -98,6 +98,43 @@ def condition_neighbours(pool: torch.Tensor, person: torch.Tensor, several: torc
     return torch.stack(out)
 
 
+def body_box(face: tuple[float, float, float, float], width: int, height: int, grow: float
+             ) -> tuple[int, int, int, int]:
+    """A person's likely extent from their face box, in pixels of a ``width`` x ``height`` image: ``grow`` face
+    widths each side of the face's centre, half a face height above it, ``2 grow`` face heights below it."""
+    x0, y0, x1, y1 = face
+    w, h, cx = x1 - x0, y1 - y0, (x0 + x1) / 2
+    return (round(max(0.0, cx - grow * w)), round(max(0.0, y0 - 0.5 * h)), round(min(width, cx + grow * w)),
+            round(min(height, y1 + 2 * grow * h)))
+
+
+def people_box(ev: Evidence, width: int, height: int, grow: float) -> tuple[int, int, int, int] | None:
+    """The box around every person the evidence found (each face's :func:`body_box`, each HOG person's own box),
+    or None where it found nobody or the box is empty: the crop whose class evidence says what people hold, ride
+    or stand on."""
+    boxes = [body_box(d.box, width, height, grow) for d in ev.faces] + \
+        [tuple(round(v) for v in d.box) for d in ev.people]
+    if not boxes:
+        return None
+    box = (max(0, min(b[0] for b in boxes)), max(0, min(b[1] for b in boxes)),
+           min(width, max(b[2] for b in boxes)), min(height, max(b[3] for b in boxes)))
+    return box if box[2] > box[0] and box[3] > box[1] else None
+
+
+def crop_query(feats: torch.Tensor, crops: torch.Tensor, rows: Sequence[int], weight: float) -> torch.Tensor:
+    """Retrieval queries (B, D): each image's feature, and for the images ``rows`` (one per row of ``crops``,
+    (len(rows), D), their people's crop features) norm(norm(feature) + weight * norm(crop))."""
+    import torch.nn.functional as F
+
+    q = F.normalize(feats.float(), dim=-1)
+    if not len(rows) or not weight:
+        return q
+    q = q.clone()
+    idx = torch.as_tensor(list(rows), dtype=torch.long, device=q.device)
+    q[idx] = F.normalize(q[idx] + weight * F.normalize(crops.float().to(q.device), dim=-1), dim=-1)
+    return q
+
+
 @dataclass
 class DetectorConfig:
     """How the detectors run; their thresholds are settings (``settings.EvidenceConfig``), passed per call."""

@@ -106,6 +106,10 @@ class EvidenceConfig:
     evidence_pool: int = 3000  # nearest bank captions the conditioned neighbours are chosen from
     face_prob: float = 0.9  # MTCNN face probability at least this
     body_score: float = 1.5  # HOG SVM margin at least this
+    # the body crops of the people found move the retrieval query toward what they hold, ride or stand on
+    # (evidence.crop_query): query = norm(norm(image) + crop_weight * norm(crop)); 0: the image feature alone
+    crop_weight: float = 0.0
+    crop_grow: float = 3.0  # a face's body box: this many face widths each side, 2x this many face heights down
 
     @property
     def detects(self) -> bool:
@@ -234,6 +238,8 @@ class CaptionConfig:
         if v.evidence_pool < 1 or not 0.0 <= v.face_prob <= 1.0:
             raise ValueError(f"evidence_pool must be >= 1 and face_prob in [0, 1], got {v.evidence_pool} and "
                              f"{v.face_prob}")
+        if v.crop_weight < 0 or v.crop_grow <= 0:
+            raise ValueError(f"crop_weight must be >= 0 and crop_grow > 0, got {v.crop_weight} and {v.crop_grow}")
         a = self.answering
         if a.answer_k < 1 or not 0.0 < a.exist_share <= 1.0:
             raise ValueError(f"answer_k must be >= 1 and exist_share in (0, 1], got {a.answer_k} and {a.exist_share}")

@@ -212,7 +212,7 @@ def look(captioner, image) -> Seen:
 
     cfg = captioner.effective()
     found = captioner.detect(image)
-    feats = captioner.clip.encode_image(captioner.clip.pixels([image])).float()
+    feats = captioner.query([image], [found])  # the search the caption's neighbours came from
     v = cfg.evidence
     index = neighbour_index(captioner.bank, feats, cfg.answering.answer_k, [found] if v.detects else None,
                             v.count_people, v.evidence_pool)
