@@ -39,6 +39,7 @@ SOURCES = {  # row name -> the evidence settings it reads
     # the served evidence at other guidance weights (chosen on train-paired alone before #53; these decode every photo)
     "faces + guidance 0.5": {"faces": True, "bodies": False, "guide_weight": 0.5},
     "faces + guidance 0.6": {"faces": True, "bodies": False, "guide_weight": 0.6},
+    "faces + 12 samples": {"faces": True, "bodies": False, "samples": 12},  # more candidates, at a latency cost
 }
 # a source of these alone changes only the neighbours of the photos its detectors fire on
 EVIDENCE_KEYS = {"faces", "bodies", "count_people", "crop_weight"}
@@ -48,7 +49,7 @@ EVIDENCE_KEYS = {"faces", "bodies", "count_people", "crop_weight"}
 class EvidenceTuneConfig:
     splits: tuple[str, ...] = ("train-paired", "val-dev")
     seeds: tuple[int, ...] = (0, 1, 2, 3)
-    sources: tuple[str, ...] = tuple(n for n in SOURCES if "guidance" not in n)
+    sources: tuple[str, ...] = tuple(n for n in SOURCES if set(SOURCES[n]) <= EVIDENCE_KEYS)
     out: str = "results/tune_evidence_photo"
     batch: int = 8
     threads: int = 0
