@@ -1,6 +1,6 @@
 """Caption latency of a photo preset's served settings on real photos (speed goals live here, not in tests).
 
-    python bench/photo_latency.py [--images 8] [--reps 2] [--json results/photo_latency.json]
+    python bench/photo_latency.py [--images 8] [--reps 2] [--samples S] [--json results/photo_latency.json]
 
 Loads the preset as the app does, captions the first ``--images`` val-dev photos one at a time, ``--reps`` times
 each after one warm-up call, and prints the median seconds per photo for each named setting: the one served on
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--budget", type=float, default=1.0, help="seconds a photo may take at the served CPU setting")
     ap.add_argument("--extra", action="store_true", help="also S=20 greedy, CLIP ranking and S=60 (slow)")
+    ap.add_argument("--samples", type=int, default=0,
+                    help="also the served decoding at this many samples (a candidate setting, not served)")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
     import torch
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     # The named settings: what the app (CPU and GPU), `caption` and `evaluate` serve (the defaults), and one
     # noise-free sample.
     settings = {"served (defaults)": {}, "S=1": {"samples": 1, "num_beams": 1}}
+    if args.samples:
+        settings[f"served decoding at S={args.samples} (a candidate, not served)"] = {"samples": args.samples}
     # After the served LM's rows, the question and the peak memory: the same with the LM in float32 (where the
     # served LM is not: on a GPU, device.resolve_dtype), and the decoding before #55, in float32
     out["lm_dtype"] = str(cap.lm.model.dtype).removeprefix("torch.")
