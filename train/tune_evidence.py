@@ -45,11 +45,17 @@ SOURCES = {  # row name -> the evidence settings it reads
 EVIDENCE_KEYS = {"faces", "bodies", "count_people", "crop_weight"}
 
 
+def reads_evidence_only(source: str) -> bool:
+    """Whether a source changes only what is read (a retrieval row too; its decoding differs only where a detector
+    fires), not how it is decoded."""
+    return set(SOURCES[source]) <= EVIDENCE_KEYS
+
+
 @dataclass
 class EvidenceTuneConfig:
     splits: tuple[str, ...] = ("train-paired", "val-dev")
     seeds: tuple[int, ...] = (0, 1, 2, 3)
-    sources: tuple[str, ...] = tuple(n for n in SOURCES if set(SOURCES[n]) <= EVIDENCE_KEYS)
+    sources: tuple[str, ...] = tuple(n for n in SOURCES if reads_evidence_only(n))
     out: str = "results/tune_evidence_photo"
     batch: int = 8
     threads: int = 0
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         feats = cap.clip.encode_image(cap.clip.pixels(images)).float()
         rows = sp["rows"]
-        for name in (n for n in cfg.sources if set(SOURCES[n]) <= EVIDENCE_KEYS):  # retrieval reads evidence only
+        for name in filter(reads_evidence_only, cfg.sources):  # retrieval rows read evidence only
             over = SOURCES[name]
             ev = evidence(over, sp["detections"])
             query = cap.query(images, ev, **over) if over.get("crop_weight") else feats
@@ -160,8 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
                 key = json.dumps([setting_fingerprint(path, **over), seed, split])
                 if key not in runs:
                     plain = runs.get(json.dumps([setting_fingerprint(path, **base, **SOURCES["plain"]), seed, split]))
-                    same_decoding = set(SOURCES[name]) <= EVIDENCE_KEYS  # else every photo's caption may differ
-                    todo = fires if same_decoding and name != "plain" and plain is not None else range(len(images))
+                    # a source that decodes otherwise may change every photo's caption
+                    todo = fires if reads_evidence_only(name) and name != "plain" and plain is not None \
+                        else range(len(images))
                     caps = list(plain["captions"]) if plain is not None else [""] * len(images)
                     todo = list(todo)
                     for i in tqdm(range(0, len(todo), cfg.batch), desc=f"{split} {name} seed {seed}"):

@@ -145,7 +145,12 @@ class Lookup:
     cider_texts: list[list[str]] | None = None  # per image, the CIDEr-D ranking's references
     guide_texts: list[list[str]] | None = None  # per image, the captions of the guidance's n-gram table
     evidence: list[Evidence] | None = None  # per image, the detections the neighbours are conditioned on
-    query: torch.Tensor | None = None  # (B, D) what the neighbours are searched with (None: the global feature)
+    query: torch.Tensor | None = None  # (B, D) the search query where crops move it (None: the global feature)
+
+    @property
+    def search(self) -> torch.Tensor:
+        """What the neighbours are searched with, (B, D): the query (Captioner.query), else the global feature."""
+        return self.feats.global_feat if self.query is None else self.query
 
     @property
     def consensus_neighbours(self) -> torch.Tensor | None:
@@ -343,11 +348,19 @@ class Captioner:
         batch = [images] if isinstance(images, Image.Image) else list(images)
         cfg = self.effective(**overrides)
         feats = self.clip.encode_image(self.clip.pixels(batch))
-        found = None
-        if cfg.evidence.detects:
-            found = ([evidence] if isinstance(evidence, Evidence) else list(evidence)) if evidence is not None \
-                else self._detect(batch, cfg)
-        return self._query(batch, feats, found, cfg)
+        return self._query(batch, feats, self._found(batch, evidence, cfg), cfg)
+
+    def _found(self, batch: list[Image.Image], evidence: Evidence | Sequence[Evidence] | None,
+               cfg: CaptionConfig) -> list[Evidence] | None:
+        """Each image's evidence where the settings read evidence: the entries passed in, else the detectors'
+        findings; None where they read none."""
+        if not cfg.evidence.detects:
+            return None
+        found = ([evidence] if isinstance(evidence, Evidence) else list(evidence)) if evidence is not None \
+            else self._detect(batch, cfg)
+        if len(found) != len(batch):
+            raise ValueError(f"{len(found)} evidence entries for {len(batch)} images")
+        return found
 
     def _query(self, batch: list[Image.Image], feats: torch.Tensor, found: list[Evidence] | None,
                cfg: CaptionConfig) -> torch.Tensor:
@@ -438,12 +451,7 @@ class Captioner:
         noisy = s > 1 or cfg.authors.noise_single
         memory, sub = self.region_memory(feats, cfg, noisy)  # (B, N_cr, D)
         t_det = time.perf_counter()
-        found = None
-        if cfg.evidence.detects:
-            found = ([evidence] if isinstance(evidence, Evidence) else list(evidence)) if evidence is not None \
-                else self._detect(batch, cfg)
-            if len(found) != len(batch):
-                raise ValueError(f"{len(found)} evidence entries for {len(batch)} images")
+        found = self._found(batch, evidence, cfg)
         query = self._query(batch, feats.global_feat, found, cfg) if cfg.evidence.crop_weight else None
         t1 = time.perf_counter()
         # the guidance's captions are looked up for a guided pass: a plain caption's, or a prompted one's first pass
@@ -479,7 +487,7 @@ class Captioner:
             return look
         mix_k, rank_k, guide_k = cfg.retrieval.mix_k, cfg.ranking.rerank_k, cfg.guidance.guide_k
         guide_k = guide_k if cfg.guidance.guide_weight and guided else 0
-        gf = look.feats.global_feat if look.query is None else look.query
+        gf = look.search
         v = cfg.evidence
         index = neighbour_index(self.bank, gf.float(), max(mix_k, rank_k, guide_k), look.evidence, v.count_people,
                                 v.evidence_pool)
@@ -539,7 +547,7 @@ class Captioner:
         cfg, b, s = look.cfg, look.b, look.s
         r, e = cfg.retrieval, cfg.entities
         t = time.perf_counter()
-        q = (look.feats.global_feat if look.query is None else look.query).float().repeat_interleave(s, dim=0)
+        q = look.search.float().repeat_interleave(s, dim=0)  # (B*S, D)
         rq = look.memory.float().repeat_interleave(s, dim=0) if cfg.regions.use_regions else None  # (B*S, R, D)
         if s > 1:  # each image's S queries (then region queries) from its own generator, as in _caption_from_features
             sigma2 = cfg.decoding.sigma2
@@ -614,7 +622,7 @@ class Captioner:
         prompt_feat = self.clip.encode_text([p.ranking_prompt])[0] if p.ranking_prompt and p.prompt_weight else None
         neighbours = look.consensus_neighbours
         pending = Pending([texts[i * n:(i + 1) * n] for i in range(b)], text_feats.float().cpu(),
-                          (look.feats.global_feat if look.query is None else look.query).float().cpu(),
+                          look.search.float().cpu(),
                           neighbours.float().cpu() if neighbours is not None else None,
                           prompt_feat.float().cpu() if prompt_feat is not None else None,
                           p.prompt_weight if prompt_feat is not None else 0.0, look.cider_texts)
