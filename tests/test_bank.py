@@ -446,7 +446,8 @@ def test_a_noisy_run_is_keyed_under_per_image_noise_and_a_noise_free_one_keeps_i
         since = {"faces", "bodies", "count_people", "evidence_pool", "face_prob", "body_score",  # added later (#53)
                  "crop_weight", "crop_grow",
                  "evidence_answers", "answer_k", "exist_share", "count_faces",  # (#54)
-                 "draft_tokens", "bank_vocab"}  # (#55)
+                 "draft_tokens", "bank_vocab",  # (#55)
+                 "min_new_tokens"}  # (#53, fourth session)
         eff = {k: v for k, v in s.config.replace(**flat).flat().items()
                if k not in since and (k not in later or v != defaults[k])}
         eff["keep_beams"] = eff["keep_beams"] if eff["num_beams"] > 1 else False

@@ -80,6 +80,40 @@ def test_greedy_writes_what_transformers_greedy_writes_guided_or_not(sharp_lm, d
         assert stats.drafted > 0 and 0 < stats.accepted < stats.drafted
 
 
+@pytest.mark.parametrize("draft", [0, 3])
+def test_min_new_tokens_holds_back_sentence_ends_as_transformers_does_after_the_guidance(sharp_lm, draft):
+    """No row ends (end of text or a token with ".", "!", "?", a newline) before min_new_tokens, also where the
+    guidance gives the end its mass back; the drafting decoder writes what transformers' generate writes with its
+    MinNewTokensLengthLogitsProcessor after the guidance (LanguageModel.generate's order)."""
+    from transformers import MinNewTokensLengthLogitsProcessor
+
+    lm = sharp_lm
+    ends = set(lm.sentence_ends)
+    assert lm.eos_id in ends and lm.tokenizer.encode(".", add_special_tokens=False)[0] in ends
+    assert not any(t in ends for t in lm.tokenizer.encode("a red car", add_special_tokens=False))
+    embeds, mask = _inputs(lm, seed=4)
+    texts = ["a tree", "the sun", "a red car", "two green triangles", "a blue square", "a red circle"]
+    tables = [NgramTable(lm.encode([texts[i]], add_eos=True), 3) for i in range(6)]  # short: the end comes early
+    guide = BankGuidance(tables, 0.6)
+    free = greedy(lm, embeds, mask, 12, guide=guide, draft=draft)
+    assert min(len(r) for r in free) < 6  # without it, some rows end early
+    held = greedy(lm, embeds, mask, 12, guide=guide, draft=draft, min_new_tokens=6)
+    assert held != free
+    assert all(len(r) >= 6 and not ends & set(r[:5]) for r in held)
+    hold = MinNewTokensLengthLogitsProcessor(0, 6, lm.sentence_ends)
+    out = lm.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                            pad_token_id=lm.pad_id, eos_token_id=lm.eos_id, begin_suppress_tokens=lm.empty_starts,
+                            logits_processor=LogitsProcessorList([guide, hold])).tolist()
+    assert held == [r[:r.index(lm.eos_id) + 1] if lm.eos_id in r else r for r in out]
+
+
+def test_min_new_tokens_is_checked():
+    CaptionConfig().replace(min_new_tokens=10).check()
+    for bad in (-1, 20):
+        with pytest.raises(ValueError, match="min_new_tokens"):
+            CaptionConfig().replace(min_new_tokens=bad).check()
+
+
 def test_guesses_that_hold_save_passes(tiny_lm):
     """Tables made of the very captions greedy decoding writes: every guess holds, so a caption of n tokens takes
     about n / (draft + 1) passes instead of n."""

@@ -212,6 +212,7 @@ def test_the_app_shows_the_nearest_human_caption_beside_the_generated_one(photo,
     as the ranking reads, conditioned on the faces found), the one with the highest CIDEr-D against the others, a
     caption of the corpus."""
     from zsc_core.bank import cider_consensus_caption
+    from zsc_core.people import names_person
 
     cap, items, _ = photo
     v = service.caption(items[1][0], "photo", 2, None, None, 1, 0)
@@ -223,8 +224,6 @@ def test_the_app_shows_the_nearest_human_caption_beside_the_generated_one(photo,
                                        bank.captions().idf, [found], ev.count_people, ev.evidence_pool)[0]
     assert v.retrieved == expected and v.retrieved in set(bank.captions().captions)
     if found.n_people:  # what the caption read is said, and the retrieved caption is one about people
-        from zsc_core.people import names_person
-
         assert f"found {found.summary()}" in v.info and names_person(v.retrieved), (v.info, v.retrieved)
     family = service.caption(items[0][0], "photo", 2, None, None, 1, 0)  # the regions drawn are what was read
     from zsc_core.viz import draw_detections
@@ -232,6 +231,10 @@ def test_the_app_shows_the_nearest_human_caption_beside_the_generated_one(photo,
     faces = cap.detect(items[0][0])
     drawn = draw_detections(items[0][0], faces.detections, f"read: {faces.summary()}")
     assert faces.n_people >= 2 and list(family.regions_image.getdata()) == list(drawn.getdata())
+    # with a prompt, the retrieved caption stays the base's, read with the faces its rough caption read
+    prompted = service.caption(items[0][0], "photo", 2, None, None, 1, 0, prompt="An image contains dog")
+    assert prompted.retrieved == family.retrieved and names_person(family.retrieved), (prompted.retrieved,
+                                                                                       family.retrieved)
     assert v.candidates["headers"][2] == "bridge cosine" and "CIDEr-D" in v.candidates["headers"][3]
     assert "N_cr" not in v.info  # the photo model does not read subregions
     # the prompted pass ranks by the bridge's cosine (+ the prompt term): the info line says so, as the column does

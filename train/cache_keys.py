@@ -17,7 +17,7 @@ from zsc_core.settings import GROUPS, CaptionConfig, read_settings
 # Settings added after the first settings files were written (2026-12-06: the memory model, bank guidance): a key
 # hashes them only where they differ from their defaults, so the cached rows of older models stay valid.
 FIRST_GROUPS = ("decoding", "regions", "retrieval", "ranking", "authors")
-LATER_FIELDS = {"decoding": {"draft_tokens", "bank_vocab"},
+LATER_FIELDS = {"decoding": {"draft_tokens", "bank_vocab", "min_new_tokens"},
                 "retrieval": {"region_k", "weighting", "temperature"},
                 "entities": {"entities", "entity_k", "entity_min", "max_entities"},
                 "guidance": {"guide_weight", "guide_k", "guide_order"},

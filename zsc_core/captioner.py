@@ -123,6 +123,9 @@ class Proposal:
     single: bool  # one image was passed (rank returns one result)
     entities: list[list[str]] | None = None  # per image, the entities its first sample read (memory models)
     evidence: list[Evidence] | None = None  # per image, what the detectors found (None: no detector ran)
+    # a refinement's (prompts.propose_prompted): per image, the evidence its base's rough caption read, which the
+    # base's retrieved caption reads too (the refiner may read none)
+    rough_evidence: list[Evidence | None] | None = None
 
     @property
     def image_feats(self) -> torch.Tensor:
@@ -611,7 +614,8 @@ class Captioner:
         ``prompt_weight`` x the cosine with the pass's prompt). Adds the seconds spent embedding to ``clock``."""
         d, b, s = look.cfg.decoding, look.b, look.s
         gen_cfg = GenerationCfg(max_new_tokens=d.max_new_tokens, num_beams=d.num_beams,
-                                num_return=d.num_beams if d.keep_beams else 1, draft=d.draft_tokens if p.guide else 0)
+                                num_return=d.num_beams if d.keep_beams else 1, draft=d.draft_tokens if p.guide else 0,
+                                min_new_tokens=d.min_new_tokens)
         vocab = self.bank.vocabulary(self.lm) if d.bank_vocab and d.num_beams == 1 and self.has_bank else None
         with autocast(self.lm.device, self.lm.model.dtype):
             texts = self.lm.generate(p.prefix, prompts=p.prompts, cfg=gen_cfg, logits_processor=p.guide,

@@ -105,12 +105,15 @@ def _cache_kwarg(base: torch.nn.Module) -> str:
 
 @torch.no_grad()
 def greedy(lm, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, guide=None, draft: int = 0,
-           vocab: torch.Tensor | None = None, stats: DecodeStats | None = None) -> list[list[int]]:
+           vocab: torch.Tensor | None = None, stats: DecodeStats | None = None,
+           min_new_tokens: int = 0) -> list[list[int]]:
     """Greedy decoding of ``max_new_tokens`` at most per row from ``embeds`` (B, T, H) left-padded with ``mask``
     (B, T) (:meth:`lm.LanguageModel.prefix_inputs`). The first token is never one of ``lm.empty_starts``.
 
     guide: a :class:`guidance.BankGuidance` (num_beams 1) mixed into every choice; its tables draft ``draft``
     guesses a step (0: none; drafts need a guide). vocab: sorted token ids the head scores (None: all).
+    min_new_tokens: no sentence end (``lm.sentence_ends``) is chosen before a row has this many tokens; held back
+    after the guidance is mixed in, as ``transformers``' MinNewTokensLengthLogitsProcessor does after it.
     Returns each row's tokens, ending with the end of text where it ended."""
     from transformers import DynamicCache
 
@@ -127,6 +130,7 @@ def greedy(lm, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, gu
     out: list[list[int]] = [[] for _ in range(b)]
     done = [False] * b
     suppress = torch.tensor(lm.empty_starts, device=device)
+    ends = torch.tensor(lm.sentence_ends, device=device) if min_new_tokens else None
 
     def forward(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hidden states of the new positions x (B, W, H), with the cache before them; (B, W, H)."""
@@ -149,6 +153,9 @@ def greedy(lm, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, gu
             scores[torch.tensor(first, device=device)[:, None], suppress[None, :]] = NEG_INF
         if guide is not None:
             scores = guide.mix(contexts, [r // guide.num_beams for r in rows], scores)
+        short = [i for i, c in enumerate(contexts) if len(c) < min_new_tokens]
+        if short:
+            scores[torch.tensor(short, device=device)[:, None], ends[None, :]] = NEG_INF
         return scores.argmax(-1).tolist()
 
     batch = list(range(b))  # the rows in the cache, in its order: a finished row leaves it

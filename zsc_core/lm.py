@@ -60,6 +60,7 @@ class GenerationCfg:
     num_beams: int = 1  # 1: greedy; MacCap's single-caption setting uses 4 (diversity comes from input noise)
     num_return: int = 1  # hypotheses returned per row (<= num_beams): the best first, rows stay contiguous
     draft: int = 0  # greedy only: tokens each row guesses from its bank-guidance table per step (decode.py)
+    min_new_tokens: int = 0  # no sentence end (LanguageModel.sentence_ends) before this many new tokens
 
 
 def cache_dir() -> str:
@@ -125,6 +126,16 @@ class LanguageModel(FrozenIdentity, nn.Module):
                     ids.add(int(tok[0]))
             self.__dict__["_empty_starts"] = sorted(ids)
         return self.__dict__["_empty_starts"]
+
+    @property
+    def sentence_ends(self) -> list[int]:
+        """Tokens after which :func:`clean_caption` keeps nothing more: end of text, and every token whose text
+        holds ".", "!", "?" or a newline. Held back until a caption has ``min_new_tokens`` tokens."""
+        if "_sentence_ends" not in self.__dict__:
+            texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+            ends = {i for i, t in enumerate(texts) if re.search(r"[.!?\n]", t)}
+            self.__dict__["_sentence_ends"] = sorted(ends | {self.eos_id})
+        return self.__dict__["_sentence_ends"]
 
     @property
     def hidden_size(self) -> int:
@@ -213,15 +224,21 @@ class LanguageModel(FrozenIdentity, nn.Module):
                 vocab = torch.unique(torch.cat([vocab.cpu(), torch.tensor([t for p in prompts for t in p],
                                                                           dtype=torch.long)]))
             rows = greedy(self, embeds, mask, cfg.max_new_tokens, guide=logits_processor, draft=cfg.draft,
-                          vocab=vocab, stats=stats)
+                          vocab=vocab, stats=stats, min_new_tokens=cfg.min_new_tokens)
             return [clean_caption(t) for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
         kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
                                   do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
                                   begin_suppress_tokens=self.empty_starts, num_return_sequences=cfg.num_return)
-        if logits_processor is not None:
+        processors = [logits_processor] if logits_processor is not None else []
+        if cfg.min_new_tokens:  # after the guidance, which could give an end back its mass
+            from transformers import MinNewTokensLengthLogitsProcessor
+
+            processors.append(MinNewTokensLengthLogitsProcessor(0, cfg.min_new_tokens, self.sentence_ends,
+                                                                device=self.device))
+        if processors:
             from transformers import LogitsProcessorList
 
-            kw["logits_processor"] = LogitsProcessorList([logits_processor])
+            kw["logits_processor"] = LogitsProcessorList(processors)
         out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
         return [clean_caption(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 

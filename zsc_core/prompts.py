@@ -100,5 +100,8 @@ def propose_prompted(base, refiner, images, prompt: str, **settings):
     if refiner is base or not refiner.interactive:
         return refiner.propose(images, prompt=prompt, **settings)
     first = base.caption(images, **settings)
-    rough = first.caption if not isinstance(first, list) else [r.caption for r in first]
-    return refiner.propose(images, prompt=prompt, rough=rough, **settings)
+    results = first if isinstance(first, list) else [first]
+    proposal = refiner.propose(images, prompt=prompt, rough=[r.caption for r in results] if isinstance(first, list)
+                               else first.caption, **settings)
+    proposal.rough_evidence = [r.evidence for r in results]
+    return proposal

@@ -163,8 +163,10 @@ class CaptionService:
         else:
             regions = draw_regions(request.image, r.regions, banner=display.regions_banner(
                 cap.adaptor.reads_regions and r.settings.regions.use_regions, ev is not None))
+        # a refinement's retrieved caption is the base's, read with the evidence of the base's rough caption
+        read = proposal.evidence if cap is base or proposal.rough_evidence is None else proposal.rough_evidence
         return CaptionView(r.caption, regions, display.candidates_table(r, preset), info, rough,
-                           self.retrieved_caption(base, proposal.image_feats, nearest, proposal.evidence),
+                           self.retrieved_caption(base, proposal.image_feats, nearest, read),
                            r.settings.flat(), warning)
 
     @staticmethod

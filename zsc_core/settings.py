@@ -35,6 +35,9 @@ class DecodingConfig:
     num_beams: int = 1  # beam width per sample; 1: greedy
     keep_beams: bool = False  # every beam hypothesis a candidate (S x num_beams ranked); False: each sample's best
     max_new_tokens: int = 20  # captions are short (the papers': <= 15 words)
+    # no sentence end (end of text, ".", "!", "?", a newline) before this many tokens: longer candidates for the
+    # ranking (the generator's captions ran ~1 word shorter than the references and the retrieved captions)
+    min_new_tokens: int = 0
     seed: int = 0  # seeds the sampling noise, so a caption is reproducible
     # Greedy, guided decoding (decode.py): tokens each row guesses from its n-gram table per LM pass, kept where
     # the LM agrees (the captions are greedy decoding's; fewer passes over the weights). 0: one token a pass.
@@ -220,6 +223,9 @@ class CaptionConfig:
             raise ValueError(f"num_beams must be >= 1, got {d.num_beams}")
         if not 0 <= d.draft_tokens <= 16:
             raise ValueError(f"draft_tokens must be between 0 and 16, got {d.draft_tokens}")
+        if not 0 <= d.min_new_tokens < d.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be >= 0 and below max_new_tokens={d.max_new_tokens}, got "
+                             f"{d.min_new_tokens}")
         if self.ranking.rerank not in RERANKERS:
             raise ValueError(f"unknown rerank {self.ranking.rerank!r}; known: {RERANKERS}")
         if not 0.0 <= r.bank_mix <= 1.0:
