@@ -43,6 +43,9 @@ class PhotoBenchConfig:
     # Re-run only the rows README.md reports (HEADLINE); any other row whose key moved keeps its earlier scores,
     # marked as measured before per-image noise (train.cache_keys.NOISE_PROTOCOL) until a full run.
     headline_only: bool = False
+    # ...and also the rows of these presets whose key moved (a preset whose served settings changed; e.g.
+    # rerun_presets=photo-memory after its faces were switched on)
+    rerun_presets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
                           if k in old[tuple(key)]})
             if old[tuple(key)].get("note"):
                 entry["note"] = old[tuple(key)]["note"]
-        elif cfg.headline_only and earlier and not headline:
+        elif cfg.headline_only and earlier and not headline and row.preset not in cfg.rerun_presets:
             entry.update({k: earlier[k] for k in ("scores", "captions", "examples")}, key=earlier.get("key"),
                          note=EARLIER)
         else:

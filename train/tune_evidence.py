@@ -57,6 +57,7 @@ def reads_evidence_only(source: str) -> bool:
 
 @dataclass
 class EvidenceTuneConfig:
+    preset: str = "photo"  # the photo model whose served decoding reads the evidence (photo-memory: out= another file)
     splits: tuple[str, ...] = ("train-paired", "val-dev")
     seeds: tuple[int, ...] = (0, 1, 2, 3)
     sources: tuple[str, ...] = tuple(n for n in SOURCES if reads_evidence_only(n))
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     from zsc_core.metrics import paired_bootstrap, per_image_cider
     from zsc_core.presets import PRESETS
 
-    path = PRESETS["photo"].checkpoint_path()
-    cap = Captioner.from_pretrained("photo")
+    path = PRESETS[cfg.preset].checkpoint_path()
+    cap = Captioner.from_pretrained(cfg.preset)
     bank = cap.bank
     texts = bank.captions()
     report: dict = {"model": os.path.basename(path), "splits": {}}
@@ -182,11 +183,11 @@ def main(argv: list[str] | None = None) -> dict:
                             caps[j] = r.caption
                     runs[key] = {"captions": caps}
                 caps = runs[key]["captions"]
-                rows[f"`photo` served decoding, {name}, seed {seed}"] = {
+                rows[f"`{cfg.preset}` served decoding, {name}, seed {seed}"] = {
                     "kind": "captioner", "source": name, "seed": seed, "captions": caps, "fires": len(fires),
                     "metrics": row_metrics(caps, refs)}
                 print(json.dumps({"split": split, "row": name, "seed": seed,
-                                  "CIDEr": round(rows[f"`photo` served decoding, {name}, seed {seed}"]["metrics"]
+                                  "CIDEr": round(rows[f"`{cfg.preset}` served decoding, {name}, seed {seed}"]["metrics"]
                                                  ["CIDEr"], 4)}), flush=True)
                 save()
         # paired: each captioner source (its seeds averaged per photo) against the best retrieval row
