@@ -97,9 +97,11 @@ PHOTO_PROMPTS_CMD = ("python -m train.train_prompts preset=photo corpus=coco "
                      "run_dir=runs/prompts-photo")
 
 PHOTO_TRAINED_ON = "83k real COCO captions (text only, no image), never the evaluation photos"
-PHOTO_LIMITS = ("the image side only knows ImageNet's 1,000 classes: there is no person, man, woman or child class, "
-                "few scene words (no 'kitchen', 'street' or 'beach' as such), so people and places are guessed "
-                "from the objects around them; counts, colours and relations are guesses of the language model; "
+PHOTO_LIMITS = ("the image side only knows ImageNet's 1,000 classes: there is no person, man, woman or child class "
+                "(where the face detector runs, a face found makes the caption read captions about people; people "
+                "whose faces it misses are guessed) and few scene words (no 'kitchen', 'street' or 'beach' as such), "
+                "so places are guessed from the objects around them; counts, colours and relations are guesses of "
+                "the language model; "
                 "the default model decodes from the COCO captions nearest the photo, so an unusual photo gets a "
                 "caption of the typical COCO scene with the same objects")
 WORLD_TRAINED_ON = "captions of procedurally generated scenes (text only)"
