@@ -183,12 +183,11 @@ def main(argv: list[str] | None = None) -> dict:
                             caps[j] = r.caption
                     runs[key] = {"captions": caps}
                 caps = runs[key]["captions"]
-                rows[f"`{cfg.preset}` served decoding, {name}, seed {seed}"] = {
+                row = rows[f"`{cfg.preset}` served decoding, {name}, seed {seed}"] = {
                     "kind": "captioner", "source": name, "seed": seed, "captions": caps, "fires": len(fires),
                     "metrics": row_metrics(caps, refs)}
                 print(json.dumps({"split": split, "row": name, "seed": seed,
-                                  "CIDEr": round(rows[f"`{cfg.preset}` served decoding, {name}, seed {seed}"]["metrics"]
-                                                 ["CIDEr"], 4)}), flush=True)
+                                  "CIDEr": round(row["metrics"]["CIDEr"], 4)}), flush=True)
                 save()
         # paired: each captioner source (its seeds averaged per photo) against the best retrieval row
         ref_map = dict(enumerate(refs))

@@ -153,7 +153,7 @@ def greedy(lm, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, gu
             scores[torch.tensor(first, device=device)[:, None], suppress[None, :]] = NEG_INF
         if guide is not None:
             scores = guide.mix(contexts, [r // guide.num_beams for r in rows], scores)
-        short = [i for i, c in enumerate(contexts) if len(c) < min_new_tokens]
+        short = [i for i, c in enumerate(contexts) if len(c) < min_new_tokens] if min_new_tokens else []
         if short:
             scores[torch.tensor(short, device=device)[:, None], ends[None, :]] = NEG_INF
         return scores.argmax(-1).tolist()

@@ -100,8 +100,9 @@ def propose_prompted(base, refiner, images, prompt: str, **settings):
     if refiner is base or not refiner.interactive:
         return refiner.propose(images, prompt=prompt, **settings)
     first = base.caption(images, **settings)
-    results = first if isinstance(first, list) else [first]
-    proposal = refiner.propose(images, prompt=prompt, rough=[r.caption for r in results] if isinstance(first, list)
-                               else first.caption, **settings)
+    many = isinstance(first, list)
+    results = first if many else [first]
+    rough = [r.caption for r in results] if many else first.caption
+    proposal = refiner.propose(images, prompt=prompt, rough=rough, **settings)
     proposal.rough_evidence = [r.evidence for r in results]
     return proposal
