@@ -257,7 +257,8 @@ def answer(image, question, preset, progress=gr.Progress()):
     picture = read_image(image)
     progress(0.2, desc="answering")
     v = answer_image(picture, question, preset)
-    return v.answer, v.how, v.caption, v.top
+    # the caption box only where the LM read one: an answer from the evidence read none
+    return v.answer, v.how, gr.update(value=v.caption, visible=bool(v.caption)), v.top
 
 
 @_guard

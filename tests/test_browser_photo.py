@@ -56,10 +56,14 @@ def test_the_labels_follow_the_preset(page):
 
 
 def test_the_vqa_tab_answers_a_photo_from_vqav2s_answers(page):
+    from playwright.sync_api import expect
+
     from zsc_core.vqa import answer_vocabulary
 
     page.get_by_role("tab", name="Caption").click()
-    page.locator("#examples tbody tr").first.click()  # an image
+    page.locator("#examples tbody tr").first.click()  # an image, and its caption
+    caption = _textbox(page, "Caption")
+    page.wait_for_function("el => el.value.length > 0", arg=caption.element_handle())
     page.get_by_role("tab", name="Ask (VQA)").click()
     _textbox(page, "Question").fill("What animal is this?")
     page.get_by_role("button", name="Answer", exact=True).click()
@@ -67,8 +71,31 @@ def test_the_vqa_tab_answers_a_photo_from_vqav2s_answers(page):
     page.wait_for_function("el => el.value.length > 0", arg=answer.element_handle())
     assert answer.input_value() in set(answer_vocabulary("vqav2"))
     assert answer.input_value() not in ("yes", "no")  # not a yes/no question
-    assert _textbox(page, "The caption it read").input_value()
+    read = _textbox(page, "The caption it read")
+    how = _textbox(page, "How it answered").input_value()
+    if how.startswith("From the evidence"):  # answered from the nearest captions: no caption was read, none shown
+        expect(read).to_be_hidden()
+    else:  # the LM read the Caption tab's caption
+        assert read.input_value() == caption.input_value()
     _shot(page, "browser_photo_vqa.png")
+    # not a question the evidence answers: the LM reads the caption
+    assert _ask(page, "Is it raining?").startswith("The language model wrote")
+    expect(read).to_be_visible()
+    assert read.input_value() == caption.input_value()  # the Caption tab's caption
+    # existence: the evidence answers, no caption is read
+    assert _ask(page, "Is there a giraffe?").startswith("From the evidence")
+    expect(read).to_be_hidden()
+
+
+def _ask(page, question: str) -> str:
+    """Ask the Ask tab a question; once its answer shows (the "How it answered" box changes: a click while a
+    question is pending is dropped), what that box says."""
+    how = _textbox(page, "How it answered")
+    before = how.input_value()
+    _textbox(page, "Question").fill(question)
+    page.get_by_role("button", name="Answer", exact=True).click()
+    page.wait_for_function("([el, old]) => el.value !== old", arg=[how.element_handle(), before])
+    return how.input_value()
 
 
 def test_the_answer_api_retrieves_from_vqav2s_answers_on_a_photo(page):

@@ -206,3 +206,28 @@ def test_11_the_ask_tab_reads_the_caption_the_caption_tab_shows(tiny_presets, mo
     assert fresh.caption == service.caption(other, "offline-world").caption and len(calls) == 1
 
 
+
+
+def test_12_a_recaption_reads_the_caption_the_caption_tab_showed_as_its_rough_caption(tiny_presets, monkeypatch):
+    """Caption, then re-caption with a prompt: the rough caption is the one shown (kept with what it read), not
+    decoded again, and the refinement is what a service that never showed it writes."""
+    from zsc_core.models import ModelCache
+    from zsc_core.service import CaptionService
+    from zsc_core.settings import set_defaults
+
+    set_defaults(str(tiny_presets / "tipcap-s4-offline-world.safetensors"), samples=4)
+    service = CaptionService(ModelCache())
+    image, prompt = _scene(7), "An image contains a red circle"
+    shown = service.caption(image, "offline-world")
+    cap = service.models.captioner("offline-world")
+    calls = []
+    real = cap.caption
+    monkeypatch.setattr(cap, "caption", lambda *a, **k: calls.append(k) or real(*a, **k))
+    refined = service.caption(image, "offline-world", prompt=prompt)
+    assert calls == [] and refined.rough_caption == shown.caption  # read from what the Caption tab showed
+    fresh = CaptionService(service.models).caption(image, "offline-world", prompt=prompt)  # nothing shown before
+    assert len(calls) == 1  # it decoded its rough caption
+    assert (fresh.caption, fresh.rough_caption, fresh.retrieved) == (refined.caption, refined.rough_caption,
+                                                                     refined.retrieved)
+    other = service.caption(image, "offline-world", prompt=prompt, seed=3)  # other settings: decoded for them
+    assert len(calls) == 2 and other.rough_caption == service.caption(image, "offline-world", seed=3).caption

@@ -88,21 +88,25 @@ def training_prompt(reference: str, rough: str, rng: random.Random, p_blank: flo
     return stage2_text(rough, make_prompt(missing_phrases(reference, rough, heads=bare, table=table)))
 
 
-def propose_prompted(base, refiner, images, prompt: str, **settings):
+def propose_prompted(base, refiner, images, prompt: str, rough: str | list[str] | None = None,
+                     rough_evidence: list | None = None, **settings):
     """TIPCap's two stages, as the app and the CLI both run them: the preset ``base`` writes the rough caption(s)
     (ranked), and its interactive-prompt model ``refiner`` refines them with the user's ``prompt``. A ``refiner``
     that is ``base`` itself (a stage-2 model, or one that reads prompts as entities) does it in its own passes.
     Both passes decode as the preset serves (its samples and beams) unless ``settings`` say otherwise, as the
-    benchmark's prompt protocol measures them. Returns the refiner's unranked
-    :class:`zsc_core.captioner.Proposal` (``refiner.rank`` finishes it)."""
+    benchmark's prompt protocol measures them. ``rough`` (with ``rough_evidence``, one per image): the base's
+    caption(s) at these settings where they were already made (the app's memo of what it showed), not decoded
+    again. Returns the refiner's unranked :class:`zsc_core.captioner.Proposal` (``refiner.rank`` finishes it)."""
     d = base.config.decoding
     settings = {"samples": d.samples, "num_beams": d.num_beams, **settings}
     if refiner is base or not refiner.interactive:
         return refiner.propose(images, prompt=prompt, **settings)
-    first = base.caption(images, **settings)
-    many = isinstance(first, list)
-    results = first if many else [first]
-    rough = [r.caption for r in results] if many else first.caption
+    if rough is None:
+        first = base.caption(images, **settings)
+        many = isinstance(first, list)
+        results = first if many else [first]
+        rough = [r.caption for r in results] if many else first.caption
+        rough_evidence = [r.evidence for r in results]
     proposal = refiner.propose(images, prompt=prompt, rough=rough, **settings)
-    proposal.rough_evidence = [r.evidence for r in results]
+    proposal.rough_evidence = rough_evidence
     return proposal

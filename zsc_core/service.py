@@ -52,12 +52,15 @@ class CaptionMemo:
             return dict(self._entries.get(self.key(image, preset, settings), {}))
 
     def put(self, image: Image.Image, preset: str, settings: dict[str, Any], caption: str | None = None,
-            seen: Any = None) -> None:
-        """Keep the photo's caption and/or its lookup (what is not given stays as it was)."""
+            seen: Any = None, evidence: list | None = None) -> None:
+        """Keep the photo's caption and/or its lookup (what is not given stays as it was). ``evidence``: what the
+        caption read ([one evidence.Evidence or None], as ``Proposal.rough_evidence`` holds it), given with the
+        caption: a prompted re-caption reads both as its rough caption."""
         key = self.key(image, preset, settings)
         with self._lock:
             entry = self._entries.pop(key, {})
-            entry.update({k: v for k, v in (("caption", caption), ("seen", seen)) if v is not None})
+            entry.update({k: v for k, v in (("caption", caption), ("seen", seen), ("evidence", evidence))
+                          if v is not None})
             self._entries[key] = entry
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -133,7 +136,11 @@ class CaptionService:
         settings = self._plain(request.settings, base)
         if not request.prompt:
             return base.propose(request.image, **settings)
-        return propose_prompted(base, self.models.refiner(request.preset), request.image, request.prompt, **settings)
+        # the rough caption this photo already got at these settings (the Caption tab's) is read, not decoded again
+        shown = self.memo.entry(request.image, request.preset, base.effective(**settings).flat())
+        rough, evidence = (shown["caption"], shown["evidence"]) if "evidence" in shown else (None, None)
+        return propose_prompted(base, self.models.refiner(request.preset), request.image, request.prompt,
+                                rough=rough, rough_evidence=evidence, **settings)
 
     def caption_view(self, request: CaptionRequest, proposal) -> CaptionView:
         """Step 3 (CPU): rank the candidates (CIDEr-D included), draw the subregions, write the table and the info
@@ -148,10 +155,12 @@ class CaptionService:
         rough = r.rough_caption or ""
         if prompt and not cap.interactive:
             rough = "(one pass: this model reads the prompt's nouns as entities, before the ones it retrieved)"
-        elif not prompt:  # what the Ask tab reads for this photo (vqa_service): its caption and its evidence
-            self.memo.put(request.image, preset, r.settings.flat(), r.caption, seen_from(cap, r))
+        elif not prompt:  # what the Ask tab reads for this photo (vqa_service): its caption and its evidence; a
+            # re-caption with a prompt at these settings reads it as its rough caption
+            self.memo.put(request.image, preset, r.settings.flat(), r.caption, seen_from(cap, r), [r.evidence])
         elif rough:  # the rough caption is this model's plain caption at these settings
-            self.memo.put(request.image, preset, base.effective(**self._plain(request.settings, base)).flat(), rough)
+            self.memo.put(request.image, preset, base.effective(**self._plain(request.settings, base)).flat(), rough,
+                          evidence=proposal.rough_evidence)
         # the base model's CIDEr-D ranking already looked up the photo's ranking_k nearest bank captions
         nearest = proposal.pending.cider_texts[0] if cap is base and proposal.pending.cider_texts else None
         warning = nothing_to_see(request.image)
