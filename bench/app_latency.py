@@ -42,10 +42,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     from gradio_client import Client, handle_file
 
+    from zsc_core.device import cpu_summary
     from zsc_core.evaluation import coco_items
 
     paths = [p for p, _ in coco_items("val-dev")[:args.images]]
-    out: dict = {"machine": f"{os.cpu_count()} CPUs", "images": len(paths)}
+    out: dict = {"machine": f"{os.cpu_count()} CPUs, {cpu_summary()}", "images": len(paths)}
     with running_app() as (url, proc, secs), tempfile.TemporaryDirectory() as d:
         out["cold_start_s"] = round(secs, 2)
         print(f"serving after {secs:.1f} s", flush=True)

@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
+    from zsc_core.device import cpu_summary
     from zsc_core.evaluation import coco_items
 
     paths = [p for p, _ in coco_items("val-dev")[:args.images + 1]]
-    out: dict = {"machine": f"{os.cpu_count()} CPUs", "browser": "headless Chromium", "images": args.images}
+    out: dict = {"machine": f"{os.cpu_count()} CPUs, {cpu_summary()}", "browser": "headless Chromium",
+                 "images": args.images}
     with running_app() as (url, _, secs):
         out["cold_start_s"] = round(secs, 2)
         with sync_playwright() as pw:

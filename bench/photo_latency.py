@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from train.cache_keys import model_fingerprint
     from zsc_core.captioner import TIMINGS, Captioner
+    from zsc_core.device import cpu_summary
     from zsc_core.evaluation import coco_items
     from zsc_core.images import load_image
     from zsc_core.presets import PRESETS
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     images = [load_image(p) for p, _ in coco_items("val-dev")[:args.images]]
     path = PRESETS[args.preset].checkpoint_path() if args.preset in PRESETS else args.preset
     out = {"preset": args.preset, "model": model_fingerprint(path),
-           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_summary()}, torch {torch.__version__}, "
                       f"{torch.get_num_threads()} threads", "load_s": round(load_s, 2)}
     # The named settings: what the app (CPU and GPU), `caption` and `evaluate` serve (the defaults), and one
     # noise-free sample.

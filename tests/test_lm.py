@@ -135,6 +135,14 @@ def test_bf16_hardware_is_read_from_the_cpu_flags_and_the_lm_loads_in_the_dtype_
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
     assert not device.cpu_has_bf16(str(info))
     assert not device.cpu_has_bf16(str(tmp_path / "no-such-file"))
+    # what a bench report says of the CPU: its model and its vector extensions (two CPUs listed, the first read)
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2\n")
+    assert device.cpu_summary(str(info)) == "AMD EPYC (avx2; no avx512f, avx512_vnni, avx512_bf16, amx_bf16)"
+    info.write_text("model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16\n")
+    assert device.cpu_summary(str(info)) == "Xeon (avx2, avx512f, avx512_vnni, avx512_bf16, amx_bf16)"
+    assert device.cpu_summary(str(tmp_path / "no-such-file")) == (
+        "unknown CPU (none of avx2/avx512f/avx512_vnni/avx512_bf16/amx_bf16)")
     cpu = torch.device("cpu")
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
     assert device.resolve_dtype("auto", cpu) == torch.float32

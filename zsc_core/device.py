@@ -27,15 +27,40 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _cpu_fields(cpuinfo: str) -> tuple[str, list[str]]:
+    """(model name, flags) of the first CPU that ``cpuinfo`` (Linux's /proc/cpuinfo) lists; ("", []) unread."""
+    try:
+        with open(cpuinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "", []
+
+    def field(key: str) -> str:
+        return next((ln.split(":", 1)[1].strip() for ln in lines if ln.split(":")[0].strip() == key), "")
+
+    return field("model name"), field("flags").split()
+
+
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bfloat16 in hardware (x86's AVX512-BF16 or AMX-BF16, as Linux lists them); where it
     does not, torch emulates bf16 and an LM runs 1.6x slower than in float32 (2026-12-07-lm-precision.md)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = _cpu_fields(cpuinfo)[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# the vector extensions a CPU timing depends on, widest last (the benches name them beside their figures)
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
+def cpu_summary(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """This CPU in words for a bench report: its model and which of :data:`VECTOR_FLAGS` it has, e.g. "AMD EPYC
+    (avx2; no avx512f, avx512_vnni, avx512_bf16, amx_bf16)". The same core count runs at very different speeds on
+    different CPUs, so a timing says which it ran on."""
+    name, flags = _cpu_fields(cpuinfo)
+    has = [f for f in VECTOR_FLAGS if f in flags]
+    lacks = [f for f in VECTOR_FLAGS if f not in flags]
+    return f"{name or 'unknown CPU'} ({', '.join(has) or 'none of ' + '/'.join(VECTOR_FLAGS)}" + (
+        f"; no {', '.join(lacks)})" if has and lacks else ")")
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device, preferred: str = "float32") -> torch.dtype:
