@@ -27,13 +27,12 @@ except ImportError:
 import gradio as gr
 
 from zsc_core import display, world
-from zsc_core.captioner import MAX_PROMPT_CHARS
 from zsc_core.gap_service import GapService
 from zsc_core.models import ModelCache, UserError
 from zsc_core.presets import default_preset, example_rows
 from zsc_core.requests import check_text, read_image
 from zsc_core.service import CaptionService
-from zsc_core.vqa import MAX_QUESTION_CHARS
+from zsc_core.specs import MAX_PROMPT_CHARS, MAX_QUESTION_CHARS
 from zsc_core.vqa_service import AnswerService
 from zsc_core.zerogpu import gpu_seconds
 

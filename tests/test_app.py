@@ -331,6 +331,29 @@ def test_the_page_is_built_while_the_default_loads_and_a_request_waits_for_it(tm
         assert app.startup_problem() == "" and done and done[0][0]
 
 
+def test_the_page_is_built_without_importing_torch(tmp_path):
+    """What the page is built from (the presets, their labels and settings, the request limits) needs no torch: in a
+    fresh process whose model load never starts, app.py builds its page and torch is not imported. torch, the
+    towers and the LM are imported by the load, in the compute thread, while the page is already served."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from concurrent.futures import Future\n"
+        "import zsc_core.models as m\n"
+        "m.ComputeThread.start = lambda self, fn, *a, **k: Future()  # the load never starts\n"
+        "import app\n"
+        "assert app.LABELS.header and app.SERVED is not None and app.CHOICES, 'the page was not built'\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "GRADIO_ANALYTICS_ENABLED": "False"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["False", "False"]
+
+
 def test_zerogpu_decorator_wraps_the_gpu_handlers_only(tmp_path, monkeypatch):
     """With a `spaces` module importable (a stub of ZeroGPU's), app.py wraps only the model's work in spaces.GPU
     (captioning, VQA, the gap tab's encoding); the handler still captions, and the sliders start at the setting the

@@ -196,7 +196,7 @@ def test_shipping_re_bases_the_bank_path_and_refuses_a_missing_bank(tmp_path):
 
 def test_cli_rerank_choices_are_the_rerankers():
     from zsc_core.cli import build_parser
-    from zsc_core.sampling import RERANKERS
+    from zsc_core.settings import RERANKERS
 
     action = next(a for a in build_parser()._subparsers._group_actions[0].choices["caption"]._actions
                   if a.dest == "rerank")

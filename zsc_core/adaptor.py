@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from . import gap
+from .specs import READS_REGIONS
 
 
 @dataclass
@@ -74,7 +75,7 @@ class MacCapAdaptor(nn.Module):
         return self.out(self.decoder(q, memory))  # (B, N_q, H)
 
     # -- what the facade asks of every adaptor --------------------------------------------------------------
-    reads_regions = True  # the N_cr subregion tokens are its input (the app shows N_cr as a setting)
+    reads_regions = READS_REGIONS["maccap"]  # the N_cr subregion tokens are its input (the app shows N_cr)
 
     @property
     def n_regions(self) -> int:
@@ -218,7 +219,7 @@ class TIPCapAdaptor(nn.Module):
         return self.projector(self.reverse(image) if self.reverse is not None else image)
 
     # -- what the facade asks of every adaptor --------------------------------------------------------------
-    reads_regions = False  # TIPCap reads the global feature only; the subregions are shown, not read
+    reads_regions = READS_REGIONS["tipcap"]  # TIPCap reads the global feature only; subregions are shown, not read
     n_regions = 10
     # The default noise variance of multiple sampling (TIPCap decodes once; its S samples borrow MacCap's noise).
     noise_sigma2 = 0.016
@@ -262,6 +263,7 @@ class MemoryAdaptor(MacCapAdaptor):
     global anchor from the region anchors; empty region slots are masked out of the cross-attention."""
 
     reads_memory = True
+    reads_regions = READS_REGIONS["memory"]
 
     def __init__(self, cfg: MemoryConfig):
         super().__init__(cfg)

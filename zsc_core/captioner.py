@@ -33,11 +33,11 @@ from .lm import GenerationCfg, LanguageModel, LMSpec, load_lm
 from .prompts import stage2_text
 from .sampling import Candidate, mix_features, rerank
 from .settings import AUTHORS_INFERENCE, CaptionConfig, InferenceSettings, read_settings, write_settings
+from .specs import MAX_PROMPT_CHARS
 from .towers import load_clip
 
 __all__ = ["AUTHORS_INFERENCE", "CaptionConfig", "CaptionResult", "Captioner", "Pending", "Proposal", "RegionBox"]
 
-MAX_PROMPT_CHARS = 300  # longer prompts are cut: the LM context is short and the prompt names a few objects
 MAX_PROMPT_TOKENS = 96
 TIMINGS = ("encode_s", "detect_s", "retrieve_s", "generate_s", "rank_s", "total_s")  # seconds per image, per stage
 

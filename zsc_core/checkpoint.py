@@ -20,12 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-FORMAT_VERSION = 1
-META_KEY = "zsc"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, of another format, or does not match the models at hand."""
+from .header import FORMAT_VERSION, META_KEY, CheckpointError, read_metadata
 
 
 def build_and_load(build: Callable[[], torch.nn.Module], tensors: Mapping[str, torch.Tensor], what: str,
@@ -120,24 +115,6 @@ def copy_checkpoint(src: str, dst: str) -> str:
         clip["spec"] = spec
     return save_checkpoint(dst, ck.tensors, kind=ck.kind, config=ck.config, clip=clip, lm=ck.lm, extra=ck.extra,
                            dtype=None)
-
-
-def read_metadata(path: str) -> dict[str, Any]:
-    """The metadata document of a checkpoint, without reading its tensors."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(path, framework="pt") as f:
-            raw = (f.metadata() or {}).get(META_KEY)
-    except Exception as e:  # safetensors raises several error types for a non-safetensors file
-        raise CheckpointError(f"{path} is not a safetensors file: {e}") from e
-    if raw is None:
-        raise CheckpointError(f"{path} has no zsc metadata (not written by zsc_core.checkpoint.save_checkpoint)")
-    meta = json.loads(raw)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {meta.get('format_version')}, this zsc_core reads {FORMAT_VERSION}")
-    return meta
 
 
 def load_checkpoint(path: str, expect_kind: str | tuple[str, ...] | None = None) -> Checkpoint:

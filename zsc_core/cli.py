@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--samples", type=int, default=None, help="S sampled candidates, reranked")
     c.add_argument("--prompt", default=None, help='e.g. "An image contains motorcycle"')
     c.add_argument("--seed", type=int, default=None)
-    c.add_argument("--rerank", default=None, choices=("clip", "consensus", "cider"),  # sampling.RERANKERS (no torch)
+    c.add_argument("--rerank", default=None, choices=("clip", "consensus", "cider"),  # settings.RERANKERS
                    help="rank candidates by CLIP score, by consensus with the caption bank's nearest captions, or by "
                         "CIDEr-D against them (default: the model's)")
     c.add_argument("--rerank-k", type=int, default=None, metavar="K",

@@ -54,14 +54,14 @@ class PresetLabels:
 def labels(name: str) -> PresetLabels:
     """What the page says about a preset, read from the registry and the files beside its weights (nothing is
     loaded): which tower it sees with, whether its adaptor reads subregions, how it ranks."""
-    from .adaptor import ADAPTORS
-    from .checkpoint import read_metadata
+    from .header import read_metadata
     from .settings import read_settings
+    from .specs import READS_REGIONS
 
     p, path = PRESETS[name], PRESETS[name].checkpoint_path()
     exists = os.path.isfile(path)
     settings = read_settings(path)
-    reads = ADAPTORS[read_metadata(path)["kind"]][1].reads_regions if exists else True
+    reads = READS_REGIONS[read_metadata(path)["kind"]] if exists else True
     bridge = p.clip == PHOTO_BRIDGE
     lm = "SmolLM2-135M" if p.lm.source == "smollm2-135m" else p.lm.display_name()
     tower = ("a frozen image-text **bridge** (torchvision's ImageNet MobileNetV2, whose class probabilities mix "

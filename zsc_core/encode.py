@@ -25,24 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoint import FrozenIdentity, build_and_load, load_checkpoint, save_checkpoint
-
-
-@dataclass
-class ClipSpec:
-    """Where a CLIP comes from. Exactly one of ``arch`` and ``checkpoint`` is set."""
-
-    name: str = ""  # display name, used in messages and recorded in adaptor checkpoints
-    arch: str | None = None  # open_clip architecture, e.g. "ViT-B-32"
-    pretrained: str | None = None  # open_clip pretrained tag, e.g. "openai" (downloads where the Hub is reachable)
-    weights: str | None = None  # local weights for ``arch``: safetensors, or a torch file read with weights_only
-    checkpoint: str | None = None  # a zsc "clip" checkpoint with its own custom config (offline world)
-
-    def display_name(self) -> str:
-        if self.name:
-            return self.name
-        if self.checkpoint:
-            return self.checkpoint
-        return f"{self.arch}/{self.pretrained or self.weights or 'random'}"
+from .specs import ClipSpec
 
 
 @dataclass

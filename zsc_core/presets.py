@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import DEFAULT_PRESET
-from .encode import ClipSpec
-from .lm import SMOLLM2, LMSpec
+from .specs import SMOLLM2, ClipSpec, LMSpec
 
 
 def data_dir() -> str:

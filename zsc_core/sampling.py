@@ -18,9 +18,6 @@ import torch
 
 from .cider import Idf, cider_d
 
-RERANKERS = ("clip", "consensus", "cider")
-BANK_RERANKERS = ("consensus", "cider")  # those that read the caption bank
-
 
 @dataclass
 class Candidate:

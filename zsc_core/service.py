@@ -13,13 +13,12 @@ from typing import Any
 from PIL import Image
 
 from . import display
-from .captioner import MAX_PROMPT_CHARS
 from .models import ModelCache, UserError, preset_name
 from .presets import PRESETS
 from .prompts import propose_prompted
 from .requests import check_settings, check_text, nothing_to_see, read_image
+from .specs import MAX_PROMPT_CHARS
 from .viz import draw_detections, draw_regions
-from .vqa import seen_from
 
 __all__ = ["CaptionMemo", "CaptionRequest", "CaptionService", "CaptionView", "UserError"]
 
@@ -146,6 +145,8 @@ class CaptionService:
         """Step 3 (CPU): rank the candidates (CIDEr-D included), draw the subregions, write the table and the info
         line from the result's own settings, and retrieve the nearest human caption from the image feature the
         model already computed."""
+        from .vqa import seen_from  # torch: imported once a model is, not with the page
+
         prompt, preset = request.prompt, request.preset
         base = self.models.captioner(preset)
         cap = self.models.refiner(preset) if prompt else base

@@ -17,8 +17,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
-from .memory import WEIGHTINGS
-from .sampling import BANK_RERANKERS, RERANKERS
+# the names a setting may take, here so that reading settings needs no torch (the app's page is built from them)
+WEIGHTINGS = ("mean", "softmax")  # memory.neighbour_anchor's neighbour weightings
+RERANKERS = ("clip", "consensus", "cider")  # sampling.rerank's
+BANK_RERANKERS = ("consensus", "cider")  # those that read the caption bank
 
 SETTINGS_VERSION = 1
 SUFFIX = ".inference.json"

@@ -39,8 +39,8 @@ from typing import Any
 import torch
 
 from .lm import GenerationCfg
+from .specs import MAX_QUESTION_CHARS
 
-MAX_QUESTION_CHARS = 300
 VOCABULARIES = ("world", "vqav2")  # world.ANSWER_VOCAB; data/vqa/vqav2_answers.json
 # VQAv2's yes/no questions open with an auxiliary verb; "how many" asks for a number.
 _YES_NO = re.compile(r"^\s*(is|are|was|were|do|does|did|can|could|will|would|should|has|have|had)\b", re.IGNORECASE)

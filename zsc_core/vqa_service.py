@@ -10,7 +10,7 @@ from PIL import Image
 
 from .models import ModelCache, preset_name
 from .requests import check_text, read_image
-from .vqa import MAX_QUESTION_CHARS
+from .specs import MAX_QUESTION_CHARS
 
 
 @dataclass
