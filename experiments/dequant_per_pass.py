@@ -13,7 +13,6 @@ and the widening alone. Best of 3 rounds of 5 passes, torch's default threads. N
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -37,6 +36,7 @@ def best_ms(fn, x, rounds: int = 3, passes: int = 5) -> float:
 
 
 def main(out: str = OUT) -> dict:
+    from bench.app_serving import report as bench_report
     from zsc_core.device import cpu_summary
 
     g = torch.Generator().manual_seed(0)
@@ -77,11 +77,7 @@ def main(out: str = OUT) -> dict:
         report["ms_per_pass"][f"{rows} rows"] = {name: best_ms(fn, x) for name, fn in
                                                  (("float32 product", fp32), ("widen + product", widened),
                                                   ("widen only", widen_only))}
-    print(json.dumps(report, indent=1))
-    with open(out, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    return report
+    return bench_report(report, out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ rough caption, retrieved caption). One thread of work at a time, torch's default
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -22,6 +21,7 @@ PROMPT = "An image contains motorcycle"
 
 
 def main(out: str = OUT, images: int = 8) -> dict:
+    from bench.app_serving import report as bench_report
     from zsc_core.device import cpu_summary
     from zsc_core.evaluation import coco_items
     from zsc_core.models import ModelCache
@@ -54,11 +54,7 @@ def main(out: str = OUT, images: int = 8) -> dict:
               "same_refined_captions": True,
               "seconds": {k: {"median_s": round(statistics.median(v), 2), "max_s": round(max(v), 2)}
                           for k, v in times.items()}}
-    print(json.dumps(report, indent=1))
-    with open(out, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    return report
+    return bench_report(report, out)
 
 
 if __name__ == "__main__":

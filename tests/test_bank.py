@@ -447,7 +447,8 @@ def test_a_noisy_run_is_keyed_under_per_image_noise_and_a_noise_free_one_keeps_i
                  "crop_weight", "crop_grow",
                  "evidence_answers", "answer_k", "exist_share", "count_faces",  # (#54)
                  "draft_tokens", "bank_vocab",  # (#55)
-                 "min_new_tokens"}  # (#53, fourth session)
+                 "min_new_tokens",  # (#53, fourth session)
+                 "lm_examples"}  # (#54, seventh session)
         eff = {k: v for k, v in s.config.replace(**flat).flat().items()
                if k not in since and (k not in later or v != defaults[k])}
         eff["keep_beams"] = eff["keep_beams"] if eff["num_beams"] > 1 else False

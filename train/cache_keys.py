@@ -23,7 +23,7 @@ LATER_FIELDS = {"decoding": {"draft_tokens", "bank_vocab", "min_new_tokens"},
                 "guidance": {"guide_weight", "guide_k", "guide_order"},
                 "evidence": {"faces", "bodies", "count_people", "evidence_pool", "face_prob", "body_score",
                              "crop_weight", "crop_grow"},
-                "answering": {"evidence_answers", "answer_k", "exist_share", "count_faces"}}
+                "answering": {"evidence_answers", "answer_k", "exist_share", "count_faces", "lm_examples"}}
 # Since 2026-12-07 (issue #52) each image draws its sampling noise from its own generator, so a row that draws noise
 # and was captioned 8 photos a call has other captions than before: its key names the protocol, and older rows
 # re-run. Rows without noise (S=1) keep their keys: their captions are unchanged.

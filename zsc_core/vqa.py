@@ -357,9 +357,19 @@ def answer_class(seen: Seen, cls: str, vocabulary: set[str] | None = None
                                                                                   for c, k in ranked]
 
 
-def vqa_prompt(question: str, caption: str | None) -> str:
+# Four answered examples of four kinds (a colour, a count, yes / no, an activity), none a COCO object: without them
+# SmolLM2 often starts a new "A:" line instead of answering (docs/experiments/2026-12-07-vqa-from-evidence.md)
+ANSWER_EXAMPLES = ("A dog sleeping on a green couch. Question: What color is the couch? Answer: green\n"
+                   "Two men standing in a kitchen. Question: How many people are there? Answer: 2\n"
+                   "A cat on a bed next to a laptop. Question: Is the cat asleep? Answer: no\n"
+                   "A boy riding a skateboard down a street. Question: What is the boy doing? Answer: skateboarding\n")
+
+
+def vqa_prompt(question: str, caption: str | None, examples: bool = False) -> str:
+    """What the LM reads: the caption (if any) and the question, after :data:`ANSWER_EXAMPLES` with ``examples``."""
     q = question.strip()[:MAX_QUESTION_CHARS]
-    return f"{caption.strip()}. Question: {q} Answer:" if caption else f"Question: {q} Answer:"
+    text = f"{caption.strip()}. Question: {q} Answer:" if caption else f"Question: {q} Answer:"
+    return ANSWER_EXAMPLES + text if examples else text
 
 
 @torch.no_grad()
@@ -557,7 +567,7 @@ def answer(captioner, image, question: str, answers: Sequence[str] | None = None
         caption = None
     elif caption is None:
         caption = captioner.caption(image, samples=samples, **caption_kw).caption
-    gen = generate_answers(captioner.lm, [vqa_prompt(question, caption)])[0]
+    gen = generate_answers(captioner.lm, [vqa_prompt(question, caption, cfg.answering.lm_examples)])[0]
     candidates = answer_candidates(captioner, question, answers, by_type)
     ranking = rank_answers(captioner.clip, [gen], candidates)[0]
     return AnswerResult(ranking[0][0], gen, caption, ranking, "the language model read the caption" if caption
