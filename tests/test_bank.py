@@ -424,6 +424,21 @@ def test_a_run_that_spells_out_its_settings_keeps_its_fingerprint_when_a_default
     assert setting_fingerprint(path, num_beams=1, keep_beams=True) == setting_fingerprint(path, num_beams=1)
 
 
+def test_a_setting_that_changes_only_answers_leaves_every_caption_key_as_it_was(tmp_path):
+    """``answering.lm_examples`` changes what the LM reads for a question, never a caption: setting it re-runs no
+    cached caption row; a setting that does change answers and is keyed (exist_share) still changes the keys."""
+    from train.cache_keys import model_fingerprint, setting_fingerprint
+    from zsc_core.settings import set_defaults
+
+    _, path, _ = _captioner_with_bank(tmp_path)
+    before = model_fingerprint(path), setting_fingerprint(path, samples=4), setting_fingerprint(path, samples=1)
+    set_defaults(path, lm_examples=True)
+    assert (model_fingerprint(path), setting_fingerprint(path, samples=4), setting_fingerprint(path, samples=1)) \
+        == before
+    set_defaults(path, exist_share=0.3)
+    assert model_fingerprint(path) != before[0] and setting_fingerprint(path, samples=4) != before[1]
+
+
 def test_a_noisy_run_is_keyed_under_per_image_noise_and_a_noise_free_one_keeps_its_key(tmp_path):
     """Issue #52: captions that draw noise changed when each image got its own generator, so their cached rows
     re-run; S=1 captions did not change, so theirs stay cached."""

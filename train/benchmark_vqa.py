@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from train.common import parse_overrides, save_report, set_threads
 
 SHARES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+EXAMPLES_ROW = "served caption + LM, four answered examples first (vqa.ANSWER_EXAMPLES)"
 
 
 @dataclass
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
             cache = earlier.get("lm_cache", {})
     report["lm_cache"] = cache
 
-    def lm_answers(questions: list[str], captions: list[str | None]) -> list[str]:
-        prompts = [vqa_prompt(q, c) for q, c in zip(questions, captions)]
+    def lm_answers(questions: list[str], captions: list[str | None], examples: bool = False) -> list[str]:
+        prompts = [vqa_prompt(q, c, examples) for q, c in zip(questions, captions)]
         todo = [i for i, p in enumerate(prompts) if p not in cache]
         for j in range(0, len(todo), 32):
             idx = todo[j:j + 32]
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
         with_cap = lm_answers(qs, [captions[p["photo"]] for p in probes])
         rows["question only (LM)"] = {"existence": existence_row(q_only, probes)}
         rows["served caption + LM (the Ask tab before #54)"] = {"existence": existence_row(with_cap, probes)}
+        shown = [captions[p["photo"]] for p in probes]
+        rows[EXAMPLES_ROW] = {"existence": existence_row(lm_answers(qs, shown, True), probes)}
         for which, s in seen.items():
             for share in cfg.shares:
                 ans = [answer_exists(s[p["photo"]], p["object"], share)[0] for p in probes]
@@ -236,6 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows["question only (LM)"]["counting"] = acc(lm_answers(cq, [None] * len(cq)), counts)
         rows["served caption + LM (the Ask tab before #54)"]["counting"] = acc(
             lm_answers(cq, [captions[p["photo"]] for p in counts]), counts)
+        rows[EXAMPLES_ROW]["counting"] = acc(lm_answers(cq, [captions[p["photo"]] for p in counts], True), counts)
         rows["always 2"] = {"counting": acc(["2"] * len(counts), counts)}
         # absent objects: the existence probes' negatives asked as counts, whose answer is 0
         absent = [{"photo": p["photo"], "object": p["object"], "answer": "0", "question": how_many(p["object"])}
@@ -265,8 +269,11 @@ def main(argv: list[str] | None = None) -> dict:
             kq = [p["question"] for p in colors]
             lm_q_c = lm_answers(kq, [None] * len(kq))
             lm_c = lm_answers(kq, [captions[p["photo"]] for p in colors])
+            lm_e = lm_answers(kq, [captions[p["photo"]] for p in colors], True)
             rows["question only (LM)"]["color"] = acc(lm_q_c, colors)
             rows["served caption + LM (the Ask tab before #54)"]["color"] = acc(lm_c, colors)
+            rows[EXAMPLES_ROW]["color"] = acc(lm_e, colors)
+            fallback = lm_e if served.answering.lm_examples else lm_c  # what the served LM route writes
             most = Counter(p["answer"] for p in colors).most_common(1)[0][0]
             rows[f"always {most}"] = {"color": acc([most] * len(colors), colors)}
             vocab_set = set(vocab)
@@ -274,16 +281,18 @@ def main(argv: list[str] | None = None) -> dict:
                 for anywhere, how in ((False, ""), (True, ", else the colour they name most")):
                     picks = [answer_color(s[p["photo"]], p["object"], vocab_set, anywhere)[0] for p in colors]
                     rows[f"evidence, {which}, colour from the captions{how}, else caption + LM"] = {
-                        "color": acc([c or a for c, a in zip(picks, lm_c)], colors),
+                        "color": acc([c or a for c, a in zip(picks, fallback)], colors),
                         "color_from_evidence": sum(c is not None for c in picks) / len(colors)}
         # VQAv2 questions: the routed answer (evidence where a route applies, else the LM with the caption)
         vq = [q["question"] for q in vqav2]
         lm_cap = lm_answers(vq, [captions[q["photo"]] for q in vqav2])
+        lm_ex = lm_answers(vq, [captions[q["photo"]] for q in vqav2], True)
         lm_q = lm_answers(vq, [None] * len(vq))
         routed = [cap.answer(images[q["photo"]], q["question"], by_type=True, caption=captions[q["photo"]],
                              evidence_answers=True, seen=seen["with faces"][q["photo"]]) for q in vqav2]
         sp["vqav2"] = {"question only (LM)": _vqa(lm_q, vqav2, vqa_accuracy),
                        "served caption + LM": _vqa(lm_cap, vqav2, vqa_accuracy),
+                       "served caption + LM, four answered examples first": _vqa(lm_ex, vqav2, vqa_accuracy),
                        "routed (evidence, else caption + LM)": _vqa([r.answer for r in routed], vqav2, vqa_accuracy),
                        "examples": [{"question": q["question"], "routed": r.answer, "route": r.route,
                                      "evidence": r.evidence, "lm": a, "humans": q["answers"][:5]}

@@ -23,7 +23,10 @@ LATER_FIELDS = {"decoding": {"draft_tokens", "bank_vocab", "min_new_tokens"},
                 "guidance": {"guide_weight", "guide_k", "guide_order"},
                 "evidence": {"faces", "bodies", "count_people", "evidence_pool", "face_prob", "body_score",
                              "crop_weight", "crop_grow"},
-                "answering": {"evidence_answers", "answer_k", "exist_share", "count_faces", "lm_examples"}}
+                "answering": {"evidence_answers", "answer_k", "exist_share", "count_faces"}}
+# Settings that change how a question is answered and never a caption: left out of every caption key, so setting
+# them re-runs no caption row.
+NOT_CAPTIONING = {"answering": {"lm_examples"}}
 # Since 2026-12-07 (issue #52) each image draws its sampling noise from its own generator, so a row that draws noise
 # and was captioned 8 photos a call has other captions than before: its key names the protocol, and older rows
 # re-run. Rows without noise (S=1) keep their keys: their captions are unchanged.
@@ -57,6 +60,8 @@ def model_fingerprint(weights_path: str, lm_dtype: str = "auto") -> str:
     settings (the defaults and the bank's path relative to the weights). ``WEIGHTS:SETTINGS``."""
     s = read_settings(weights_path)
     settings = s.config.to_dict()
+    for group, names in NOT_CAPTIONING.items():
+        settings[group] = {k: v for k, v in settings.get(group, {}).items() if k not in names}
     for group, names in LATER_FIELDS.items():  # at their defaults they change nothing: keep older keys valid
         kept = {k: v for k, v in settings.get(group, {}).items()
                 if k not in names or v != getattr(GROUPS[group](), k)}
@@ -76,9 +81,11 @@ def setting_fingerprint(weights_path: str, *, lm_dtype: str = "auto", **flat: An
     A run that draws noise also names :data:`NOISE_PROTOCOL`. ``WEIGHTS:SETTINGS``."""
     s = read_settings(weights_path)
     later = {name for names in LATER_FIELDS.values() for name in names}
+    answering_only = {name for names in NOT_CAPTIONING.values() for name in names}
     defaults = CaptionConfig().flat()
     cfg = s.config.replace(**flat)
-    eff = {k: v for k, v in cfg.flat().items() if k not in later or v != defaults[k]}
+    eff = {k: v for k, v in cfg.flat().items()
+           if k not in answering_only and (k not in later or v != defaults[k])}
     if eff["num_beams"] == 1:
         eff["keep_beams"] = False  # one beam has one hypothesis: keeping "all" of them changes nothing
     if draws_noise(cfg):
