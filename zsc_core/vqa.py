@@ -1,6 +1,7 @@
 """Zero-shot VQA (MacCap): caption the image, ask the frozen LM, retrieve the answer with CLIP's text tower.
 
-The LM reads ``"<caption>. Question: <question> Answer:"`` (no image prefix: the caption carries the image) and
+The LM reads ``"<caption>. Question: <question> Answer:"`` (no image prefix: the caption carries the image), after
+four answered examples where the model's ``answering.lm_examples`` says so (:data:`ANSWER_EXAMPLES`), and
 writes a short answer; that free text, stripped of answer boilerplate ("The answer is: red" -> "red"), is embedded
 with the CLIP text tower and the candidate answer with the highest cosine is returned. The question-only baseline
 leaves the caption out.
