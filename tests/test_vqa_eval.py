@@ -47,7 +47,7 @@ def test_vqa_prompt_format():
     assert vqa.vqa_prompt("how many?", None) == "Question: how many? Answer:"
     shown = vqa.vqa_prompt("how many?", "two cats", examples=True)
     assert shown == vqa.ANSWER_EXAMPLES + "two cats. Question: how many? Answer:"
-    assert shown.count("Answer: ") == 4 and vqa.ANSWER_EXAMPLES.endswith("\n")  # each example on its own line
+    assert shown.count("Answer: ") == 5 and vqa.ANSWER_EXAMPLES.endswith("\n")  # each example on its own line
 
 
 def test_answer_through_the_facade(tiny_clip, tiny_lm):

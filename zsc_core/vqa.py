@@ -1,7 +1,7 @@
 """Zero-shot VQA (MacCap): caption the image, ask the frozen LM, retrieve the answer with CLIP's text tower.
 
 The LM reads ``"<caption>. Question: <question> Answer:"`` (no image prefix: the caption carries the image), after
-four answered examples where the model's ``answering.lm_examples`` says so (:data:`ANSWER_EXAMPLES`), and
+answered examples where the model's ``answering.lm_examples`` says so (:data:`ANSWER_EXAMPLES`), and
 writes a short answer; that free text, stripped of answer boilerplate ("The answer is: red" -> "red"), is embedded
 with the CLIP text tower and the candidate answer with the highest cosine is returned. The question-only baseline
 leaves the caption out.
@@ -358,9 +358,10 @@ def answer_class(seen: Seen, cls: str, vocabulary: set[str] | None = None
                                                                                   for c, k in ranked]
 
 
-# Four answered examples of four kinds (a colour, a count, yes / no, an activity), none a COCO object: without them
-# SmolLM2 often starts a new "A:" line instead of answering (docs/experiments/2026-12-07-vqa-from-evidence.md)
+# Five answered examples (a colour, yes, a count, no, an activity), none a COCO object: without them SmolLM2 often
+# starts a new "A:" line instead of answering (docs/experiments/2026-12-07-vqa-from-evidence.md)
 ANSWER_EXAMPLES = ("A dog sleeping on a green couch. Question: What color is the couch? Answer: green\n"
+                   "A woman holding an umbrella in the rain. Question: Is it raining? Answer: yes\n"
                    "Two men standing in a kitchen. Question: How many people are there? Answer: 2\n"
                    "A cat on a bed next to a laptop. Question: Is the cat asleep? Answer: no\n"
                    "A boy riding a skateboard down a street. Question: What is the boy doing? Answer: skateboarding\n")
