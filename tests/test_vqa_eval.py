@@ -48,6 +48,8 @@ def test_vqa_prompt_format():
     shown = vqa.vqa_prompt("how many?", "two cats", examples=True)
     assert shown == vqa.ANSWER_EXAMPLES + "two cats. Question: how many? Answer:"
     assert shown.count("Answer: ") == 5 and vqa.ANSWER_EXAMPLES.endswith("\n")  # each example on its own line
+    # a yes / no question reads none: after them the LM says no to every one
+    assert vqa.vqa_prompt("Is it raining?", "a street", examples=True) == "a street. Question: Is it raining? Answer:"
 
 
 def test_answer_through_the_facade(tiny_clip, tiny_lm):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from train.common import parse_overrides, save_report, set_threads
 
 SHARES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-EXAMPLES_ROW = "served caption + LM, five answered examples first (vqa.ANSWER_EXAMPLES)"
+EXAMPLES_ROW = "served caption + LM, five answered examples first where not yes/no (vqa.vqa_prompt)"
 
 
 @dataclass
@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
                              evidence_answers=True, seen=seen["with faces"][q["photo"]]) for q in vqav2]
         sp["vqav2"] = {"question only (LM)": _vqa(lm_q, vqav2, vqa_accuracy),
                        "served caption + LM": _vqa(lm_cap, vqav2, vqa_accuracy),
-                       "served caption + LM, five answered examples first": _vqa(lm_ex, vqav2, vqa_accuracy),
+                       "served caption + LM, five answered examples first where not yes/no":
+                           _vqa(lm_ex, vqav2, vqa_accuracy),
                        "routed (evidence, else caption + LM)": _vqa([r.answer for r in routed], vqav2, vqa_accuracy),
                        "examples": [{"question": q["question"], "routed": r.answer, "route": r.route,
                                      "evidence": r.evidence, "lm": a, "humans": q["answers"][:5]}

@@ -130,7 +130,7 @@ class AnswerConfig:
     answer_k: int = 300  # nearest bank captions (conditioned on the detections) the evidence reads
     exist_share: float = 0.01  # "yes" when at least this share of them name the object (or a face, for people)
     count_faces: bool = False  # "how many people": the faces found (else the count the nearest captions agree on)
-    lm_examples: bool = False  # the LM reads answered examples before the question (vqa.ANSWER_EXAMPLES)
+    lm_examples: bool = False  # the LM reads answered examples before a question that is not yes / no (vqa_prompt)
 
 
 @dataclass

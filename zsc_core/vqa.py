@@ -368,10 +368,11 @@ ANSWER_EXAMPLES = ("A dog sleeping on a green couch. Question: What color is the
 
 
 def vqa_prompt(question: str, caption: str | None, examples: bool = False) -> str:
-    """What the LM reads: the caption (if any) and the question, after :data:`ANSWER_EXAMPLES` with ``examples``."""
+    """What the LM reads: the caption (if any) and the question; with ``examples``, after :data:`ANSWER_EXAMPLES`
+    where the question is not a yes / no one (after them SmolLM2 answers "no" to every yes / no question)."""
     q = question.strip()[:MAX_QUESTION_CHARS]
     text = f"{caption.strip()}. Question: {q} Answer:" if caption else f"Question: {q} Answer:"
-    return ANSWER_EXAMPLES + text if examples else text
+    return ANSWER_EXAMPLES + text if examples and answer_type(q) != "yes/no" else text
 
 
 @torch.no_grad()
