@@ -28,8 +28,10 @@ sys.path.insert(0, ROOT)
 
 from bench.app_serving import peak_rss_gb, report, rss_split_gb, running_app  # noqa: E402
 from bench.photo_latency import QUESTIONS  # noqa: E402
+from zsc_core.presets import EXAMPLE_PROMPTS  # noqa: E402
 
-PROMPT = "An image contains motorcycle"  # the app's example prompt
+PROMPT = next(iter(EXAMPLE_PROMPTS.values()))  # the app's example prompt
+
 
 def summary(xs: list[float]) -> dict[str, float]:
     return {"n": len(xs), "median_s": round(statistics.median(xs), 3), "max_s": round(max(xs), 3)}

@@ -221,10 +221,10 @@ def main(argv: list[str] | None = None) -> dict:
         rows = sp["rows"]
         rows["always yes"] = {"existence": existence_row(["yes"] * len(probes), probes)}
         q_only = lm_answers(qs, [None] * len(qs))
-        with_cap = lm_answers(qs, [captions[p["photo"]] for p in probes])
+        shown = [captions[p["photo"]] for p in probes]  # the caption each probe's photo got
+        with_cap = lm_answers(qs, shown)
         rows["question only (LM)"] = {"existence": existence_row(q_only, probes)}
         rows["served caption + LM (the Ask tab before #54)"] = {"existence": existence_row(with_cap, probes)}
-        shown = [captions[p["photo"]] for p in probes]
         rows[EXAMPLES_ROW] = {"existence": existence_row(lm_answers(qs, shown, True), probes)}
         for which, s in seen.items():
             for share in cfg.shares:
@@ -237,9 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
             return sum(a == g["answer"] for a, g in zip(pred, gold)) / max(1, len(gold))
 
         rows["question only (LM)"]["counting"] = acc(lm_answers(cq, [None] * len(cq)), counts)
-        rows["served caption + LM (the Ask tab before #54)"]["counting"] = acc(
-            lm_answers(cq, [captions[p["photo"]] for p in counts]), counts)
-        rows[EXAMPLES_ROW]["counting"] = acc(lm_answers(cq, [captions[p["photo"]] for p in counts], True), counts)
+        shown_c = [captions[p["photo"]] for p in counts]
+        rows["served caption + LM (the Ask tab before #54)"]["counting"] = acc(lm_answers(cq, shown_c), counts)
+        rows[EXAMPLES_ROW]["counting"] = acc(lm_answers(cq, shown_c, True), counts)
         rows["always 2"] = {"counting": acc(["2"] * len(counts), counts)}
         # absent objects: the existence probes' negatives asked as counts, whose answer is 0
         absent = [{"photo": p["photo"], "object": p["object"], "answer": "0", "question": how_many(p["object"])}
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
         if colors:
             kq = [p["question"] for p in colors]
             lm_q_c = lm_answers(kq, [None] * len(kq))
-            lm_c = lm_answers(kq, [captions[p["photo"]] for p in colors])
-            lm_e = lm_answers(kq, [captions[p["photo"]] for p in colors], True)
+            shown_k = [captions[p["photo"]] for p in colors]
+            lm_c, lm_e = lm_answers(kq, shown_k), lm_answers(kq, shown_k, True)
             rows["question only (LM)"]["color"] = acc(lm_q_c, colors)
             rows["served caption + LM (the Ask tab before #54)"]["color"] = acc(lm_c, colors)
             rows[EXAMPLES_ROW]["color"] = acc(lm_e, colors)
@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "color_from_evidence": sum(c is not None for c in picks) / len(colors)}
         # VQAv2 questions: the routed answer (evidence where a route applies, else the LM with the caption)
         vq = [q["question"] for q in vqav2]
-        lm_cap = lm_answers(vq, [captions[q["photo"]] for q in vqav2])
-        lm_ex = lm_answers(vq, [captions[q["photo"]] for q in vqav2], True)
+        shown_q = [captions[q["photo"]] for q in vqav2]
+        lm_cap, lm_ex = lm_answers(vq, shown_q), lm_answers(vq, shown_q, True)
         lm_q = lm_answers(vq, [None] * len(vq))
         routed = [cap.answer(images[q["photo"]], q["question"], by_type=True, caption=captions[q["photo"]],
                              evidence_answers=True, seen=seen["with faces"][q["photo"]]) for q in vqav2]

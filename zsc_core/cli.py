@@ -265,6 +265,8 @@ def _space(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m zsc_core", description="zero-shot captioning trained on text only")
+    from .settings import RERANKERS  # torch-free
+
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("caption", help="caption images")
     c.add_argument("images", nargs="+", metavar="IMAGE")
@@ -272,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--samples", type=int, default=None, help="S sampled candidates, reranked")
     c.add_argument("--prompt", default=None, help='e.g. "An image contains motorcycle"')
     c.add_argument("--seed", type=int, default=None)
-    c.add_argument("--rerank", default=None, choices=("clip", "consensus", "cider"),  # settings.RERANKERS
+    c.add_argument("--rerank", default=None, choices=RERANKERS,
                    help="rank candidates by CLIP score, by consensus with the caption bank's nearest captions, or by "
                         "CIDEr-D against them (default: the model's)")
     c.add_argument("--rerank-k", type=int, default=None, metavar="K",
